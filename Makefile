@@ -1,0 +1,37 @@
+# cellblock: `make demo` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo
+SYNTH_ARGS ?=
+export DEMO_DIR SYNTH_ARGS
+
+.PHONY: env demo test lint bench-io lock clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml scripts/install.sh
+	scripts/install.sh $(VENV)
+	touch $@
+
+demo: env  ## synthesize -> pack -> summary, on an embedded synthetic RxRx1-style dataset
+	PATH=$(abspath $(VENV))/bin:$$PATH scripts/demo.sh
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint  ## ruff + the whole pytest suite (slow tests included)
+	$(PY) -m pytest -q
+
+bench-io: env  ## IO benchmark: zarr vs PNG vs raw codec, writes scripts/bench/results/io.md
+	$(PY) scripts/bench/io.py
+
+lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
+	rm -rf /tmp/cellblock-lock && python3.11 -m venv /tmp/cellblock-lock
+	/tmp/cellblock-lock/bin/pip install -q -r requirements.txt
+	{ head -2 constraints.txt; /tmp/cellblock-lock/bin/pip freeze | grep -viE '^(torch|nvidia|triton)'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
