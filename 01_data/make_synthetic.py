@@ -32,9 +32,18 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="processes")
     args = p.parse_args()
 
-    flags = ("seed", "n_treatments", "n_positive_controls", "experiments_per_cell_type",
-             "test_fraction", "image_size", "n_sites", "plate_wells", "effect_size",
-             "batch_strength")  # fmt: skip
+    flags = (
+        "seed",
+        "n_treatments",
+        "n_positive_controls",
+        "experiments_per_cell_type",
+        "test_fraction",
+        "image_size",
+        "n_sites",
+        "plate_wells",
+        "effect_size",
+        "batch_strength",
+    )
     changes = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     config = preset(args.preset).replace(**changes, **parse_overrides(args.set))
     experiments = args.experiments.split(",") if args.experiments else None

@@ -79,7 +79,9 @@ class DatasetInfo:
     dimension_names: tuple[str, ...] = DIMENSION_NAMES
 
     @classmethod
-    def for_channels(cls, plate_wells: int, n_sites: int, n_channels: int, image_size) -> DatasetInfo:
+    def for_channels(
+        cls, plate_wells: int, n_sites: int, n_channels: int, image_size
+    ) -> DatasetInfo:
         """RxRx1 names and colours for 6 channels, ``w1..wN`` and grey otherwise."""
         if n_channels == len(RXRX1_CHANNELS):
             names, colors = RXRX1_CHANNELS, RXRX1_COLORS
@@ -104,7 +106,9 @@ class DatasetInfo:
     def from_json(cls, obj: dict, where: str = "images.zarr attrs") -> DatasetInfo:
         version = _require(obj, "format_version", int, where)
         if version != FORMAT_VERSION:
-            raise UserError(f"{where}: format_version {version}, this cellblock reads {FORMAT_VERSION}")
+            raise UserError(
+                f"{where}: format_version {version}, this cellblock reads {FORMAT_VERSION}"
+            )
         channels = tuple(_require(obj, "channels", list, where))
         colors = tuple(_require(obj, "colors", list, where))
         size = tuple(_require(obj, "image_size", list, where))
@@ -150,10 +154,16 @@ class PlateInfo:
     def from_json(cls, obj: dict, where: str) -> PlateInfo:
         kwargs = {
             k: _require(obj, k, kind, where)
-            for k, kind in [("experiment", str), ("plate", int), ("cell_type", str),
-                            ("split", str), ("n_sites", int), ("stats", dict),
-                            ("complete", bool)]
-        }  # fmt: skip
+            for k, kind in [
+                ("experiment", str),
+                ("plate", int),
+                ("cell_type", str),
+                ("split", str),
+                ("n_sites", int),
+                ("stats", dict),
+                ("complete", bool),
+            ]
+        }
         return cls(**kwargs)
 
     def channel_stats(self, kind: str = "all") -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +206,7 @@ class PackedDataset:
             keys += [f"{exp_name}/{name}" for name, _ in group.arrays()]
         return sorted(keys)
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - the dataset object lives as long as its cache
+    @functools.cache  # noqa: B019 - the dataset object lives as long as its cache
     def plate(self, experiment: str, plate: int) -> zarr.Array:
         """The plate's array ``(row, col, site, channel, y, x)``."""
         key = plate_key(experiment, plate)

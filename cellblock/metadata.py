@@ -45,9 +45,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SITE_COLUMNS = [
-    "id_code", "experiment", "plate", "well", "row", "col", "site",
-    "cell_type", "split", "well_type", "sirna",
-]  # fmt: skip
+    "id_code",
+    "experiment",
+    "plate",
+    "well",
+    "row",
+    "col",
+    "site",
+    "cell_type",
+    "split",
+    "well_type",
+    "sirna",
+]
 WELL_TYPES = ("treatment", "positive_control", "negative_control")
 
 KAGGLE_COLUMNS = {
@@ -57,9 +66,18 @@ KAGGLE_COLUMNS = {
     "test_controls.csv": ["id_code", "experiment", "plate", "well", "sirna", "well_type"],
 }
 V1_COLUMNS = [
-    "site_id", "well_id", "cell_type", "dataset", "experiment", "plate", "well", "site",
-    "well_type", "sirna", "sirna_id",
-]  # fmt: skip
+    "site_id",
+    "well_id",
+    "cell_type",
+    "dataset",
+    "experiment",
+    "plate",
+    "well",
+    "site",
+    "well_type",
+    "sirna",
+    "sirna_id",
+]
 
 
 class MetadataError(UserError):
@@ -184,7 +202,9 @@ def _finish(table: pd.DataFrame, source: str) -> pd.DataFrame:
         site=table["site"].astype(int),
         sirna=pd.array(table["sirna"], dtype="Int64"),
     )
-    expected = [id_code(e, p, w) for e, p, w in zip(table.experiment, table.plate, table.well)]
+    expected = [
+        id_code(e, p, w) for e, p, w in zip(table.experiment, table.plate, table.well, strict=True)
+    ]
     mismatch = np.flatnonzero(table["id_code"].to_numpy() != np.array(expected, dtype=object))
     if len(mismatch):
         i = mismatch[0]
@@ -212,7 +232,9 @@ def validate_site_table(table: pd.DataFrame, source: str = "site table") -> None
         raise MetadataError(f"{source}: unknown split value(s) {bad_split}")
     unlabeled = table["split"].eq("train") & table["sirna"].isna()
     if unlabeled.any():
-        raise MetadataError(f"{source}: training well {table[unlabeled].id_code.iloc[0]} has no sirna")
+        raise MetadataError(
+            f"{source}: training well {table[unlabeled].id_code.iloc[0]} has no sirna"
+        )
     if (table["sirna"].dropna() < 0).any():
         raise MetadataError(f"{source}: negative sirna label")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cellblock.atomic import atomic_write_parquet
 from cellblock.dataset import DIMENSION_NAMES, DatasetInfo, PlateInfo, plate_key
 from cellblock.errors import UserError
 from cellblock.metadata import load_raw_metadata, sites_of
+from cellblock.parallel import ordered_map
 from cellblock.plates import PlateFormat, plate_dir, site_filename
 from cellblock.rawtree import RawGeometry, check_plate_folder, probe_geometry, read_png
 
@@ -103,26 +103,13 @@ def _stats(sums: np.ndarray) -> dict:
 
 
 def _run(fn, jobs: list[_RowJob], workers: int, desc: str, progress: bool, on_done=None) -> None:
-    bar = tqdm(total=sum(len(j.sites) for j in jobs), unit="site", desc=desc, disable=not progress)
-    if workers <= 1:
-        for job in jobs:
-            result = fn(job)
+    """Run ``fn`` over ``jobs`` (in ``workers`` processes), calling ``on_done`` in order."""
+    total = sum(len(j.sites) for j in jobs)
+    with tqdm(total=total, unit="site", desc=desc, disable=not progress) as bar:
+        for job, result in zip(jobs, ordered_map(fn, jobs, workers), strict=True):
             bar.update(len(job.sites))
             if on_done:
                 on_done(job, result)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [(pool.submit(fn, job), job) for job in jobs]
-            try:
-                for fut, job in futures:
-                    result = fut.result()
-                    bar.update(len(job.sites))
-                    if on_done:
-                        on_done(job, result)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-    bar.close()
 
 
 def pack_dataset(
@@ -153,13 +140,17 @@ def pack_dataset(
     sites = sorted(set(table["site"]))
     if plate_wells is None:
         plate_wells = _declared_plate_wells(raw)
-    fmt = (PlateFormat.from_n_wells(plate_wells) if plate_wells
-           else PlateFormat.smallest_containing(set(table["well"])))  # fmt: skip
+    fmt = (
+        PlateFormat.from_n_wells(plate_wells)
+        if plate_wells
+        else PlateFormat.smallest_containing(set(table["well"]))
+    )
     first = table.iloc[0]
     first_dir = raw / plate_dir(layout, first.split, first.experiment, first.plate)
     geometry = probe_geometry(first_dir, first.well, int(first.site))
-    info = DatasetInfo.for_channels(fmt.n_wells, max(sites), geometry.n_channels,
-                                    (geometry.height, geometry.width))  # fmt: skip
+    info = DatasetInfo.for_channels(
+        fmt.n_wells, max(sites), geometry.n_channels, (geometry.height, geometry.width)
+    )
     root = _open_root(out / "images.zarr", info)
 
     jobs, todo, skipped = [], {}, []
@@ -172,16 +163,29 @@ def pack_dataset(
             skipped.append(key)
             continue
         array = root.create_array(
-            key, shape=info.plate_shape, dtype="uint8", fill_value=0,
-            chunks=(1, 1, 1, *info.plate_shape[3:]), shards=(1, *info.plate_shape[1:]),
-            compressors=COMPRESSOR, dimension_names=DIMENSION_NAMES, overwrite=True,
-        )  # fmt: skip
+            key,
+            shape=info.plate_shape,
+            dtype="uint8",
+            fill_value=0,
+            chunks=(1, 1, 1, *info.plate_shape[3:]),
+            shards=(1, *info.plate_shape[1:]),
+            compressors=COMPRESSOR,
+            dimension_names=DIMENSION_NAMES,
+            overwrite=True,
+        )
         plate_jobs = [
-            _RowJob(str(out / "images.zarr"), key, str(folder), int(row), fmt.n_cols, geometry,
-                    info.n_sites, tuple(zip(g.col, g.well, g.site,
-                                            g.well_type == "negative_control", strict=True)))
+            _RowJob(
+                str(out / "images.zarr"),
+                key,
+                str(folder),
+                int(row),
+                fmt.n_cols,
+                geometry,
+                info.n_sites,
+                tuple(zip(g.col, g.well, g.site, g.well_type == "negative_control", strict=True)),
+            )
             for row, g in sub.groupby("row")
-        ]  # fmt: skip
+        ]
         todo[key] = [len(plate_jobs), np.zeros((2, 3, geometry.n_channels)), sub]
         jobs += plate_jobs
     if skipped:
@@ -194,10 +198,14 @@ def pack_dataset(
         if entry[0] == 0:  # last row of the plate: record statistics, mark complete
             sub = entry[2]
             plate_info = PlateInfo(
-                experiment=str(sub.experiment.iloc[0]), plate=int(sub.plate.iloc[0]),
-                cell_type=str(sub.cell_type.iloc[0]), split=str(sub.split.iloc[0]),
-                n_sites=len(sub), stats=_stats(entry[1]), complete=True,
-            )  # fmt: skip
+                experiment=str(sub.experiment.iloc[0]),
+                plate=int(sub.plate.iloc[0]),
+                cell_type=str(sub.cell_type.iloc[0]),
+                split=str(sub.split.iloc[0]),
+                n_sites=len(sub),
+                stats=_stats(entry[1]),
+                complete=True,
+            )
             root[job.key].attrs["cellblock"] = plate_info.to_json()
 
     _run(_pack_row, jobs, workers, "pack", progress, finish_row)
@@ -208,10 +216,15 @@ def pack_dataset(
         _run(_verify_row, verify_jobs, workers, "verify", progress)
         n_verified = sum(len(j.sites) for j in verify_jobs)
     return {
-        "plates_packed": len(todo), "plates_skipped": len(skipped), "sites": len(table),
-        "sites_verified": n_verified, "bytes": _du(out / "images.zarr"),
-        "seconds": time.perf_counter() - start, "layout": layout, "plate_wells": fmt.n_wells,
-    }  # fmt: skip
+        "plates_packed": len(todo),
+        "plates_skipped": len(skipped),
+        "sites": len(table),
+        "sites_verified": n_verified,
+        "bytes": _du(out / "images.zarr"),
+        "seconds": time.perf_counter() - start,
+        "layout": layout,
+        "plate_wells": fmt.n_wells,
+    }
 
 
 def _declared_plate_wells(raw: Path) -> int | None:
@@ -252,10 +265,17 @@ def _verify_jobs(out, raw, layout, table, fmt, geometry, info) -> list[_RowJob]:
     for (exp, plate, row), g in table.groupby(["experiment", "plate", "row"], sort=True):
         folder = raw / plate_dir(layout, g.split.iloc[0], exp, plate)
         jobs.append(
-            _RowJob(str(out / "images.zarr"), plate_key(exp, plate), str(folder), int(row),
-                    fmt.n_cols, geometry, info.n_sites,
-                    tuple(zip(g.col, g.well, g.site, [False] * len(g), strict=True)))
-        )  # fmt: skip
+            _RowJob(
+                str(out / "images.zarr"),
+                plate_key(exp, plate),
+                str(folder),
+                int(row),
+                fmt.n_cols,
+                geometry,
+                info.n_sites,
+                tuple(zip(g.col, g.well, g.site, [False] * len(g), strict=True)),
+            )
+        )
     return jobs
 
 

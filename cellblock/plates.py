@@ -137,7 +137,9 @@ class PlateFormat:
     def inner_wells(self) -> list[str]:
         """Wells off the outer ring, row-major: RxRx1 uses only these (308 of 384)."""
         return [
-            self.well_name(r, c) for r in range(1, self.n_rows - 1) for c in range(1, self.n_cols - 1)
+            self.well_name(r, c)
+            for r in range(1, self.n_rows - 1)
+            for c in range(1, self.n_cols - 1)
         ]
 
 

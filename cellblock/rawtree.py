@@ -95,7 +95,7 @@ def check_plate_folder(
     """
     if not Path(folder).is_dir():
         raise RawImageError(f"{folder}: plate folder not found")
-    unlisted = 0
+    unlisted, seen = 0, set()
     for path in sorted(Path(folder).iterdir()):
         parsed = parse_site_filename(path.name)
         if parsed is None:
@@ -112,5 +112,17 @@ def check_plate_folder(
             )
         if (parsed.well, parsed.site) not in expected:
             unlisted += 1
+        seen.add(path.name)
+    wanted = [
+        site_filename(well, site, ch)
+        for well, site in sorted(expected)
+        for ch in range(1, geometry.n_channels + 1)
+    ]
+    missing = [name for name in wanted if name not in seen]
+    if missing:
+        raise RawImageError(
+            f"{Path(folder) / missing[0]}: file not found (missing channel image; "
+            f"{len(missing)} file(s) missing in this plate)"
+        )
     if unlisted:
         log.warning("%s: %d image(s) of sites not in the metadata were ignored", folder, unlisted)

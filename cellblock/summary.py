@@ -22,8 +22,8 @@ def summarize(path: Path) -> str:
         f"sites        {len(meta)} (train {int((meta.split == 'train').sum())}, "
         f"test {int((meta.split == 'test').sum())}), image "
         f"{len(ds.info.channels)}x{ds.info.image_size[0]}x{ds.info.image_size[1]}",
-        f"classes      {meta.sirna.nunique()} labels seen "
-        f"({int((meta.well_type == 'treatment').sum() // max(1, ds.info.n_sites))} treatment wells)",
+        f"classes      {meta.sirna.nunique()} labels seen, "
+        f"{meta[meta.well_type == 'treatment'].id_code.nunique()} treatment wells",
         f"bytes        {n_bytes / 1e6:.1f} MB",
     ]
     return "\n".join(lines)

@@ -87,7 +87,9 @@ class SynthConfig:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ConfigError(f"unknown synthetic-data setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(
+                f"unknown synthetic-data setting(s) {unknown}; known: {sorted(known)}"
+            )
         return dataclasses.replace(self, **changes)
 
 

@@ -77,10 +77,13 @@ class Design:
         n_wells = config.plate_wells
         if n_wells is None:
             n_wells = next(
-                (n for n in sorted(PLATE_FORMATS)
-                 if len(PlateFormat.from_n_wells(n).inner_wells()) >= config.wells_per_plate),
+                (
+                    n
+                    for n in sorted(PLATE_FORMATS)
+                    if len(PlateFormat.from_n_wells(n).inner_wells()) >= config.wells_per_plate
+                ),
                 None,
-            )  # fmt: skip
+            )
             if n_wells is None:
                 raise ValueError(f"{config.wells_per_plate} wells per plate fit no plate format")
         self.plate_format = PlateFormat.from_n_wells(n_wells)

@@ -93,8 +93,10 @@ def _draw_cell(signal, t, zoom, rng, fine, medium, puncta) -> None:
     u = xx * np.cos(theta) + yy * np.sin(theta)  # along the long axis
     v = -xx * np.sin(theta) + yy * np.cos(theta)
     phi = np.arctan2(v / b, u / a)
-    wobble = 1.0 + 0.09 * np.cos(2 * phi + rng.uniform(0, 6.3)) + 0.06 * np.cos(
-        3 * phi + rng.uniform(0, 6.3)
+    wobble = (
+        1.0
+        + 0.09 * np.cos(2 * phi + rng.uniform(0, 6.3))
+        + 0.06 * np.cos(3 * phi + rng.uniform(0, 6.3))
     )
     d = np.sqrt((u / a) ** 2 + (v / b) ** 2) / wobble  # 1 on the cell boundary
     cell = _sigmoid((1.0 - d) * r * 1.5)

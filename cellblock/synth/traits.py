@@ -27,7 +27,12 @@ TRAITS = (
     "elongation",  # cell aspect ratio (>= 1 after clipping)
     "nucleus_ratio",  # nucleus radius / cell radius
     "density",  # cells per site, relative
-    "int_nucleus", "int_er", "int_actin", "int_rna", "int_mito", "int_golgi",  # stain levels
+    "int_nucleus",
+    "int_er",
+    "int_actin",
+    "int_rna",
+    "int_mito",
+    "int_golgi",  # stain levels
     "nucleus_texture",  # chromatin granularity
     "er_texture",  # ER reticulation contrast
     "actin_fibers",  # stress-fibre strength
@@ -35,7 +40,7 @@ TRAITS = (
     "mito_puncta",  # mitochondrial punctateness
     "golgi_size",  # Golgi blob size / nucleus radius
     "membrane",  # membrane-edge contrast of WGA
-)  # fmt: skip
+)
 N_TRAITS = len(TRAITS)
 
 
@@ -47,14 +52,13 @@ def trait_index(name: str) -> int:
 # different at a glance: HEPG2 small, round, crowded; HUVEC long and thin with
 # strong actin; RPE large, flat, epithelial with a strong membrane; U2OS big nuclei
 # with many nucleoli.
+# fmt: off
 BASE = {
-    "HEPG2": np.array([19, 1.15, 0.55, 1.5, 1.1, 0.8, 0.5, 0.8, 1.0, 0.6,
-                       0.5, 0.5, 0.2, 3.0, 0.6, 0.35, 0.5]),  # fmt: skip
-    "HUVEC": np.array([30, 2.3, 0.38, 0.9, 0.9, 1.0, 1.0, 0.6, 0.8, 0.8,
-                       0.3, 0.7, 0.8, 2.0, 0.4, 0.45, 0.6]),  # fmt: skip
-    "RPE": np.array([36, 1.3, 0.33, 0.8, 0.8, 0.9, 0.7, 0.7, 0.9, 1.0,
-                     0.4, 0.4, 0.5, 2.5, 0.5, 0.4, 1.0]),  # fmt: skip
-    "U2OS": np.array([28, 1.5, 0.52, 1.0, 1.0, 0.7, 0.8, 1.1, 0.7, 0.7,
-                      0.6, 0.6, 0.6, 5.0, 0.7, 0.5, 0.7]),  # fmt: skip
+    #          radius elong nuc_r dens  nucl  er   actin rna  mito golgi ntex etex fibr nclo punc gsz  memb
+    "HEPG2": np.array([19, 1.15, 0.55, 1.9, 1.1, 0.8, 0.5, 0.8, 1.0, 0.6, 0.5, 0.5, 0.2, 3.0, 0.6, 0.35, 0.5]),
+    "HUVEC": np.array([30, 2.3, 0.38, 0.9, 0.9, 1.0, 1.0, 0.6, 0.8, 0.8, 0.3, 0.7, 0.8, 2.0, 0.4, 0.45, 0.6]),
+    "RPE":   np.array([36, 1.3, 0.33, 0.65, 0.8, 0.9, 0.7, 0.7, 0.9, 1.0, 0.4, 0.4, 0.5, 2.5, 0.5, 0.4, 1.0]),
+    "U2OS":  np.array([28, 1.5, 0.52, 1.0, 1.0, 0.7, 0.8, 1.1, 0.7, 0.7, 0.6, 0.6, 0.6, 5.0, 0.7, 0.5, 0.7]),
 }
+# fmt: on
 assert all(len(v) == N_TRAITS for v in BASE.values())

@@ -21,7 +21,6 @@ import functools
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cellblock.atomic import atomic_write_csv, atomic_write_text
+from cellblock.parallel import ordered_map
 from cellblock.plates import id_code, plate_dir, site_filename
 from cellblock.synth.config import SynthConfig
 from cellblock.synth.design import Design, PlateDesign
@@ -46,10 +46,9 @@ def _design(config: SynthConfig) -> Design:
     return Design(config)
 
 
-def _render_row(
-    config: SynthConfig, out: str, layout: str, plate: PlateDesign, wells: list[str]
-) -> list[tuple]:
+def _render_row(args: tuple[SynthConfig, str, str, PlateDesign, list[str]]) -> list[tuple]:
     """Render and write every site of ``wells``; return their pixel statistics."""
+    config, out, layout, plate, wells = args
     design = _design(config)
     folder = Path(out) / plate_dir(layout, plate.split, plate.experiment, plate.plate)
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,18 +59,33 @@ def _render_row(
         for site in range(1, config.n_sites + 1):
             rng = design.site_rng(plate, well, site)
             image = render_site(
-                BASE[plate.cell_type], shift, plate, config.image_size,
-                config.cell_variation, config.coverage, rng,
-            )  # fmt: skip
+                BASE[plate.cell_type],
+                shift,
+                plate,
+                config.image_size,
+                config.cell_variation,
+                config.coverage,
+                rng,
+            )
             for ch in range(image.shape[0]):
                 Image.fromarray(image[ch]).save(folder / site_filename(well, site, ch + 1))
                 px = image[ch]
                 code = id_code(plate.experiment, plate.plate, well)
                 stats.append(
-                    (code, plate.experiment, plate.plate, well, site, ch + 1,
-                     float(px.mean()), float(px.std()), float(np.median(px)),
-                     int(px.min()), int(px.max()))
-                )  # fmt: skip
+                    (
+                        code,
+                        plate.experiment,
+                        plate.plate,
+                        well,
+                        site,
+                        ch + 1,
+                        float(px.mean()),
+                        float(px.std()),
+                        float(np.median(px)),
+                        int(px.min()),
+                        int(px.max()),
+                    )
+                )
     return stats
 
 
@@ -112,19 +126,11 @@ def write_dataset(
                 tasks.append((plate, wells))
     n_sites = sum(len(w) for _, w in tasks) * config.n_sites
     stats: list[tuple] = []
-    bar = tqdm(total=n_sites, unit="site", desc="synthesize", disable=not progress)
     args = [(config, str(out), layout, p, w) for p, w in tasks]
-    if workers <= 1:
-        for a in args:
-            stats += _render_row(*a)
-            bar.update(len(a[-1]) * config.n_sites)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [(pool.submit(_render_row, *a), len(a[-1])) for a in args]
-            for fut, n_wells in futures:
-                stats += fut.result()
-                bar.update(n_wells * config.n_sites)
-    bar.close()
+    with tqdm(total=n_sites, unit="site", desc="synthesize", disable=not progress) as bar:
+        for (_, wells), rows in zip(tasks, ordered_map(_render_row, args, workers), strict=True):
+            stats += rows
+            bar.update(len(wells) * config.n_sites)
     _write_tables(design, plates, out, layout, stats)
     return {
         "experiments": len({p.experiment for p in plates}),
@@ -141,11 +147,19 @@ def _write_tables(
 ) -> None:
     cfg = design.config
     rows = [
-        dict(id_code=id_code(p.experiment, p.plate, w), experiment=p.experiment,
-             plate=p.plate, well=w, sirna=label, well_type=design.well_type(label),
-             split=p.split, cell_type=p.cell_type)
-        for p in plates for w, label in p.wells.items()
-    ]  # fmt: skip
+        dict(
+            id_code=id_code(p.experiment, p.plate, w),
+            experiment=p.experiment,
+            plate=p.plate,
+            well=w,
+            sirna=label,
+            well_type=design.well_type(label),
+            split=p.split,
+            cell_type=p.cell_type,
+        )
+        for p in plates
+        for w, label in p.wells.items()
+    ]
     wells = pd.DataFrame(rows)
     treat = wells["well_type"] == "treatment"
     train = wells["split"] == "train"
