@@ -36,6 +36,7 @@ __all__ = [
     "MetadataError",
     "detect_layout",
     "load_kaggle",
+    "load_pixel_stats",
     "load_raw_metadata",
     "load_v1",
     "plate_groups",
@@ -65,6 +66,10 @@ KAGGLE_COLUMNS = {
     "train_controls.csv": ["id_code", "experiment", "plate", "well", "sirna", "well_type"],
     "test_controls.csv": ["id_code", "experiment", "plate", "well", "sirna", "well_type"],
 }
+PIXEL_STATS_COLUMNS = [
+    "id_code", "experiment", "plate", "well", "site", "channel", "mean", "std", "median",
+    "min", "max",
+]  # fmt: skip
 V1_COLUMNS = [
     "site_id",
     "well_id",
@@ -166,6 +171,20 @@ def load_v1(raw: Path) -> pd.DataFrame:
         }
     )
     return _finish(table, str(path))
+
+
+def load_pixel_stats(raw: Path) -> pd.DataFrame:
+    """Kaggle's ``pixel_stats.csv``: one row per (site, channel) with mean/std/median/min/max."""
+    path = Path(raw) / "pixel_stats.csv"
+    df = _read_csv(path, PIXEL_STATS_COLUMNS)
+    bad = ~df["channel"].between(1, 99) | ~df["site"].between(1, 99) | (df["std"] < 0)
+    if bad.any():
+        row = df[bad].iloc[0]
+        raise MetadataError(f"{path}: bad site/channel/std in row for {row.id_code}")
+    if df.duplicated(["id_code", "site", "channel"]).any():
+        row = df[df.duplicated(["id_code", "site", "channel"])].iloc[0]
+        raise MetadataError(f"{path}: {row.id_code} s{row.site} w{row.channel} appears twice")
+    return df
 
 
 def load_raw_metadata(raw: Path, sites: Sequence[int] = (1, 2)) -> tuple[str, pd.DataFrame]:

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -80,3 +81,33 @@ def test_bad_tables_are_named(tmp_path, tiny_raw, file, edit, message):
 def test_not_a_raw_tree(tmp_path):
     with pytest.raises(MetadataError, match="not an RxRx1 tree"):
         detect_layout(tmp_path)
+
+
+def test_pixel_stats_match_the_images(tiny_raw):
+    from PIL import Image
+
+    from cellblock.metadata import load_pixel_stats
+
+    stats = load_pixel_stats(tiny_raw)
+    assert len(stats) == len(load_kaggle(tiny_raw)) * 6
+    row = stats.iloc[17]
+    split = "train" if (tiny_raw / "train" / row.experiment).is_dir() else "test"
+    png = (
+        tiny_raw
+        / split
+        / row.experiment
+        / f"Plate{row.plate}"
+        / (f"{row.well}_s{row.site}_w{row.channel}.png")
+    )
+    pixels = np.asarray(Image.open(png))
+    assert row["mean"] == pytest.approx(pixels.mean(), abs=1e-4)
+    assert row["max"] == pixels.max()
+
+
+def test_pixel_stats_errors_name_the_file(tmp_path, tiny_raw):
+    from cellblock.metadata import load_pixel_stats
+
+    df = pd.read_csv(tiny_raw / "pixel_stats.csv")
+    df.drop(columns="median").to_csv(tmp_path / "pixel_stats.csv", index=False)
+    with pytest.raises(MetadataError, match=r"pixel_stats.csv: missing column\(s\) \['median'\]"):
+        load_pixel_stats(tmp_path)

@@ -167,7 +167,7 @@ class Design:
             gain=exp_gain * np.exp(rng.normal(0.0, 0.2 * strength, 6)),
             offset=rng.uniform(2.0, 2.0 + 14.0 * strength, 6),
             illumination=tuple(float(v) for v in rng.normal(0.0, 0.15 * strength, 3)),
-            noise=float(0.3 + 0.7 * strength * rng.uniform(0.5, 1.5)),
+            noise=float(0.15 + 0.35 * strength * rng.uniform(0.5, 1.5)),
             morph_drift=morph_drift,
         )
 

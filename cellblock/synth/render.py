@@ -143,6 +143,6 @@ def _acquire(signal: np.ndarray, plate: PlateDesign, rng: np.random.Generator) -
     offset = plate.offset.astype(np.float32)[:, None, None]
     image = gain * light * signal
     # Camera noise: read noise everywhere plus shot noise growing with the signal.
-    sigma = plate.noise * np.sqrt(1.0 + 0.1 * image)
+    sigma = plate.noise * np.sqrt(1.0 + 0.05 * image)
     image += offset + sigma * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

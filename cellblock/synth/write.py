@@ -68,7 +68,9 @@ def _render_row(args: tuple[SynthConfig, str, str, PlateDesign, list[str]]) -> l
                 rng,
             )
             for ch in range(image.shape[0]):
-                Image.fromarray(image[ch]).save(folder / site_filename(well, site, ch + 1))
+                # zlib level 1: 6x faster to write than the default, same decode cost
+                png = folder / site_filename(well, site, ch + 1)
+                Image.fromarray(image[ch]).save(png, compress_level=1)
                 px = image[ch]
                 code = id_code(plate.experiment, plate.plate, well)
                 stats.append(

@@ -1,0 +1,36 @@
+"""Every stage script answers --help, and the demo runs end to end."""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, run_script
+
+SCRIPTS = sorted(p for p in ROOT.glob("0[1-4]_*/**/*.py")) + sorted(
+    (ROOT / "scripts").glob("**/*.py")
+)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_help(script, tmp_path):
+    result = run_script(script, "--help", cwd=tmp_path)  # runs from any working directory
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    env = {
+        **os.environ,
+        "DEMO_DIR": str(tmp_path / "demo"),
+        "SYNTH_ARGS": "--image-size 32 --experiments-per-cell-type 2 --seed 5",
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
+    result = subprocess.run([str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "verified" in result.stdout
+    summary = result.stdout[result.stdout.index("== summary") :]
+    assert "plates       32 (96-well)" in summary
+    assert (tmp_path / "demo" / "dataset" / "images.zarr" / "zarr.json").is_file()
