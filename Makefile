@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 SYNTH_ARGS ?=
 export DEMO_DIR SYNTH_ARGS
 
-.PHONY: env demo test lint bench-io lock clean
+.PHONY: env demo test lint bench-io bench-fetch lock clean
 
 env: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ test: lint  ## ruff + the whole pytest suite (slow tests included)
 
 bench-io: env  ## IO benchmark: zarr vs PNG vs raw codec, writes scripts/bench/results/io.md
 	$(PY) scripts/bench/io.py
+
+bench-fetch: env  ## parallel fetch vs sequential get_object, writes scripts/bench/results/fetch.md
+	$(PY) scripts/bench/fetch.py
 
 lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
 	rm -rf /tmp/cellblock-lock && python3.11 -m venv /tmp/cellblock-lock

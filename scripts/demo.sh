@@ -5,21 +5,33 @@
 #   SYNTH_ARGS  extra make_synthetic.py arguments, e.g. "--seed 3 --effect-size 0.8"
 #   WORKERS     processes per stage (default: 2)
 #
-# Stages so far: synthesize -> pack (+verify) -> summary.
+# Stages so far: synthesize -> publish to a local S3 store -> fetch it back anonymously
+# -> pack (+verify) -> summary. The store is stopped on exit, whatever happens.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 demo="${DEMO_DIR:-$root/demo}"
 workers="${WORKERS:-2}"
 py="${PYTHON:-python}"
 mkdir -p "$demo"
+demo="$(cd "$demo" && pwd)"
 start=$(date +%s)
+export S3LOCAL_DIR="$demo/s3"
 
-echo "== 1/2 synthesize a demo screen into $demo/raw"
+echo "== 1/5 synthesize a demo screen into $demo/raw"
 # shellcheck disable=SC2086  # SYNTH_ARGS is a list of arguments on purpose
 "$py" "$root/01_data/make_synthetic.py" --out "$demo/raw" --preset demo --workers "$workers" ${SYNTH_ARGS:-}
 
-echo "== 2/2 pack PNGs into $demo/dataset (zarr v3), verify pixels"
-"$py" "$root/01_data/pack_zarr.py" --raw "$demo/raw" --out "$demo/dataset" --workers "$workers" --verify
+echo "== 2/5 start the local S3 store (SeaweedFS on 127.0.0.1) and publish the raw tree"
+trap '"$root/scripts/s3_local.sh" stop >/dev/null || true' EXIT
+eval "$("$root/scripts/s3_local.sh" start)"
+"$py" "$root/scripts/publish.py" "$demo/raw" --bucket "$CELLBLOCK_PUBLIC_BUCKET" --prefix demo/raw/
 
-echo "== summary"
+echo "== 3/5 fetch it back anonymously (no keys) into $demo/fetched"
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
+    "$py" "$root/01_data/fetch_data.py" --dataset demo --out "$demo/fetched" --workers 16
+
+echo "== 4/5 pack PNGs into $demo/dataset (zarr v3), verify pixels"
+"$py" "$root/01_data/pack_zarr.py" --raw "$demo/fetched" --out "$demo/dataset" --workers "$workers" --verify
+
+echo "== 5/5 summary"
 "$py" -m cellblock.summary "$demo/dataset" --seconds "$(( $(date +%s) - start ))"

@@ -12,6 +12,8 @@ import pytest
 from cellblock.pack import pack_dataset
 from cellblock.synth import preset, write_dataset
 
+pytest_plugins = ["tests.fixtures_s3"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny screen: 4 cell types x 2 experiments x 4 plates, 16 treatments (4 per plate)

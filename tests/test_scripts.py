@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from cellblock import s3local
 from tests.conftest import ROOT, run_script
 
 SCRIPTS = sorted(p for p in ROOT.glob("0[1-4]_*/**/*.py")) + sorted(
@@ -31,6 +32,10 @@ def test_demo_runs_end_to_end(tmp_path):
                             text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verified" in result.stdout
-    summary = result.stdout[result.stdout.index("== summary") :]
+    assert (
+        "published" in result.stdout and "fetched s3://cellblock-public/demo/raw/" in result.stdout
+    )
+    assert s3local.status(tmp_path / "demo" / "s3") is None, "the demo left its S3 store running"
+    summary = result.stdout[result.stdout.index("summary") :]
     assert "plates       32 (96-well)" in summary
     assert (tmp_path / "demo" / "dataset" / "images.zarr" / "zarr.json").is_file()

@@ -1,0 +1,330 @@
+"""Object storage with boto3: any S3-compatible endpoint, anonymous or with credentials.
+
+    fetch:   list s3://bucket/prefix -> check every key is safe -> skip files already
+             present and intact -> download the rest in parallel (temp name, verify,
+             rename) with retries and backoff
+    publish: upload a folder, then its checksum manifest (``cellblock.checksums``)
+
+Credentials come from boto3's usual chain (environment, ``--profile``, instance
+role); they are never logged. The endpoint is ``Remote.endpoint_url``, else
+``AWS_ENDPOINT_URL``, else AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import boto3
+import botocore.exceptions
+from botocore import UNSIGNED
+from botocore.config import Config
+from tqdm import tqdm
+
+from cellblock.checksums import MANIFEST_NAME, Manifest, etag_matches
+from cellblock.errors import UserError
+
+__all__ = [
+    "Remote",
+    "RemoteObject",
+    "StorageError",
+    "UnsafeKeyError",
+    "download_objects",
+    "list_objects",
+    "local_path",
+    "make_client",
+    "upload_folder",
+]
+
+log = logging.getLogger(__name__)
+_BLOCK = 1024 * 1024
+
+
+class StorageError(UserError):
+    """A bucket, key, endpoint or credential problem; never contains a secret."""
+
+
+class UnsafeKeyError(StorageError):
+    """An object key that would be written outside the destination folder."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where objects live.
+
+    Args:
+        bucket: Bucket name.
+        prefix: Key prefix (a "folder"); keys are stored relative to it.
+        endpoint_url: S3 endpoint; None: ``AWS_ENDPOINT_URL`` or AWS itself.
+        anonymous: Unsigned requests (public buckets), no credentials needed.
+        profile: A named profile of ``~/.aws/config``.
+        region: Region name; None: the profile's, else ``us-east-1``.
+    """
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    anonymous: bool = False
+    profile: str | None = None
+    region: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    key: str
+    size: int
+    etag: str
+
+
+def make_client(remote: Remote, max_connections: int = 16):
+    """A boto3 S3 client for ``remote`` (thread-safe; share it between threads)."""
+    try:
+        session = boto3.Session(profile_name=remote.profile)
+    except botocore.exceptions.ProfileNotFound:
+        raise StorageError(f"AWS profile {remote.profile!r} not found") from None
+    config = Config(
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=max_connections,
+        connect_timeout=5,
+        read_timeout=30,
+        signature_version=UNSIGNED if remote.anonymous else None,
+    )
+    endpoint = remote.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = remote.region or session.region_name or "us-east-1"
+    return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+def explain(error: Exception, what: str) -> StorageError:
+    """A one-line StorageError for a boto3 failure on ``what`` (no secrets, no traceback)."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket",):
+            return StorageError(f"{what}: bucket does not exist")
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            return StorageError(
+                f"{what}: access denied ({code}); check the credentials, or use --anonymous "
+                "for a public bucket"
+            )
+        if code in ("NoSuchKey", "404"):
+            return StorageError(f"{what}: no such object")
+        return StorageError(f"{what}: {code or 'error'}")
+    if isinstance(error, botocore.exceptions.NoCredentialsError):
+        return StorageError(
+            f"{what}: no credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+            "--profile, or use --anonymous for a public bucket)"
+        )
+    if isinstance(error, botocore.exceptions.EndpointConnectionError | ConnectionError):
+        return StorageError(f"{what}: cannot reach the endpoint ({type(error).__name__})")
+    return StorageError(f"{what}: {type(error).__name__}: {error}")
+
+
+def list_objects(client, remote: Remote) -> list[RemoteObject]:
+    """Every object under ``remote.prefix`` (paginated); an error if there are none."""
+    out = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=remote.bucket, Prefix=remote.prefix
+        ):
+            out += [RemoteObject(o["Key"], o["Size"], o["ETag"]) for o in page.get("Contents", [])]
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise explain(e, remote.url) from None
+    if not out:
+        raise StorageError(f"{remote.url}: no objects under this prefix")
+    return out
+
+
+def relative_key(key: str, prefix: str) -> str:
+    rel = key[len(prefix) :] if key.startswith(prefix) else key
+    if prefix and not prefix.endswith("/") and rel.startswith("/"):
+        rel = rel[1:]
+    return rel
+
+
+def local_path(out: Path, key: str, prefix: str = "") -> Path:
+    """Where ``key`` lands under ``out``; UnsafeKeyError if it would land anywhere else."""
+    rel = relative_key(key, prefix)
+    parts = rel.split("/")
+    bad = (
+        not rel
+        or "\\" in rel
+        or "\x00" in rel
+        or rel.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or PurePosixPath(rel).is_absolute()
+    )
+    target = None if bad else (Path(out) / rel).resolve()
+    if target is None or not target.is_relative_to(Path(out).resolve()):
+        raise UnsafeKeyError(f"refusing object key {key!r}: it would be written outside {out}")
+    return target
+
+
+def _intact(path: Path, obj: RemoteObject, name: str, manifest: Manifest | None) -> bool:
+    if not path.is_file() or path.stat().st_size != obj.size:
+        return False
+    verdict = manifest.matches(name, path) if manifest else None
+    return verdict if verdict is not None else etag_matches(path, obj.etag)
+
+
+def _verified(tmp: Path, obj, name, manifest, digests: dict) -> bool:
+    """Check a fresh download with the digests computed while streaming it (no re-read)."""
+    if tmp.stat().st_size != obj.size:
+        return False
+    entry = manifest.files.get(name) if manifest else None
+    if entry is not None:
+        return digests["sha256"].hexdigest() == entry["sha256"]
+    etag = obj.etag.strip('"')
+    if "-" not in etag:
+        return digests["md5"].hexdigest() == etag
+    return etag_matches(tmp, etag)  # multipart: needs the part size, so re-read
+
+
+def _fetch_one(client, remote, obj, path, name, manifest, attempts, on_bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    what = f"s3://{remote.bucket}/{obj.key}"
+    for attempt in range(attempts):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            body = client.get_object(Bucket=remote.bucket, Key=obj.key)["Body"]
+            digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
+            with open(tmp, "wb") as f:
+                for block in body.iter_chunks(_BLOCK):
+                    f.write(block)
+                    for d in digests.values():
+                        d.update(block)
+                    on_bytes(len(block))
+            if not _verified(tmp, obj, name, manifest, digests):
+                raise StorageError(f"{what}: downloaded bytes fail the size/checksum check")
+            os.replace(tmp, path)
+            return
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                StorageError, OSError) as e:  # fmt: skip
+            tmp.unlink(missing_ok=True)
+            fatal = isinstance(e, botocore.exceptions.ClientError) and e.response.get(
+                "Error", {}
+            ).get("Code") in ("AccessDenied", "NoSuchKey", "NoSuchBucket", "403", "404")
+            if fatal or attempt == attempts - 1:
+                err = e if isinstance(e, StorageError) else explain(e, what)
+                raise StorageError(f"{err} (after {attempt + 1} attempt(s))") from None
+            delay = min(0.5 * 2**attempt, 8.0)
+            log.warning("%s: %s; retrying in %.1f s", what, type(e).__name__, delay)
+            time.sleep(delay)
+
+
+def download_objects(
+    client,
+    remote: Remote,
+    objects: list[RemoteObject],
+    out: Path,
+    workers: int = 8,
+    attempts: int = 5,
+    progress: bool = True,
+) -> dict:
+    """Download ``objects`` under ``out`` (paths relative to ``remote.prefix``).
+
+    Args:
+        client: From :func:`make_client`.
+        remote: Bucket and prefix the objects were listed from.
+        objects: What to fetch (from :func:`list_objects`, possibly filtered).
+        out: Destination folder.
+        workers: Parallel downloads.
+        attempts: Tries per object before giving up (with exponential backoff).
+        progress: Show a progress bar of bytes and files.
+
+    Returns:
+        ``{"downloaded": n, "skipped": n, "bytes": n}``.
+    """
+    out = Path(out)
+    paths = {o.key: local_path(out, o.key, remote.prefix) for o in objects}  # all keys first
+    manifest = _read_manifest(client, remote, objects)
+    todo = []
+    for obj in objects:
+        name = relative_key(obj.key, remote.prefix)
+        if _intact(paths[obj.key], obj, name, manifest):
+            continue
+        todo.append((obj, name))
+    skipped = len(objects) - len(todo)
+    if skipped:
+        log.info("%d of %d file(s) already present and intact: skipped", skipped, len(objects))
+    total = sum(o.size for o, _ in todo)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="fetch", disable=not progress) as bar:
+        done = [0]
+
+        def one(item: tuple[RemoteObject, str]) -> None:
+            obj, name = item
+            _fetch_one(client, remote, obj, paths[obj.key], name, manifest, attempts, bar.update)
+            done[0] += 1
+            bar.set_postfix_str(f"{done[0]}/{len(todo)} files", refresh=False)
+
+        _parallel(one, todo, workers)
+    return {"downloaded": len(todo), "skipped": skipped, "bytes": total}
+
+
+def _parallel(fn: Callable, items: Iterable, workers: int) -> None:
+    """Run ``fn`` over ``items`` in threads; the first error cancels what has not started."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            for f in futures:
+                f.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def _read_manifest(client, remote: Remote, objects: list[RemoteObject]) -> Manifest | None:
+    key = next((o.key for o in objects if relative_key(o.key, remote.prefix) == MANIFEST_NAME),
+               None)  # fmt: skip
+    if key is None:
+        return None
+    try:
+        text = client.get_object(Bucket=remote.bucket, Key=key)["Body"].read().decode()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise explain(e, f"s3://{remote.bucket}/{key}") from None
+    return Manifest.from_json(text, f"s3://{remote.bucket}/{key}")
+
+
+def upload_folder(client, remote: Remote, folder: Path, workers: int = 8,
+                  progress: bool = True) -> dict:  # fmt: skip
+    """Upload every file of ``folder`` under ``remote.prefix``, then ``manifest.json``.
+
+    The manifest goes last, so a reader that sees it sees every file it lists.
+    """
+    folder = Path(folder)
+    names = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST_NAME and not p.name.endswith(".part")
+    )
+    if not names:
+        raise StorageError(f"{folder}: nothing to publish")
+    manifest = Manifest.for_folder(folder, names)
+    prefix = (
+        remote.prefix if not remote.prefix or remote.prefix.endswith("/") else remote.prefix + "/"
+    )
+    total = sum(e["size"] for e in manifest.files.values())
+    with tqdm(total=total, unit="B", unit_scale=True, desc="publish", disable=not progress) as bar:
+
+        def one(name: str) -> None:
+            try:
+                client.upload_file(str(folder / name), remote.bucket, prefix + name,
+                                   Callback=bar.update)  # fmt: skip
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                    boto3.exceptions.S3UploadFailedError) as e:  # fmt: skip
+                raise explain(e, f"s3://{remote.bucket}/{prefix}{name}") from None
+
+        _parallel(one, names, workers)
+    try:
+        client.put_object(Bucket=remote.bucket, Key=prefix + MANIFEST_NAME,
+                          Body=manifest.to_json().encode())  # fmt: skip
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise explain(e, f"s3://{remote.bucket}/{prefix}{MANIFEST_NAME}") from None
+    return {"files": len(names), "bytes": total}
