@@ -13,9 +13,10 @@ Examples:
 import argparse
 import time
 
-from cellblock.catalog import entry_of, remote_of, select_experiments
+from cellblock.catalog import CATALOG, entry_of, remote_of, select_experiments
 from cellblock.cli import run
 from cellblock.errors import UserError
+from cellblock.https import fetch_archives
 from cellblock.storage import Remote, download_objects, list_objects, make_client
 
 
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS)")
     p.add_argument("--anonymous", action="store_true", help="unsigned requests (public buckets)")
     p.add_argument("--profile", help="AWS profile for credentials")
+    p.add_argument("--catalog", help="dataset catalog JSON (default: 01_data/datasets.json)")
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--experiments", help="subset: EXP or EXP/PlateN, comma-separated")
     p.add_argument("--workers", type=int, default=16, help="parallel downloads")
@@ -36,10 +38,8 @@ def main() -> None:
     wanted = args.experiments.split(",") if args.experiments else None
     start = time.perf_counter()
     if args.dataset:
-        entry = entry_of(args.dataset)
+        entry = entry_of(args.dataset, args.catalog or CATALOG)
         if entry["kind"] == "https":
-            from cellblock.https import fetch_archives
-
             summary = fetch_archives(entry["files"], args.out, wanted)
             print(f"fetched {args.dataset} ({entry['license']}) into {args.out}: {summary}")
             return

@@ -94,7 +94,10 @@ def check_plate_folder(
         expected: ``(well, site)`` pairs the site table lists for this plate.
     """
     if not Path(folder).is_dir():
-        raise RawImageError(f"{folder}: plate folder not found")
+        raise RawImageError(
+            f"{folder}: plate folder not found (if you fetched a subset, pack it with "
+            "--experiments)"
+        )
     unlisted, seen = 0, set()
     for path in sorted(Path(folder).iterdir()):
         parsed = parse_site_filename(path.name)

@@ -128,13 +128,14 @@ def explain(error: Exception, what: str) -> StorageError:
     return StorageError(f"{what}: {type(error).__name__}: {error}")
 
 
-def list_objects(client, remote: Remote) -> list[RemoteObject]:
-    """Every object under ``remote.prefix`` (paginated); an error if there are none."""
+def list_objects(client, remote: Remote, page_size: int = 1000) -> list[RemoteObject]:
+    """Every object under ``remote.prefix``, page by page; an error if there are none."""
     out = []
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=remote.bucket, Prefix=remote.prefix, PaginationConfig={"PageSize": page_size}
+    )
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=remote.bucket, Prefix=remote.prefix
-        ):
+        for page in pages:
             out += [RemoteObject(o["Key"], o["Size"], o["ETag"]) for o in page.get("Contents", [])]
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         raise explain(e, remote.url) from None

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from tests.fixtures_s3 import restart_s3
 
-from cellblock.storage import Remote, upload_folder
+from cellblock import s3local
+from cellblock.storage import Remote, list_objects, make_client, upload_folder
 from tests.conftest import ROOT
+from tests.fixtures_s3 import restart_s3
 
 FETCH = ROOT / "01_data" / "fetch_data.py"
 PUBLISH = ROOT / "scripts" / "publish.py"
@@ -265,3 +266,53 @@ def test_fetch_checkpoint_picks_iteration_from_the_registry(s3_server, tmp_path)
         unknown.returncode == 1 and "no published checkpoints for 'rxrx1/nothing'" in unknown.stderr
     )
     assert older.returncode == 0
+
+
+def test_listing_is_paginated(s3_server, published):
+    remote = Remote(s3_server.public_bucket, "tiny/raw/", s3_server.endpoint_url, anonymous=True)
+    client = make_client(remote)
+    calls = []
+    client.meta.events.register("after-call.s3.ListObjectsV2", lambda **kw: calls.append(1))
+    objects = list_objects(client, remote, page_size=7)
+    n_files = len(files_of(published)) + 1  # + manifest.json
+    assert len(objects) == n_files and len({o.key for o in objects}) == n_files
+    assert len(calls) == -(-n_files // 7)
+
+
+def test_named_profile_supplies_the_keys(s3_server, published, tmp_path):
+    up = run(PUBLISH, s3_server, published, "--bucket", s3_server.private_bucket,
+             "--prefix", "profiled", keys=True)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[lab]\naws_access_key_id = {s3_server.access_key}\n"
+                     f"aws_secret_access_key = {s3_server.secret_key}\n")  # fmt: skip
+    env = script_env(s3_server) | {"AWS_SHARED_CREDENTIALS_FILE": str(creds),
+                                   "AWS_CONFIG_FILE": str(tmp_path / "none")}  # fmt: skip
+    cmd = [sys.executable, str(FETCH), "--bucket", s3_server.private_bucket, "--prefix",
+           "profiled/", "--profile", "lab", "--out", str(tmp_path / "out")]  # fmt: skip
+    ok = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert_same_tree(published, tmp_path / "out")
+    cmd[cmd.index("lab")] = "nobody"
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and "AWS profile 'nobody' not found" in bad.stderr
+
+
+@pytest.mark.slow
+def test_server_dying_mid_fetch_fails_cleanly(published, tmp_path):
+    server = s3local.start(tmp_path / "s3")
+    try:
+        up = run(PUBLISH, server, published, "--bucket", server.public_bucket,
+                 "--prefix", "tiny/raw", keys=True)  # fmt: skip
+        assert up.returncode == 0, up.stderr
+        out = tmp_path / "out"
+        proc = start_fetch(server, out, 20)
+    finally:
+        s3local.stop(tmp_path / "s3")
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: s3://") and "attempt(s)" in last, stderr[-1500:]
+    assert not list(out.rglob("*.part")), "a temp file was left behind"
+    for path in out.rglob("*.png"):  # whatever has its final name is whole
+        assert path.read_bytes() == (published / path.relative_to(out)).read_bytes()

@@ -1,0 +1,48 @@
+"""A local S3-compatible object store (SeaweedFS ``weed mini``) for development, tests, demo.
+
+One ``weed mini`` process per state folder, bound to 127.0.0.1 only, with two buckets:
+a public one (anonymous Read + List, anonymous writes denied) and a private one that needs
+the admin keys. The keys are generated at the first start and kept in the state folder,
+so a restart on the same folder and port serves the same objects to the same clients.
+
+State folder layout::
+
+    credentials.json   admin access/secret key (0600), generated once
+    s3.json            SeaweedFS identities (0600), rewritten at each start
+    server.json        connection info of the running server (0600), removed by stop
+    ports.json         the ports of the last start, reused when free
+    server.log         the server's stdout/stderr (warnings, errors), appended at each start
+    logs/              weed's detailed logs, rotated by weed (5 files per level at most)
+    data/              SeaweedFS data (master, volumes, filer metadata)
+
+Command line (``start`` and ``status`` print ``export`` lines for ``eval``)::
+
+    python -m cellblock.s3local start|stop|status [--dir DIR] [--port P]
+
+Modules: ``lifecycle`` (start, status, stop), ``server`` (``LocalS3``, the error),
+``state`` (the folder's files), ``ports`` (the ten ports, socket files), ``process``
+(weed's command line, pid checks, termination), ``ready`` (when a start is done),
+``cli`` (the command line).
+"""
+
+from cellblock.s3local.cli import main
+from cellblock.s3local.lifecycle import start, status, stop
+from cellblock.s3local.process import listening_sockets
+from cellblock.s3local.server import (
+    DEFAULT_PRIVATE_BUCKET,
+    DEFAULT_PUBLIC_BUCKET,
+    LocalS3,
+    S3LocalError,
+)
+
+__all__ = [
+    "DEFAULT_PRIVATE_BUCKET",
+    "DEFAULT_PUBLIC_BUCKET",
+    "LocalS3",
+    "S3LocalError",
+    "listening_sockets",
+    "main",
+    "start",
+    "status",
+    "stop",
+]
