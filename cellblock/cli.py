@@ -32,6 +32,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, object]:
 def run(main: Callable[[], int | None]) -> None:
     """Run a script's ``main``: INFO logging, and a one-line error for bad input."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for chatty in ("botocore", "boto3", "s3transfer", "urllib3"):  # their INFO is noise here
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         code = main()
     except UserError as e:
