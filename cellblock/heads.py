@@ -14,6 +14,7 @@ prediction logits are ``scale * cos(theta)``, so evaluation and ensembling never
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -56,7 +57,7 @@ class SoftmaxHead(Head):
         return self.fc(features)
 
 
-class _CosineHead(Head):
+class _CosineHead(Head, abc.ABC):
     """Cosine classifier: logits ``scale * cos(features, W_c)`` with L2-normalized rows.
 
     Args:
@@ -88,9 +89,9 @@ class _CosineHead(Head):
     def forward(self, features: Tensor) -> Tensor:
         return self.scale * self.cosine(features)
 
+    @abc.abstractmethod
     def target_logit(self, cos: Tensor) -> Tensor:
         """The margin-penalized cosine of the target class (``cos`` of the targets)."""
-        raise NotImplementedError
 
     def loss(self, features: Tensor, logits: Tensor, labels: Tensor) -> Tensor:
         cos = logits.float() / self.scale  # exact: logits are scale * cos
