@@ -145,6 +145,16 @@ class NetConfig:
         return dataclasses.asdict(self)
 
 
+def feature_channels(backbone: nn.Module) -> int:
+    """Channels of what the backbone returns (built with ``num_classes=0, global_pool=""``).
+
+    Not always ``num_features``: models with a conv head (MobileNetV3, EfficientNet-
+    style ``conv_head``) still apply it, and timm reports that width as
+    ``head_hidden_size`` (MobileNetV3-small: 576 features, 1024 out of the head).
+    """
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 class NetOutput(NamedTuple):
     """What a forward pass returns.
 
@@ -171,7 +181,7 @@ class Net(nn.Module):
         self.cfg = cfg
         self.backbone = backbone
         self.pool = timm.layers.SelectAdaptivePool2d(pool_type=cfg.pool, flatten=True)
-        self.pooled_dim = backbone.num_features * self.pool.feat_mult()
+        self.pooled_dim = feature_channels(backbone) * self.pool.feat_mult()
         d = cfg.embedding_dim
         self.embedding = (
             nn.Sequential(nn.Linear(self.pooled_dim, d), nn.BatchNorm1d(d)) if d else nn.Identity()
@@ -314,5 +324,5 @@ def net_config_json(cfg: NetConfig) -> dict[str, Any]:
     if not cfg.embedding_dim:
         with torch.device("meta"):  # shapes only: no memory, no weights
             backbone = import_timm().create_model(cfg.backbone, num_classes=0, global_pool="")
-        out["embedding_dim"] = backbone.num_features * (2 if cfg.pool == "catavgmax" else 1)
+        out["embedding_dim"] = feature_channels(backbone) * (2 if cfg.pool == "catavgmax" else 1)
     return out | {"head": cfg.head, "pool": cfg.pool}

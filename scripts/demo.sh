@@ -4,9 +4,11 @@
 #   DEMO_DIR    workspace (default: demo/)
 #   SYNTH_ARGS  extra make_synthetic.py arguments, e.g. "--seed 3 --effect-size 0.8"
 #   WORKERS     processes per stage (default: 2)
+#   TRAIN_ITERATIONS  iterations of the tiny CNN (default: 300)
 #
 # Stages so far: synthesize -> publish to a local S3 store -> fetch it back anonymously
-# -> pack (+verify) -> summary. The store is stopped on exit, whatever happens.
+# -> pack (+verify) -> train synthetic/tiny -> summary. The store is stopped on exit,
+# whatever happens.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 demo="${DEMO_DIR:-$root/demo}"
@@ -17,21 +19,25 @@ demo="$(cd "$demo" && pwd)"
 start=$(date +%s)
 export S3LOCAL_DIR="$demo/s3"
 
-echo "== 1/5 synthesize a demo screen into $demo/raw"
+echo "== 1/6 synthesize a demo screen into $demo/raw"
 # shellcheck disable=SC2086  # SYNTH_ARGS is a list of arguments on purpose
 "$py" "$root/01_data/make_synthetic.py" --out "$demo/raw" --preset demo --workers "$workers" ${SYNTH_ARGS:-}
 
-echo "== 2/5 start the local S3 store (SeaweedFS on 127.0.0.1) and publish the raw tree"
+echo "== 2/6 start the local S3 store (SeaweedFS on 127.0.0.1) and publish the raw tree"
 trap '"$root/scripts/s3_local.sh" stop >/dev/null || true' EXIT
 eval "$("$root/scripts/s3_local.sh" start)"
 "$py" "$root/scripts/publish.py" "$demo/raw" --bucket "$CELLBLOCK_PUBLIC_BUCKET" --prefix demo/raw/
 
-echo "== 3/5 fetch it back anonymously (no keys) into $demo/fetched"
+echo "== 3/6 fetch it back anonymously (no keys) into $demo/fetched"
 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
     "$py" "$root/01_data/fetch_data.py" --dataset demo --out "$demo/fetched" --workers 16
 
-echo "== 4/5 pack PNGs into $demo/dataset (zarr v3), verify pixels"
+echo "== 4/6 pack PNGs into $demo/dataset (zarr v3), verify pixels"
 "$py" "$root/01_data/pack_zarr.py" --raw "$demo/fetched" --out "$demo/dataset" --workers "$workers" --verify
 
-echo "== 5/5 summary"
+echo "== 5/6 train 02_train/synthetic/tiny (${TRAIN_ITERATIONS:-300} iterations) on $demo/dataset"
+"$py" "$root/02_train/synthetic/tiny/train.py" "${TRAIN_ITERATIONS:-300}" --data "$demo/dataset" \
+    --out "$demo/runs/synthetic/tiny"
+
+echo "== 6/6 summary"
 "$py" -m cellblock.summary "$demo/dataset" --seconds "$(( $(date +%s) - start ))"

@@ -195,3 +195,15 @@ def test_summary_and_net_config_json():
         "head": "softmax",
         "pool": "avg",
     }
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small_100", "efficientnet_b0"])
+def test_backbones_with_a_conv_head_get_the_right_widths(backbone):
+    """Their head conv still runs with global_pool="": width is head_hidden_size, not
+    num_features (a regression: the embedding layer was sized 576 for 1024 inputs)."""
+    for embedding_dim in (0, 16):
+        cfg = NetConfig(backbone=backbone, num_classes=5, embedding_dim=embedding_dim,
+                        pool="catavgmax", input_size=64)  # fmt: skip
+        out = build_net(cfg).eval()(torch.zeros(2, 6, 64, 64))
+        assert out.logits.shape == (2, 5)
+        assert out.embeddings.shape[1] == (embedding_dim or net_config_json(cfg)["embedding_dim"])

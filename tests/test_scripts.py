@@ -26,6 +26,7 @@ def test_demo_runs_end_to_end(tmp_path):
         **os.environ,
         "DEMO_DIR": str(tmp_path / "demo"),
         "SYNTH_ARGS": "--image-size 32 --experiments-per-cell-type 2 --seed 5",
+        "TRAIN_ITERATIONS": "20",
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
     }
     result = subprocess.run([str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True,
@@ -35,6 +36,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (
         "published" in result.stdout and "fetched s3://cellblock-public/demo/raw/" in result.stdout
     )
+    assert "validation accuracy" in result.stdout
+    assert (tmp_path / "demo" / "runs" / "synthetic" / "tiny" / "curves.png").is_file()
     assert s3local.status(tmp_path / "demo" / "s3") is None, "the demo left its S3 store running"
     summary = result.stdout[result.stdout.index("summary") :]
     assert "plates       32 (96-well)" in summary

@@ -1,0 +1,140 @@
+"""A setup's ``config.yaml``: sections ``net``, ``data``, ``train``, validated and resolved.
+
+    net:   cellblock.models.NetConfig       (the network)
+    data:  cellblock.data.DataConfig        (what is read and how)
+    train: cellblock.training.TrainConfig   (the optimization loop)
+
+An unknown section or key is a ``ConfigError`` naming it and the file. ``--set
+section.key=value`` (nested: ``data.augment.erase_p=0.5``) overrides a value. The
+resolved config is a plain dict of all three sections with every default filled in;
+it travels with each checkpoint, and ``SetupConfig.from_resolved`` rebuilds the objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+from cellblock.data import DataConfig
+from cellblock.errors import ConfigError
+from cellblock.models import NetConfig
+from cellblock.training.config import TrainConfig
+
+__all__ = ["SECTIONS", "SetupConfig", "apply_overrides", "load_setup_config", "resolve_config"]
+
+SECTIONS = ("net", "data", "train")
+
+
+class SetupConfig(NamedTuple):
+    """The three validated sections of a setup."""
+
+    net: NetConfig
+    data: DataConfig
+    train: TrainConfig
+
+    @classmethod
+    def from_resolved(cls, resolved: dict[str, Any], where: str = "config") -> SetupConfig:
+        """Objects from a (resolved or raw) config dict.
+
+        Args:
+            resolved: ``{"net": {...}, "data": {...}, "train": {...}}``; missing sections
+                and keys take their defaults.
+            where: How errors name the source, e.g. the file.
+        """
+        if not isinstance(resolved, dict):
+            raise ConfigError(f"{where}: expected a mapping of sections {', '.join(SECTIONS)}")
+        unknown = [k for k in resolved if k not in SECTIONS]
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown section {unknown[0]!r} (sections: {', '.join(SECTIONS)})"
+            )
+        net = NetConfig.from_dict(resolved.get("net") or {}, where=f"{where}: net")
+        try:
+            data = DataConfig.from_dict(resolved.get("data") or {})
+        except ConfigError as e:
+            raise ConfigError(f"{where}: data: {e}") from None
+        train = TrainConfig.from_dict(resolved.get("train"), where=f"{where}: train")
+        return cls(net, data, train)
+
+    def to_resolved(self) -> dict[str, Any]:
+        """A plain dict (lists, not tuples) with every key: YAML/JSON/checkpoint-ready."""
+        return {
+            "net": _plain(self.net.to_dict()),
+            "data": _plain(dataclasses.asdict(self.data)),
+            "train": _plain(self.train.to_dict()),
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: dict[str, object], where: str = "--set"
+) -> dict[str, Any]:
+    """A copy of ``raw`` with ``{"section.key": value}`` overrides applied.
+
+    Args:
+        raw: The config mapping (sections of mappings).
+        overrides: From ``cellblock.cli.parse_overrides``; keys are dotted paths
+            ``section.key`` or ``section.key.subkey``. Keys are checked when the result
+            is resolved, so a misspelt one is a ``ConfigError`` naming it.
+        where: How errors name the source of the overrides.
+    """
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if len(parts) < 2 or parts[0] not in SECTIONS:
+            raise ConfigError(
+                f"{where} {dotted}={value!r}: expected section.key with section one of "
+                f"{', '.join(SECTIONS)}"
+            )
+        node = out
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"{where} {dotted}: {part!r} is not a mapping")
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def resolve_config(raw: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """Validate ``raw`` and return it with every default filled in (a plain dict)."""
+    return SetupConfig.from_resolved(raw, where).to_resolved()
+
+
+def load_setup_config(
+    path: Path | str, overrides: dict[str, object] | None = None
+) -> dict[str, Any]:
+    """Read, override and resolve a setup's ``config.yaml``.
+
+    Args:
+        path: The ``config.yaml`` (or the setup folder holding it).
+        overrides: ``{"section.key": value}``, e.g. from ``--set``.
+
+    Raises:
+        ConfigError: A missing or unreadable file, an unknown section or key (named,
+            with the file), a bad value.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections {', '.join(SECTIONS)}")
+    return resolve_config(apply_overrides(raw, overrides or {}), where=str(path))

@@ -1,0 +1,153 @@
+"""The one entry point behind every setup folder's ``mknet.py`` and ``train.py``.
+
+A setup is its ``config.yaml``; its scripts are a few lines each::
+
+    run(lambda: train_main(Path(__file__).parent))
+
+Default run folder: ``<project>/runs/<setup>[/ch<channels>][/fold_<k>]``, where
+``<setup>`` is the setup folder's path under ``02_train`` (e.g. ``synthetic/tiny``),
+whatever the working directory. ``mknet.py`` writes ``net_config.json`` into that run
+folder (the setup folder stays source only); ``train.py`` writes it there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cellblock
+from cellblock.atomic import atomic_write_text
+from cellblock.cli import parse_overrides
+from cellblock.config import load_setup_config
+from cellblock.errors import ConfigError, UserError
+
+__all__ = ["PROJECT_ROOT", "default_run_dir", "mknet_main", "train_main"]
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(cellblock.__file__).resolve().parents[1]
+
+
+def setup_name(setup_dir: Path) -> str:
+    """``02_train/synthetic/tiny`` -> ``synthetic/tiny`` (else the folder's own name)."""
+    setup_dir = Path(setup_dir).resolve()
+    try:
+        return setup_dir.relative_to(PROJECT_ROOT / "02_train").as_posix()
+    except ValueError:
+        return setup_dir.name
+
+
+def default_run_dir(setup_dir: Path, channels: Sequence[int] | None, fold: int | None) -> Path:
+    """``runs/<setup>[/ch<channels>][/fold_<k>]`` under the project root."""
+    out = PROJECT_ROOT / "runs" / setup_name(setup_dir)
+    if channels:
+        out = out / ("ch" + "-".join(map(str, channels)))
+    if fold is not None:
+        out = out / f"fold_{fold}"
+    return out
+
+
+def _channels(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1,2,3,4,5, got {text!r}") from None
+
+
+def _parser(setup_dir: Path, train: bool) -> argparse.ArgumentParser:
+    what = "Train" if train else "Build, summarize and describe (net_config.json) the network of"
+    p = argparse.ArgumentParser(
+        description=f"{what} the setup {setup_name(setup_dir)} ({setup_dir / 'config.yaml'}).",
+        epilog="Run folder default: runs/<setup>[/ch<channels>][/fold_<k>] in the project.",
+    )
+    if train:
+        p.add_argument("iterations", type=int, help="iteration to reach (resumes from RUN)")
+        p.add_argument("--data", help="packed dataset (default: the one RUN was trained on)")
+        p.add_argument("--init-from", help="run folder or checkpoint: start from its weights")
+    p.add_argument("--out", help="run folder (default: see below)")
+    p.add_argument("--fold", type=int, help="validation fold (sets data.fold)")
+    p.add_argument("--channels", type=_channels, help="1-based subset, e.g. 1,2,3,4,5")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. train.lr=0.01 (repeatable)",
+    )
+    return p
+
+
+def _resolve(setup_dir: Path, args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    overrides = parse_overrides(args.set)
+    if args.fold is not None:
+        overrides["data.fold"] = args.fold
+    if args.channels:
+        overrides["data.channels"] = args.channels
+        overrides["net.in_channels"] = len(args.channels)
+    config = load_setup_config(setup_dir / "config.yaml", overrides)
+    run_dir = Path(args.out) if args.out else default_run_dir(setup_dir, args.channels, args.fold)
+    return config, run_dir
+
+
+def mknet_main(setup_dir: Path | str, argv: Sequence[str] | None = None) -> int:
+    """``mknet.py``: print the network summary and parameter count, write net_config.json.
+
+    Args:
+        setup_dir: The setup folder (holding ``config.yaml``).
+        argv: Arguments (default: ``sys.argv[1:]``).
+    """
+    from cellblock.models import NetConfig, build_net, net_config_json, net_summary
+
+    setup_dir = Path(setup_dir).resolve()
+    args = _parser(setup_dir, train=False).parse_args(argv)
+    config, run_dir = _resolve(setup_dir, args)
+    cfg = NetConfig.from_dict(config["net"])
+    net = build_net(cfg)
+    print(net_summary(net, (cfg.in_channels, cfg.input_size, cfg.input_size)))
+    target = run_dir / "net_config.json"
+    atomic_write_text(target, json.dumps(net_config_json(cfg), indent=2) + "\n")
+    print(f"wrote {target}")
+    return 0
+
+
+def train_main(setup_dir: Path | str, argv: Sequence[str] | None = None) -> int:
+    """``train.py N``: train the setup up to iteration N, resuming its run folder.
+
+    Args:
+        setup_dir: The setup folder (holding ``config.yaml``).
+        argv: Arguments (default: ``sys.argv[1:]``).
+    """
+    from cellblock.models import NetConfig, net_config_json
+    from cellblock.training.loop import train
+
+    setup_dir = Path(setup_dir).resolve()
+    args = _parser(setup_dir, train=True).parse_args(argv)
+    if args.iterations < 1:
+        raise ConfigError(f"iterations: need at least 1, got {args.iterations}")
+    config, run_dir = _resolve(setup_dir, args)
+    data = args.data
+    if data is None:
+        recorded = run_dir / "run.json"
+        if not recorded.is_file():
+            raise UserError(f"--data is needed: {run_dir} has no run.json naming a dataset")
+        data = json.loads(recorded.read_text())["dataset"]
+    if not Path(data).is_dir():
+        raise UserError(f"--data {data}: no such packed dataset folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    net_json = json.dumps(net_config_json(NetConfig.from_dict(config["net"])), indent=2)
+    atomic_write_text(run_dir / "net_config.json", net_json + "\n")
+    result = train(config, data, run_dir, args.iterations, init_from=args.init_from)
+    if result["trained"] == 0:
+        print(f"{run_dir}: already at iteration {result['iteration']}; nothing to do")
+    elif result["val"]:
+        v = result["val"]
+        print(
+            f"{run_dir}: iteration {result['iteration']}; validation accuracy "
+            f"{v['accuracy']:.3f}, top-3 {v['top3']:.3f} ({v['n']} held-out items)"
+        )
+    else:
+        print(f"{run_dir}: iteration {result['iteration']}")
+    return 0

@@ -1,0 +1,208 @@
+"""Checkpoints: everything a run needs to continue exactly, written atomically.
+
+``RUN/checkpoints/checkpoint_{iteration:08d}.pt`` holds the model, optimizer and
+scheduler states, the iteration, the RNG states of torch, numpy, Python and the batch
+augmentation, the resolved config and the code version. Only tensors and plain Python
+types are stored, so ``torch.load(weights_only=True)`` reads it (no pickled objects run
+code on load). A corrupt file, or one made for other classes or channels, is a
+``UserError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pickle
+import random
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import cellblock
+from cellblock.atomic import atomic_path
+from cellblock.errors import UserError
+
+__all__ = [
+    "checkpoint_path",
+    "code_version",
+    "get_rng_state",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"checkpoint_(\d+)\.pt$")
+REQUIRED = ("model", "iteration", "config")
+
+
+@functools.cache
+def code_version() -> str:
+    """``cellblock`` version, plus the git commit (``+dirty`` if modified) when in a checkout."""
+    root = Path(cellblock.__file__).resolve().parents[1]
+    version = cellblock.__version__
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            dirty = subprocess.run(
+                [*git, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            suffix = "+dirty" if dirty.stdout.strip() else ""
+            version += f" ({commit.stdout.strip()}{suffix})"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The global RNG states of torch, numpy and Python, as tensors and plain types."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "state": list(internal), "gauss": py_gauss},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_path(run_dir: Path | str, iteration: int) -> Path:
+    """Where the checkpoint of ``iteration`` lives in ``run_dir``."""
+    return Path(run_dir) / "checkpoints" / f"checkpoint_{iteration:08d}.pt"
+
+
+def latest_checkpoint(run_dir: Path | str) -> Path | None:
+    """The checkpoint with the highest iteration in ``run_dir``, or None."""
+    found = [
+        (int(m.group(1)), p)
+        for p in (Path(run_dir) / "checkpoints").glob("checkpoint_*.pt")
+        if (m := _NAME.search(p.name))
+    ]
+    return max(found)[1] if found else None
+
+
+def resolve_checkpoint(source: Path | str) -> Path:
+    """A checkpoint file from a file or a run folder (its latest checkpoint).
+
+    Raises:
+        UserError: Neither a file nor a run folder with checkpoints.
+    """
+    source = Path(source)
+    if source.is_file():
+        return source
+    if source.is_dir():
+        latest = latest_checkpoint(source)
+        if latest is not None:
+            return latest
+        raise UserError(f"{source}: no checkpoints in this run folder")
+    raise UserError(f"{source}: no such checkpoint or run folder")
+
+
+def save_checkpoint(
+    run_dir: Path | str,
+    iteration: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    augment: torch.nn.Module,
+    config: dict[str, Any],
+) -> Path:
+    """Write the checkpoint of ``iteration`` atomically (temp file, then rename).
+
+    Args:
+        run_dir: The run folder.
+        iteration: Optimizer steps completed.
+        model: The network (its ``state_dict``).
+        optimizer: Its state.
+        scheduler: Its state.
+        augment: The ``BatchAugment`` (its generator state travels in its state_dict).
+        config: The resolved config (a plain dict).
+    """
+    target = checkpoint_path(run_dir, iteration)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "augment": augment.state_dict(),
+        "iteration": iteration,
+        "rng": get_rng_state(),
+        "config": config,
+        "code_version": code_version(),
+    }
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
+    log.info("iteration %d: saved %s", iteration, target)
+    return target
+
+
+def load_checkpoint(path: Path | str, expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Args:
+        path: The checkpoint file.
+        expect: A resolved config; the checkpoint's ``net.num_classes`` and
+            ``net.in_channels`` must equal its own.
+
+    Raises:
+        UserError: Naming ``path``: not a readable checkpoint (corrupt, truncated,
+            not ours), or made for other classes or channels.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+    except zipfile.BadZipFile as e:
+        raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
+        raise UserError(f"{path}: not a cellblock checkpoint (need keys {', '.join(REQUIRED)})")
+    if expect is not None:
+        check_compatible(state["config"], expect, path)
+    return state
+
+
+def check_compatible(stored: dict[str, Any], expect: dict[str, Any], path: Path | str) -> None:
+    """Raise ``UserError`` naming ``path`` if backbone, classes or channels differ."""
+    have, want = stored.get("net", {}), expect["net"]
+    for key, what in [
+        ("backbone", "backbone"),
+        ("num_classes", "classes"),
+        ("in_channels", "channels"),
+    ]:
+        if have.get(key) != want[key]:
+            raise UserError(
+                f"{path}: checkpoint made for {have.get(key)} {what}, this run has "
+                f"{want[key]} (net.{key}); use another run folder (--out)"
+            )

@@ -1,0 +1,147 @@
+"""``TrainConfig``: every knob of the optimization loop, frozen and validated.
+
+The ``train:`` section of a setup's ``config.yaml``; an unknown or misspelt key is a
+``ConfigError`` naming it. The learning-rate schedule has its own horizon
+(``schedule_iters``), independent of ``train.py N``: training to 6 and then to 12
+follows exactly the curve of training to 12 at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from cellblock.errors import ConfigError
+
+__all__ = ["DEVICES", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _int(lo: int):
+    return (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+        f"an integer >= {lo}",
+    )
+
+
+def _float(lo: float, hi: float):
+    ok = lambda v: isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi  # noqa: E731
+    return ok, f"a number in [{lo}, {hi}]"
+
+
+def _bool():
+    return (lambda v: isinstance(v, bool)), "true or false"
+
+
+def _one_of(options: tuple[str, ...]):
+    return (lambda v: v in options), f"one of {', '.join(options)}"
+
+
+_CHECKS = {
+    "batch_size": _int(1),
+    "lr": _float(0, 10),
+    "lr_reference_batch": (
+        lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "null or an integer >= 1",
+    ),
+    "weight_decay": _float(0, 1),
+    "optimizer": _one_of(OPTIMIZERS),
+    "momentum": _float(0, 0.999),
+    "schedule": _one_of(SCHEDULES),
+    "schedule_iters": _int(1),
+    "warmup_iters": _int(0),
+    "final_lr_fraction": _float(0, 1),
+    "grad_accum": _int(1),
+    "grad_clip": _float(0, float("inf")),
+    "checkpoint_every": _int(1),
+    "validate_every": _int(1),
+    "log_every": _int(1),
+    "seed": _int(0),
+    "workers": _int(0),
+    "device": _one_of(DEVICES),
+    "amp": _bool(),
+    "channels_last": _bool(),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a network is trained; each field is documented beside its default.
+
+    The effective learning rate is ``lr`` times ``batch_size * grad_accum /
+    lr_reference_batch`` when ``lr_reference_batch`` is set (the linear scaling rule),
+    else ``lr`` as given.
+    """
+
+    batch_size: int = 32  # items per step and process (x grad_accum = the optimizer batch)
+    lr: float = 1e-3  # peak learning rate (after warmup)
+    lr_reference_batch: int | None = None  # None: lr as given; N: lr * global batch / N
+    weight_decay: float = 0.05  # decoupled (AdamW) or L2 (SGD)
+    optimizer: str = "adamw"  # "adamw" | "sgd" (Nesterov)
+    momentum: float = 0.9  # SGD only
+    schedule: str = "cosine"  # "cosine" (warmup + cosine) | "onecycle" | "constant"
+    schedule_iters: int = 10_000  # the schedule's horizon; beyond it the lr stays final
+    warmup_iters: int = 100  # linear warmup (onecycle: the rising phase)
+    final_lr_fraction: float = 0.01  # lr at schedule_iters, as a fraction of the peak
+    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
+    checkpoint_every: int = 1000  # iterations; the last iteration is always saved
+    validate_every: int = 1000  # iterations; the last iteration is always validated
+    log_every: int = 10  # iterations per row of log.csv (loss averaged over them)
+    seed: int = 0  # model init, data order, augmentation
+    workers: int = 2  # DataLoader processes; 0 = load in the training process
+    device: str = "auto"  # "auto" (CUDA if there is one) | "cpu" | "cuda"
+    amp: bool = True  # bf16 autocast; CUDA only (ignored on CPU)
+    channels_last: bool = True  # NHWC memory format; CUDA only (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        for name, (ok, what) in _CHECKS.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ConfigError(f"train config: {name} must be {what}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, where: str = "train config") -> TrainConfig:
+        """A validated config from a mapping (the ``train:`` section of config.yaml).
+
+        Args:
+            d: Keys are field names; missing keys take their defaults.
+            where: How errors name the mapping, e.g. "config.yaml: train".
+
+        Raises:
+            ConfigError: Naming an unknown (e.g. misspelt) key, or a bad value.
+        """
+        d = {} if d is None else d
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("train config", where, 1)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field; ``from_dict(to_dict())`` is the same config."""
+        return dataclasses.asdict(self)
+
+    @property
+    def global_batch(self) -> int:
+        """Items per optimizer step (one process)."""
+        return self.batch_size * self.grad_accum
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, scaled with the global batch if ``lr_reference_batch`` is set."""
+        if self.lr_reference_batch is None:
+            return self.lr
+        return self.lr * self.global_batch / self.lr_reference_batch

@@ -1,0 +1,115 @@
+"""The data side of a run: rows, datasets and loaders of a resolved config.
+
+The training loader iterates an :class:`InfiniteSampler` started at the stream position
+of the first iteration to run, so its batches depend on the iteration number only.
+Both loaders own their generators: creating them never draws from the global RNG.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from cellblock.config import SetupConfig
+from cellblock.data import SiteDataset, dataset_labels, select_rows
+from cellblock.dataset import PackedDataset
+from cellblock.errors import UserError
+from cellblock.training.sampler import InfiniteSampler
+
+__all__ = ["RunData", "load_run_data", "train_loader", "val_loader"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    """Training and validation datasets, and the cell type of every validation row."""
+
+    train: SiteDataset
+    val: SiteDataset | None
+    cell_types: dict[int, str]
+
+
+def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
+    """Datasets for ``cfg`` over the packed dataset, checked against the network.
+
+    Args:
+        cfg: The setup (its ``data`` section selects; its ``net`` must fit the data).
+        dataset_path: The packed dataset folder.
+
+    Raises:
+        UserError: No training rows, labels beyond ``net.num_classes``, or a channel
+            count other than ``net.in_channels``.
+    """
+    packed = PackedDataset(dataset_path)
+    table = packed.metadata
+    labels = dataset_labels(packed, cfg.data)
+    train_rows, val_rows = select_rows(table, cfg.data, labels)
+    if len(train_rows) == 0:
+        raise UserError(f"{dataset_path}: no labelled training rows for this data config")
+    top = int(labels.loc[train_rows.union(val_rows)].max())
+    if top >= cfg.net.num_classes:
+        raise UserError(
+            f"{dataset_path}: labels go up to {top} but net.num_classes is "
+            f"{cfg.net.num_classes}; set net.num_classes={top + 1}"
+        )
+    channels = len(cfg.data.channel_index(len(packed.info.channels)))
+    if channels != cfg.net.in_channels:
+        raise UserError(
+            f"{dataset_path}: the data config selects {channels} channels but "
+            f"net.in_channels is {cfg.net.in_channels}"
+        )
+    train = SiteDataset(packed, train_rows, cfg.data, labels)
+    val = SiteDataset(packed, val_rows, cfg.data, labels) if len(val_rows) else None
+    cell_types: dict[int, str] = {}
+    if val is not None:
+        kinds = table.loc[pd.Index(val.index), "cell_type"].astype(str)
+        cell_types = dict(zip(val.index.tolist(), kinds.tolist(), strict=True))
+    return RunData(train, val, cell_types)
+
+
+def _loader(dataset, batch_size, workers, device, **kwargs) -> DataLoader:
+    extra = {"prefetch_factor": 4, "persistent_workers": True} if workers > 0 else {}
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),  # worker seeds; never the global RNG
+        **extra,
+        **kwargs,
+    )
+
+
+def train_loader(
+    dataset: SiteDataset,
+    batch_size: int,
+    seed: int,
+    start: int,
+    workers: int,
+    device: torch.device,
+) -> DataLoader:
+    """Endless batches from stream position ``start`` (= first iteration x items per step).
+
+    Args:
+        dataset: The training dataset.
+        batch_size: Items per micro-batch.
+        seed: Seed of the data order.
+        start: Stream position of the first item.
+        workers: Loader processes.
+        device: Where batches go (pinned memory for CUDA).
+    """
+    sampler = InfiniteSampler(len(dataset), seed, start)
+    return _loader(dataset, batch_size, workers, device, sampler=sampler, drop_last=True)
+
+
+def val_loader(
+    dataset: SiteDataset, batch_size: int, workers: int, device: torch.device
+) -> DataLoader:
+    """All validation items, in order."""
+    return _loader(dataset, batch_size, workers, device, shuffle=False)

@@ -1,0 +1,100 @@
+"""Run logs: CSV tables that survive a resume, and the loss/accuracy plot.
+
+``log.csv`` (training: iteration, loss, lr, img_per_s, ...) and ``val.csv``
+(validation metrics) are appended one row at a time and flushed. On resume from
+iteration ``k``, rows after ``k`` (written by the killed run after its last
+checkpoint) are dropped first, so the table reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cellblock.atomic import atomic_path, atomic_write_text
+
+__all__ = ["CsvLog", "plot_curves"]
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)  # exact: a resumed curve compares equal digit for digit
+    return str(value)
+
+
+class CsvLog:
+    """An append-only CSV with an ``iteration`` column, truncated to a resume point.
+
+    Args:
+        path: The CSV file.
+        resume_from: Drop rows with ``iteration`` above this (0: start afresh).
+    """
+
+    def __init__(self, path: Path | str, resume_from: int):
+        self.path = Path(path)
+        self.columns: list[str] | None = None
+        if self.path.is_file() and resume_from > 0:
+            with self.path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                self.columns = rows[0]
+                keep = [r for r in rows[1:] if r and int(r[0]) <= resume_from]
+                text = "".join(",".join(r) + "\n" for r in [self.columns, *keep])
+                atomic_write_text(self.path, text)
+        elif self.path.exists():
+            self.path.unlink()
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append ``row`` (its first key must be ``iteration``); the header comes first."""
+        if self.columns is None:
+            self.columns = list(row)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(",".join(self.columns) + "\n")
+        with self.path.open("a") as f:
+            f.write(",".join(_fmt(row.get(c, "")) for c in self.columns) + "\n")
+
+
+def plot_curves(run_dir: Path | str) -> Path | None:
+    """``curves.png``: training and validation loss, validation accuracy and top-3.
+
+    Args:
+        run_dir: The run folder with ``log.csv`` (and ``val.csv`` if validated).
+
+    Returns:
+        The PNG, or None without a training log.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "log.csv").is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = pd.read_csv(run_dir / "log.csv")
+    val_path = run_dir / "val.csv"
+    val = pd.read_csv(val_path) if val_path.is_file() else None
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(train["iteration"], train["loss"], label="train")
+    if val is not None and len(val):
+        ax_loss.plot(val["iteration"], val["loss"], "o-", label="validation")
+        ax_acc.plot(val["iteration"], val["accuracy"], "o-", label="accuracy")
+        ax_acc.plot(val["iteration"], val["top3"], "o-", label="top-3")
+    ax_loss.set(xlabel="iteration", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="iteration", ylabel="accuracy", ylim=(0, 1), title="validation")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    target = run_dir / "curves.png"
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    log.info("wrote %s", target)
+    return target

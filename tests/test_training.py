@@ -1,0 +1,166 @@
+"""02_train/synthetic/tiny and cellblock.training on CPU: outputs, exact resume, errors."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cellblock.config import load_setup_config
+from cellblock.errors import ConfigError, UserError
+from cellblock.models import NetConfig, build_net
+from cellblock.setup_cli import default_run_dir, mknet_main, train_main
+from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
+from cellblock.training.loop import init_weights
+from tests.conftest import ROOT, run_script
+
+SETUP = ROOT / "02_train" / "synthetic" / "tiny"
+# tiny_packed: 32 px, 19 classes; 3 training experiments, HEPG2-01 held out
+FAST = [
+    "net.input_size=32",
+    "data.val_experiments=[HEPG2-01]",
+    "train.batch_size=8",
+    "train.workers=0",
+    "train.log_every=1",
+    "train.checkpoint_every=3",
+    "train.validate_every=3",
+    "train.warmup_iters=2",
+    "train.schedule_iters=12",
+]
+
+
+def args(n: int, data: Path, out: Path, *extra: str) -> list[str]:
+    sets = [a for s in FAST for a in ("--set", s)]
+    return [str(n), "--data", str(data), "--out", str(out), *sets, *extra]
+
+
+@pytest.fixture(scope="module")
+def run12(tiny_packed, tmp_path_factory) -> Path:
+    """An uninterrupted 12-iteration run (the reference curve)."""
+    out = tmp_path_factory.mktemp("run12") / "run"
+    assert train_main(SETUP, args(12, tiny_packed, out)) == 0
+    return out
+
+
+def test_train_script_writes_run(tiny_packed, tmp_path):
+    out = tmp_path / "run"
+    r = run_script(SETUP / "train.py", *args(4, tiny_packed, out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "validation accuracy" in r.stdout
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["checkpoint_00000003.pt", "checkpoint_00000004.pt"]
+    log = pd.read_csv(out / "log.csv")
+    assert list(log["iteration"]) == [1, 2, 3, 4]
+    assert {"loss", "lr", "img_per_s"} <= set(log.columns) and (log["img_per_s"] > 0).all()
+    val = pd.read_csv(out / "val.csv")
+    assert list(val["iteration"]) == [3, 4] and val["n"].iloc[0] > 0
+    assert {"loss", "accuracy", "top3", "acc_HEPG2"} <= set(val.columns)
+    for name in ("curves.png", "config.yaml", "run.json", "net_config.json"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    state = torch.load(out / "checkpoints/checkpoint_00000004.pt", weights_only=True)
+    assert state["iteration"] == 4 and state["config"]["train"]["batch_size"] == 8
+    assert {"model", "optimizer", "scheduler", "augment", "rng", "code_version"} <= set(state)
+    # rerun to 4 (data from run.json): nothing to do, exit 0
+    r = run_script(SETUP / "train.py", "4", "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "already at iteration 4" in r.stdout
+
+
+def test_resume_reproduces_the_uninterrupted_curve(run12, tiny_packed, tmp_path):
+    out = tmp_path / "run"
+    train_main(SETUP, args(6, tiny_packed, out))
+    train_main(SETUP, args(12, tiny_packed, out))
+    a, b = pd.read_csv(run12 / "log.csv"), pd.read_csv(out / "log.csv")
+    assert list(a["iteration"]) == list(b["iteration"]) == list(range(1, 13))
+    assert list(a["loss"]) == list(b["loss"]) and list(a["lr"]) == list(b["lr"])
+    va, vb = pd.read_csv(run12 / "val.csv"), pd.read_csv(out / "val.csv")
+    assert va.set_index("iteration").loc[12, "loss"] == vb.set_index("iteration").loc[12, "loss"]
+
+
+def test_killed_run_resumes_exactly(run12, tiny_packed, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(SETUP / "train.py"), *args(12, tiny_packed, out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints/checkpoint_00000006.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint 6"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert train_main(SETUP, args(12, tiny_packed, out)) == 0
+    a, b = pd.read_csv(run12 / "log.csv"), pd.read_csv(out / "log.csv")
+    assert list(a["iteration"]) == list(b["iteration"])
+    assert list(a["loss"]) == list(b["loss"])
+
+
+def test_misspelt_or_unknown_config_is_an_error(tmp_path, tiny_packed):
+    with pytest.raises(ConfigError, match=r"config\.yaml: train: unknown key 'batchsize'"):
+        train_main(SETUP, args(2, tiny_packed, tmp_path / "r", "--set", "train.batchsize=4"))
+    setup = tmp_path / "setup"
+    setup.mkdir()
+    text = (SETUP / "config.yaml").read_text().replace("embedding_dim:", "embeding_dim:")
+    (setup / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"setup/config\.yaml: net: unknown key 'embeding_dim'"):
+        load_setup_config(setup)
+    (setup / "config.yaml").write_text("nett: {}\n")
+    with pytest.raises(ConfigError, match="unknown section 'nett'"):
+        load_setup_config(setup)
+    with pytest.raises(ConfigError, match=r"section\.key"):
+        load_setup_config(SETUP, {"lr": 0.1})
+
+
+def test_corrupt_and_incompatible_checkpoints(run12, tiny_packed, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    bad = run / "checkpoints" / "checkpoint_00000003.pt"
+    good = (run12 / "checkpoints" / "checkpoint_00000012.pt").read_bytes()
+    for content in (b"not a checkpoint", good[: len(good) // 2]):
+        bad.write_bytes(content)
+        with pytest.raises(UserError, match=re.escape(f"{bad}: not a readable checkpoint")):
+            train_main(SETUP, args(6, tiny_packed, run))
+    with pytest.raises(UserError, match="made for 69 classes, this run has 30"):
+        train_main(SETUP, args(20, tiny_packed, run12, "--set", "net.num_classes=30"))
+    with pytest.raises(UserError, match="made for 6 channels, this run has 3"):
+        train_main(SETUP, args(20, tiny_packed, run12, "--channels", "1,2,3"))
+    r = run_script(SETUP / "train.py", *args(20, tiny_packed, run12, "--channels", "1,2,3"))
+    assert r.returncode == 1 and "checkpoint_00000012.pt" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_init_from_loads_weights_only(run12, tiny_packed, tmp_path):
+    out = tmp_path / "stage2"
+    extra = ["--init-from", str(run12), "--set", "net.num_classes=25"]
+    assert train_main(SETUP, args(3, tiny_packed, out, *extra)) == 0
+    state = load_checkpoint(latest_checkpoint(out))
+    assert state["iteration"] == 3 and state["config"]["net"]["num_classes"] == 25
+    # weights: everything but the (resized) head comes from the source run
+    resolved = load_setup_config(SETUP, {"net.input_size": 32})
+    net = build_net(NetConfig.from_dict(resolved["net"]))
+    init_weights(net, run12, resolved)
+    source = load_checkpoint(latest_checkpoint(run12))["model"]
+    key = next(k for k in source if k.startswith("backbone.") and k.endswith("weight"))
+    assert torch.equal(net.state_dict()[key], source[key])
+    with pytest.raises(UserError, match="in_channels"):
+        train_main(SETUP, args(3, tiny_packed, tmp_path / "x", "--channels", "1,2,3",
+                                "--init-from", str(run12)))  # fmt: skip
+    with pytest.raises(UserError, match="no checkpoints in this run folder"):
+        train_main(SETUP, args(3, tiny_packed, tmp_path / "y", "--init-from", str(tmp_path)))
+
+
+def test_mknet_and_default_run_dir(tmp_path, capsys):
+    assert mknet_main(SETUP, ["--out", str(tmp_path), "--channels", "1,2,3,4,5"]) == 0
+    printed = capsys.readouterr().out
+    assert "parameters:" in printed and "1x5x64x64" in printed
+    assert '"in_channels": 5' in (tmp_path / "net_config.json").read_text()
+    run = default_run_dir(SETUP, [1, 2, 3, 4, 5], 2)
+    assert run == ROOT / "runs" / "synthetic" / "tiny" / "ch1-2-3-4-5" / "fold_2"
+    r = run_script(SETUP / "mknet.py", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "--channels" in r.stdout
