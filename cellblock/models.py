@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cellblock.cache import cached_copy
+from cellblock.configtools import config_from_dict
 from cellblock.errors import ConfigError
 from cellblock.heads import HEADS, make_head
 from cellblock.torchcompat import import_timm
@@ -127,18 +128,7 @@ class NetConfig:
         Raises:
             ConfigError: Naming an unknown (e.g. misspelt) key, or a bad value.
         """
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-        try:
-            return cls(**d)
-        except ConfigError as e:
-            raise ConfigError(str(e).replace("net config", where, 1)) from None
+        return config_from_dict(cls, d, where, "net config")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON/YAML-ready; ``from_dict(to_dict())`` is the same config."""

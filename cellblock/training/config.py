@@ -9,10 +9,10 @@ follows exactly the curve of training to 12 at once.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from cellblock.configtools import config_from_dict
 from cellblock.errors import ConfigError
 
 __all__ = ["DEVICES", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
@@ -116,19 +116,7 @@ class TrainConfig:
         Raises:
             ConfigError: Naming an unknown (e.g. misspelt) key, or a bad value.
         """
-        d = {} if d is None else d
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-        try:
-            return cls(**d)
-        except ConfigError as e:
-            raise ConfigError(str(e).replace("train config", where, 1)) from None
+        return config_from_dict(cls, d, where, "train config")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field; ``from_dict(to_dict())`` is the same config."""
