@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--experiments", help="subset: EXP or EXP/PlateN, comma-separated")
     p.add_argument("--workers", type=int, default=16, help="parallel downloads")
+    p.add_argument("--retries", type=int, default=8, help="tries per file (backoff to 8 s)")
     args = p.parse_args()
 
     wanted = args.experiments.split(",") if args.experiments else None
@@ -52,7 +53,7 @@ def main() -> None:
     objects = select_experiments(list_objects(client, remote), remote.prefix, wanted)
     if not objects:
         raise UserError(f"{remote.url}: nothing to fetch")
-    s = download_objects(client, remote, objects, args.out, workers=args.workers)
+    s = download_objects(client, remote, objects, args.out, args.workers, args.retries)
     print(
         f"fetched {remote.url} into {args.out}: {s['downloaded']} file(s), "
         f"{s['bytes'] / 1e6:.1f} MB downloaded, {s['skipped']} already present, "

@@ -227,7 +227,7 @@ def download_objects(
     objects: list[RemoteObject],
     out: Path,
     workers: int = 8,
-    attempts: int = 5,
+    attempts: int = 8,
     progress: bool = True,
 ) -> dict:
     """Download ``objects`` under ``out`` (paths relative to ``remote.prefix``).
@@ -238,7 +238,8 @@ def download_objects(
         objects: What to fetch (from :func:`list_objects`, possibly filtered).
         out: Destination folder.
         workers: Parallel downloads.
-        attempts: Tries per object before giving up (with exponential backoff).
+        attempts: Tries per object before giving up, with exponential backoff capped
+            at 8 s: the default 8 rides out ~30 s of a restarting server.
         progress: Show a progress bar of bytes and files.
 
     Returns:

@@ -59,9 +59,10 @@ def run(script, server, *args, keys=False, secret=None, timeout=120):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def start_fetch(server, out: Path, n_files: int) -> subprocess.Popen:
+def start_fetch(server, out: Path, n_files: int, *extra: str) -> subprocess.Popen:
     """Start a one-thread anonymous fetch and return once it has written ``n_files`` PNGs."""
-    cmd = [sys.executable, str(FETCH), *map(str, fetch_args(server, out, "--workers", "1"))]
+    args = fetch_args(server, out, "--workers", "1", *extra)
+    cmd = [sys.executable, str(FETCH), *map(str, args)]
     proc = subprocess.Popen(cmd, env=script_env(server), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 60
@@ -164,8 +165,8 @@ def test_server_down_fails_cleanly(s3_server, published, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "out"
-    result = run(FETCH, s3_server, "--bucket", "b", "--anonymous", "--out", out,
-                 "--endpoint-url", f"http://127.0.0.1:{port}", timeout=180)  # fmt: skip
+    result = run(FETCH, s3_server, "--bucket", "b", "--anonymous", "--out", out, "--retries",
+                 "3", "--endpoint-url", f"http://127.0.0.1:{port}", timeout=180)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: s3://b/")
     assert "cannot reach the endpoint" in result.stderr and "Traceback" not in result.stderr
@@ -306,7 +307,7 @@ def test_server_dying_mid_fetch_fails_cleanly(published, tmp_path):
                  "--prefix", "tiny/raw", keys=True)  # fmt: skip
         assert up.returncode == 0, up.stderr
         out = tmp_path / "out"
-        proc = start_fetch(server, out, 20)
+        proc = start_fetch(server, out, 20, "--retries", "3")
     finally:
         s3local.stop(tmp_path / "s3")
     _, stderr = proc.communicate(timeout=180)
