@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import boto3
-import botocore
 import pytest
-from botocore.config import Config
 
 from cellblock import s3local
 from cellblock.s3local import LocalS3
@@ -58,21 +55,10 @@ def restart_s3(server: LocalS3, timeout: float = 30.0) -> LocalS3:
 @pytest.fixture
 def s3_client(s3_server: LocalS3):
     """A boto3 S3 client with the server's admin keys."""
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-    )
+    return s3local.client(s3_server)
 
 
 @pytest.fixture
 def anon_s3_client(s3_server: LocalS3):
     """An unsigned (anonymous) boto3 S3 client for the server."""
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        region_name=REGION,
-        config=Config(signature_version=botocore.UNSIGNED),
-    )
+    return s3local.client(s3_server, anonymous=True)

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from cellblock import s3local
@@ -20,12 +19,6 @@ from tests.fixtures_s3 import restart_s3
 
 FETCH = ROOT / "01_data" / "fetch_data.py"
 PUBLISH = ROOT / "scripts" / "publish.py"
-
-
-def admin_client(server):
-    return boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                        aws_access_key_id=server.access_key,
-                        aws_secret_access_key=server.secret_key)  # fmt: skip
 
 
 def files_of(folder: Path) -> list[str]:
@@ -211,7 +204,7 @@ def test_multipart_object_without_manifest_is_verified_by_etag(s3_server, tmp_pa
     blob = tmp_path / "src" / "big.bin"
     blob.parent.mkdir()
     blob.write_bytes(os.urandom(9 * 2**20))  # > 8 MiB: uploaded in parts
-    client = admin_client(s3_server)
+    client = s3local.client(s3_server)
     client.upload_file(str(blob), s3_server.public_bucket, "big/big.bin")
     etag = client.head_object(Bucket=s3_server.public_bucket, Key="big/big.bin")["ETag"]
     assert "-" in etag, "expected a multipart ETag"
@@ -232,9 +225,9 @@ def test_upload_folder_api_writes_manifest_last(s3_server, tmp_path):
     folder.mkdir()
     (folder / "model_1000.pt").write_bytes(b"x" * 1000)
     remote = Remote(s3_server.public_bucket, "runs/x", s3_server.endpoint_url)
-    summary = upload_folder(admin_client(s3_server), remote, folder, progress=False)
+    summary = upload_folder(s3local.client(s3_server), remote, folder, progress=False)
     assert summary == {"files": 1, "bytes": 1000}
-    keys = [o["Key"] for o in admin_client(s3_server).list_objects_v2(
+    keys = [o["Key"] for o in s3local.client(s3_server).list_objects_v2(
         Bucket=s3_server.public_bucket, Prefix="runs/x/")["Contents"]]  # fmt: skip
     assert sorted(keys) == ["runs/x/manifest.json", "runs/x/model_1000.pt"]
 

@@ -12,6 +12,9 @@ from cellblock.metadata import load_kaggle, plate_groups
 from cellblock.synth import Design, preset, write_dataset
 from tests.conftest import TINY
 
+KAGGLE_FILES = ["train.csv", "test.csv", "train_controls.csv", "test_controls.csv",
+                "pixel_stats.csv", "sample_submission.csv"]  # fmt: skip
+
 
 def _digest(folder: Path) -> dict[str, str]:
     return {
@@ -22,26 +25,9 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def test_kaggle_files_and_columns_match_rxrx1(tiny_raw):
-    for name in [
-        "train.csv",
-        "test.csv",
-        "train_controls.csv",
-        "test_controls.csv",
-        "pixel_stats.csv",
-        "sample_submission.csv",
-    ]:
+    for name in KAGGLE_FILES:
         assert (tiny_raw / name).is_file(), name
-    cols = {
-        name: list(pd.read_csv(tiny_raw / name, nrows=1).columns)
-        for name in [
-            "train.csv",
-            "test.csv",
-            "train_controls.csv",
-            "test_controls.csv",
-            "pixel_stats.csv",
-            "sample_submission.csv",
-        ]
-    }
+    cols = {name: list(pd.read_csv(tiny_raw / name, nrows=1).columns) for name in KAGGLE_FILES}
     assert cols["train.csv"] == ["id_code", "experiment", "plate", "well", "sirna"]
     assert cols["test.csv"] == ["id_code", "experiment", "plate", "well"]
     assert cols["train_controls.csv"] == [

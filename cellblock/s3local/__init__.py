@@ -28,6 +28,7 @@ Modules: ``lifecycle`` (start, status, stop), ``server`` (``LocalS3``, the error
 from cellblock.s3local.cli import main
 from cellblock.s3local.lifecycle import start, status, stop
 from cellblock.s3local.process import listening_sockets
+from cellblock.s3local.ready import client
 from cellblock.s3local.server import (
     DEFAULT_PRIVATE_BUCKET,
     DEFAULT_PUBLIC_BUCKET,
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_PUBLIC_BUCKET",
     "LocalS3",
     "S3LocalError",
+    "client",
     "listening_sockets",
     "main",
     "start",

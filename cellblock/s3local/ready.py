@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import botocore
 import botocore.exceptions
 from botocore.config import Config
 
@@ -74,17 +75,21 @@ def _master_knows_volumes(master_url: str, volume_ids: set[int]) -> bool:
         return False
 
 
-def _admin_client(server: LocalS3):
-    """A boto3 S3 client with short timeouts and no retries (the caller polls)."""
-    config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        config=config,
-    )
+def client(server: LocalS3, anonymous: bool = False, config: Config | None = None):
+    """A boto3 S3 client for ``server``: with its admin keys, or unsigned (anonymous).
+
+    Args:
+        server: The running server.
+        anonymous: Unsigned requests, as a public-bucket reader makes them.
+        config: botocore settings (timeouts, retries); merged with the signature choice.
+    """
+    config = config or Config()
+    where = {"endpoint_url": server.endpoint_url, "region_name": REGION}
+    if anonymous:
+        unsigned = config.merge(Config(signature_version=botocore.UNSIGNED))
+        return boto3.client("s3", **where, config=unsigned)
+    keys = {"aws_access_key_id": server.access_key, "aws_secret_access_key": server.secret_key}
+    return boto3.client("s3", **where, **keys, config=config)
 
 
 def _ensure_bucket(client, bucket: str) -> None:
@@ -109,7 +114,9 @@ def wait_ready(
         deadline: ``time.monotonic()`` value to give up at.
         log_offset: Byte offset in ``server.log`` where this start's output begins.
     """
-    client = _admin_client(server)
+    # Short timeouts and no retries: the caller polls.
+    admin = client(server, config=Config(connect_timeout=2, read_timeout=5,
+                                         retries={"max_attempts": 1}))  # fmt: skip
     volume_ids = _volume_ids(server.state_dir / DATA_DIR)  # before weed makes new ones
     master_url = url(ports["master.port"])
 
@@ -120,7 +127,7 @@ def wait_ready(
             # Buckets are made here rather than with weed's -bucket flag, which creates
             # them in the background after S3 already answers (a race for callers).
             for bucket in (server.public_bucket, server.private_bucket):
-                _ensure_bucket(client, bucket)
+                _ensure_bucket(admin, bucket)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             return f"{type(e).__name__}: {e}"  # boto3 messages carry no secrets
         return None

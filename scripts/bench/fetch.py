@@ -109,9 +109,7 @@ def main() -> None:
     server = s3local.start(work / "s3")
     results = {}
     try:
-        admin = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                             aws_access_key_id=server.access_key,
-                             aws_secret_access_key=server.secret_key)  # fmt: skip
+        admin = s3local.client(server)
         payload = os.urandom(args.size + args.objects)
         for i in range(args.objects):
             admin.put_object(Bucket=server.public_bucket, Key=f"bench/obj_{i:05d}.bin",
