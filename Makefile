@@ -6,13 +6,16 @@ DEMO_DIR ?= demo
 SYNTH_ARGS ?=
 export DEMO_DIR SYNTH_ARGS
 
-.PHONY: env demo test lint bench-io bench-fetch lock clean
+.PHONY: env system demo test lint bench-io bench-fetch lock clean
 
 env: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml scripts/install.sh
 	scripts/install.sh $(VENV)
 	touch $@
+
+system:  ## Debian packages of the real services (chromium, SLURM); idempotent
+	scripts/apt_install.sh all
 
 demo: env  ## synthesize -> pack -> summary, on an embedded synthetic RxRx1-style dataset
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/demo.sh
@@ -21,7 +24,7 @@ lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint  ## ruff + the whole pytest suite (slow tests included)
+test: lint system  ## ruff + the whole pytest suite (slow tests included)
 	$(PY) -m pytest -q
 
 bench-io: env  ## IO benchmark: zarr vs PNG vs raw codec, writes scripts/bench/results/io.md

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ def train(
     run_dir: Path | str,
     iterations: int,
     init_from: Path | str | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Train up to iteration ``iterations``, resuming from ``run_dir``'s latest checkpoint.
 
@@ -111,9 +113,12 @@ def train(
         iterations: Iteration to reach; if the run is already there, nothing happens.
         init_from: A checkpoint or run folder whose weights start a new run; ignored
             (with a message) when ``run_dir`` already has checkpoints.
+        stop: When set (e.g. by a preemption signal handler), the loop checkpoints the
+            iteration it just finished and returns early; a rerun resumes from there.
 
     Returns:
-        ``{"iteration": reached, "trained": iterations run now, "val": last metrics}``.
+        ``{"iteration": reached, "trained": iterations run now, "val": last metrics,
+        "stopped": True if ``stop`` ended it early}``.
     """
     cfg = SetupConfig.from_resolved(setup_config)
     resolved, t = cfg.to_resolved(), cfg.train
@@ -124,7 +129,7 @@ def train(
     if start >= iterations:
         log.info("%s: already at iteration %d (asked for %d); nothing to do", run_dir, start,
                  iterations)  # fmt: skip
-        return {"iteration": start, "trained": 0, "val": {}}
+        return {"iteration": start, "trained": 0, "val": {}, "stopped": False}
     if state and init_from:
         log.info("--init-from ignored: resuming %s from iteration %d", run_dir, start)
     device = pick_device(t.device)
@@ -207,9 +212,14 @@ def train(
             log.info("it %d  val loss %.4f  accuracy %.3f  top-3 %.3f", done, metrics["loss"],
                      metrics["accuracy"], metrics["top3"])  # fmt: skip
             tick = time.perf_counter()  # validation time is not training throughput
-        if done % t.checkpoint_every == 0 or last:
+        stopping = stop is not None and stop.is_set()
+        if done % t.checkpoint_every == 0 or last or stopping:
             ckpt.save_checkpoint(run_dir, done, net, optimizer, scheduler, augment, resolved)
             tick = time.perf_counter()
+        if stopping and not last:
+            log.warning("stop requested: checkpointed iteration %d of %d", done, iterations)
+            return {"iteration": done, "trained": done - start, "val": metrics, "stopped": True}
     del batches
     plot_curves(run_dir)
-    return {"iteration": iterations, "trained": iterations - start, "val": metrics}
+    return {"iteration": iterations, "trained": iterations - start, "val": metrics,
+            "stopped": False}  # fmt: skip

@@ -1,0 +1,244 @@
+"""The predictions store: ``PRED/predictions.zarr``, written by 03_predict, read by 04_ensemble.
+
+Layout (DESIGN §2)::
+
+    predictions.zarr/                 root attrs "cellblock_predictions": PredictionInfo
+      {EXPERIMENT}/Plate{p}/
+        logits        float32 (row, col, site, n_classes)   fill NaN: never predicted
+        embeddings    float16 (row, col, site, D)           fill NaN
+        attrs "cellblock": {"experiment", "plate"}
+
+Chunk = one well (all its sites), so any block of whole wells writes whole chunks and two
+workers never touch the same chunk. Wells a plate does not use are never written and
+read back as NaN; ``read_sites`` returns only the sites the dataset has.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from cellblock.dataset import PackedDataset, plate_key
+from cellblock.errors import UserError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PredictionInfo",
+    "create_store",
+    "open_info",
+    "read_sites",
+    "store_path",
+    "write_wells",
+]
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+ATTR = "cellblock_predictions"
+
+
+@dataclass(frozen=True)
+class PredictionInfo:
+    """Provenance of a predictions store, in its root attrs.
+
+    Args:
+        setup: Setup name, e.g. ``"synthetic/tiny"``.
+        run: The run folder the checkpoint came from.
+        iteration: The checkpoint's iteration.
+        classes: sirna id of each logit column (``label="control"`` runs: the controls).
+        tta: Test-time transforms averaged, e.g. ``"none"``, ``"flips"``, ``"d4"``.
+        channels: 1-based channels the model saw.
+        embedding_dim: Width of ``embeddings``.
+        dataset: The packed dataset predicted.
+        code_version: ``cellblock`` version (and git commit) that predicted.
+        format_version: Layout version of this store.
+    """
+
+    setup: str
+    run: str
+    iteration: int
+    classes: tuple[int, ...]
+    tta: str
+    channels: tuple[int, ...]
+    embedding_dim: int
+    dataset: str
+    code_version: str
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["classes"], out["channels"] = list(self.classes), list(self.channels)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> PredictionInfo:
+        """Parse and validate; a missing or mistyped field is a UserError naming it."""
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: no {ATTR!r} attributes; not a cellblock predictions store")
+        kinds = {"setup": str, "run": str, "iteration": int, "classes": list, "tta": str,
+                 "channels": list, "embedding_dim": int, "dataset": str, "code_version": str,
+                 "format_version": int}  # fmt: skip
+        for key, kind in kinds.items():
+            if not isinstance(obj.get(key), kind):
+                raise UserError(f"{where}: field {key!r} missing or not {kind.__name__}")
+        if obj["format_version"] != FORMAT_VERSION:
+            raise UserError(
+                f"{where}: format_version {obj['format_version']}, this code reads "
+                f"{FORMAT_VERSION}"
+            )
+        fields = {k: obj[k] for k in kinds}
+        fields["classes"] = tuple(int(c) for c in obj["classes"])
+        fields["channels"] = tuple(int(c) for c in obj["channels"])
+        return cls(**fields)
+
+
+def store_path(pred: Path | str) -> Path:
+    """``PRED/predictions.zarr`` (``pred`` may also name the store itself)."""
+    pred = Path(pred)
+    return pred if pred.name == "predictions.zarr" else pred / "predictions.zarr"
+
+
+def create_store(
+    pred: Path | str,
+    info: PredictionInfo,
+    packed: PackedDataset,
+    plates: list[str],
+    overwrite: bool = False,
+) -> Path:
+    """Create (or reopen, if it matches) the store and its per-plate arrays.
+
+    Reopening is what makes a rerun resume: an existing store with the same classes,
+    embedding width and dataset is kept as it is; anything else is a UserError unless
+    ``overwrite`` (which deletes it first).
+
+    Args:
+        pred: Output folder (``PRED``) or the store path.
+        info: Provenance and shapes.
+        packed: The dataset predicted (plate geometry comes from it).
+        plates: ``"EXP/PlateN"`` keys to create.
+        overwrite: Delete an existing store first.
+
+    Returns:
+        The store path.
+    """
+    path = store_path(pred)
+    if overwrite and path.exists():
+        shutil.rmtree(path)
+    if path.exists():
+        old = open_info(path)
+        for key in ("classes", "embedding_dim", "dataset", "channels"):
+            if getattr(old, key) != getattr(info, key):
+                raise UserError(
+                    f"{path} exists with another {key} ({getattr(old, key)!r}); "
+                    "use --overwrite or another --out"
+                )
+        root = zarr.open_group(path, mode="r+")
+        root.attrs[ATTR] = info.to_json()  # latest provenance (e.g. a later iteration)
+    else:
+        root = zarr.open_group(path, mode="w")
+        root.attrs[ATTR] = info.to_json()
+    rows, cols, sites = packed.info.plate_shape[:3]
+    for key in plates:
+        if key in root:
+            continue
+        experiment, plate = key.split("/Plate")
+        group = root.require_group(key)
+        group.attrs["cellblock"] = {"experiment": experiment, "plate": int(plate)}
+        for name, width, dtype in (
+            ("logits", info.n_classes, "float32"),
+            ("embeddings", info.embedding_dim, "float16"),
+        ):
+            group.create_array(
+                name,
+                shape=(rows, cols, sites, width),
+                chunks=(1, 1, sites, width),
+                dtype=dtype,
+                fill_value=np.nan,
+                dimension_names=("row", "col", "site", "class" if name == "logits" else "dim"),
+            )
+    return path
+
+
+def write_wells(
+    path: Path | str,
+    key: str,
+    wells: list[tuple[int, int]],
+    logits: np.ndarray,
+    embeddings: np.ndarray,
+) -> None:
+    """Write whole wells of one plate (idempotent: same input, same bytes).
+
+    Args:
+        path: The store (``store_path``).
+        key: ``"EXP/PlateN"``.
+        wells: 0-based ``(row, col)`` of each well.
+        logits: ``(n_wells, sites, n_classes)``.
+        embeddings: ``(n_wells, sites, D)``.
+    """
+    group = zarr.open_group(path, mode="r+")[key]
+    for i, (row, col) in enumerate(wells):
+        group["logits"][row, col] = logits[i].astype(np.float32)
+        group["embeddings"][row, col] = embeddings[i].astype(np.float16)
+
+
+def open_info(pred: Path | str) -> PredictionInfo:
+    """The store's ``PredictionInfo``; a missing or foreign store is a UserError."""
+    path = store_path(pred)
+    if not path.is_dir():
+        raise UserError(f"{path}: no predictions store here")
+    try:
+        attrs = zarr.open_group(path, mode="r").attrs.asdict()
+    except Exception as err:  # zarr raises several types for a non-group folder
+        raise UserError(f"{path}: not a zarr group ({err})") from None
+    return PredictionInfo.from_json(attrs.get(ATTR), str(path))
+
+
+def read_sites(
+    pred: Path | str, table: pd.DataFrame
+) -> tuple[PredictionInfo, np.ndarray, np.ndarray]:
+    """Logits and embeddings of the sites in ``table``, in its row order.
+
+    Args:
+        pred: Output folder or store.
+        table: Site-table rows (``experiment``, ``plate``, ``row``, ``col``, ``site``).
+
+    Returns:
+        ``(info, logits (n, n_classes) float32, embeddings (n, D) float32)``.
+
+    Raises:
+        UserError: A plate of ``table`` is not in the store, or a site was never predicted.
+    """
+    path = store_path(pred)
+    info = open_info(path)
+    root = zarr.open_group(path, mode="r")
+    logits = np.empty((len(table), info.n_classes), np.float32)
+    embeddings = np.empty((len(table), info.embedding_dim), np.float32)
+    positions = np.arange(len(table))
+    for (experiment, plate), part in table.groupby(["experiment", "plate"], sort=False):
+        key = plate_key(experiment, int(plate))
+        if key not in root:
+            have = sorted(f"{e}/{p}" for e in root.group_keys() for p in root[e].group_keys())
+            raise UserError(f"{path}: no predictions for plate {key} (have {have})")
+        where = positions[table.index.get_indexer(part.index)]
+        r, c, s = (part[k].to_numpy() for k in ("row", "col", "site"))
+        plate_logits = root[key]["logits"][:]
+        logits[where] = plate_logits[r, c, s - 1]
+        embeddings[where] = root[key]["embeddings"][:][r, c, s - 1]
+        missing = np.isnan(logits[where]).any(axis=1)
+        if missing.any():
+            first = part.iloc[int(np.argmax(missing))]
+            raise UserError(
+                f"{path}: {int(missing.sum())} sites of plate {key} were never predicted "
+                f"(e.g. well {first['well']} site {first['site']}); rerun the prediction"
+            )
+    return info, logits, embeddings
