@@ -93,8 +93,7 @@ class PredictionInfo:
                 raise UserError(f"{where}: field {key!r} missing or not {kind.__name__}")
         if obj["format_version"] != FORMAT_VERSION:
             raise UserError(
-                f"{where}: format_version {obj['format_version']}, this code reads "
-                f"{FORMAT_VERSION}"
+                f"{where}: format_version {obj['format_version']}, this code reads {FORMAT_VERSION}"
             )
         fields = {k: obj[k] for k in kinds}
         fields["classes"] = tuple(int(c) for c in obj["classes"])
