@@ -164,3 +164,45 @@ def test_mknet_and_default_run_dir(tmp_path, capsys):
     assert run == ROOT / "runs" / "synthetic" / "tiny" / "ch1-2-3-4-5" / "fold_2"
     r = run_script(SETUP / "mknet.py", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "--channels" in r.stdout
+
+
+def test_snapshots_and_tensorboard(tiny_packed, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cellblock.training.snapshots import read_snapshot
+
+    out = tmp_path / "run"
+    assert train_main(SETUP, args(4, tiny_packed, out, "--set", "train.snapshot_every=2")) == 0
+    names = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert names == ["batch_2.hdf", "batch_4.hdf"]
+    snap = read_snapshot(out / "snapshots" / "batch_4.hdf")
+    assert snap.iteration == 4 and snap.inputs.shape == (8, 6, 32, 32)
+    assert snap.logits.shape == (8, 69) and snap.classes == tuple(range(69))
+    assert snap.inputs.std() > 0.1  # normalized images, not zeros
+    table = pd.read_parquet(tiny_packed / "metadata.parquet").set_index(["id_code", "site"])
+    truth = table.loc[list(zip(snap.id_code, snap.site, strict=True)), "sirna"].to_numpy()
+    assert (truth == snap.labels).all()  # the labels are those of the wells named
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    log = pd.read_csv(out / "log.csv")
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(list(log["loss"]))
+    assert [e.step for e in events.Scalars("val/accuracy")] == [3, 4]
+
+
+def test_stop_event_checkpoints_and_returns(run12, tiny_packed, tmp_path):
+    import threading
+
+    from cellblock.cli import parse_overrides
+    from cellblock.training.loop import train
+
+    out = tmp_path / "run"
+    stop = threading.Event()
+    stop.set()
+    config = load_setup_config(SETUP, parse_overrides(FAST))
+    result = train(config, tiny_packed, out, 12, stop=stop)
+    assert result == {"iteration": 1, "trained": 1, "val": {}, "stopped": True}
+    assert latest_checkpoint(out).name == "checkpoint_00000001.pt"
+    assert train(config, tiny_packed, out, 12)["stopped"] is False
+    a, b = pd.read_csv(run12 / "log.csv"), pd.read_csv(out / "log.csv")
+    assert list(a["loss"]) == list(b["loss"])

@@ -15,7 +15,7 @@ import pandas as pd
 
 from cellblock.errors import UserError
 
-__all__ = ["control_classes", "make_labels", "n_classes", "read_pseudo_labels"]
+__all__ = ["class_sirnas", "control_classes", "make_labels", "n_classes", "read_pseudo_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,19 @@ def control_classes(table: pd.DataFrame) -> np.ndarray:
     """
     controls = table.loc[table["well_type"] != "treatment", "sirna"].dropna()
     return np.sort(controls.astype(np.int64).unique())
+
+
+def class_sirnas(label: str, table: pd.DataFrame, num_classes: int) -> np.ndarray:
+    """The sirna id of each class index: what a logit column means.
+
+    Args:
+        label: ``"sirna"`` (class k is sirna k) or ``"control"`` (the control sirnas).
+        table: The full site table.
+        num_classes: The network's number of classes.
+    """
+    if label == "control":
+        return control_classes(table)[:num_classes]
+    return np.arange(num_classes, dtype=np.int64)
 
 
 def n_classes(table: pd.DataFrame, label: str = "sirna") -> int:

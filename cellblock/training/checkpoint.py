@@ -137,6 +137,7 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     augment: torch.nn.Module,
     config: dict[str, Any],
+    ranks: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the checkpoint of ``iteration`` atomically (temp file, then rename).
 
@@ -148,6 +149,7 @@ def save_checkpoint(
         scheduler: Its state.
         augment: The ``BatchAugment`` (its generator state travels in its state_dict).
         config: The resolved config (a plain dict).
+        ranks: Data parallel: every rank's ``{"rng", "augment"}`` state, in rank order.
     """
     target = checkpoint_path(run_dir, iteration)
     state = {
@@ -160,6 +162,8 @@ def save_checkpoint(
         "config": config,
         "code_version": code_version(),
     }
+    if ranks is not None:
+        state["ranks"] = ranks
     with atomic_path(target) as tmp:
         torch.save(state, tmp)
     log.info("iteration %d: saved %s", iteration, target)

@@ -59,6 +59,7 @@ _CHECKS = {
     "grad_accum": _int(1),
     "grad_clip": _float(0, float("inf")),
     "checkpoint_every": _int(1),
+    "snapshot_every": _int(0),
     "validate_every": _int(1),
     "log_every": _int(1),
     "seed": _int(0),
@@ -66,6 +67,8 @@ _CHECKS = {
     "device": _one_of(DEVICES),
     "amp": _bool(),
     "channels_last": _bool(),
+    "compile": _bool(),
+    "tensorboard": _bool(),
 }
 
 
@@ -73,12 +76,12 @@ _CHECKS = {
 class TrainConfig:
     """How a network is trained; each field is documented beside its default.
 
-    The effective learning rate is ``lr`` times ``batch_size * grad_accum /
+    The effective learning rate is ``lr`` times ``batch_size * grad_accum * processes /
     lr_reference_batch`` when ``lr_reference_batch`` is set (the linear scaling rule),
     else ``lr`` as given.
     """
 
-    batch_size: int = 32  # items per step and process (x grad_accum = the optimizer batch)
+    batch_size: int = 32  # items per micro-batch and process (x grad_accum x processes)
     lr: float = 1e-3  # peak learning rate (after warmup)
     lr_reference_batch: int | None = None  # None: lr as given; N: lr * global batch / N
     weight_decay: float = 0.05  # decoupled (AdamW) or L2 (SGD)
@@ -91,6 +94,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
     checkpoint_every: int = 1000  # iterations; the last iteration is always saved
+    snapshot_every: int = 1000  # iterations between snapshots/batch_N.hdf; 0 = none
     validate_every: int = 1000  # iterations; the last iteration is always validated
     log_every: int = 10  # iterations per row of log.csv (loss averaged over them)
     seed: int = 0  # model init, data order, augmentation
@@ -98,6 +102,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if there is one) | "cpu" | "cuda"
     amp: bool = True  # bf16 autocast; CUDA only (ignored on CPU)
     channels_last: bool = True  # NHWC memory format; CUDA only (ignored on CPU)
+    compile: bool = False  # torch.compile the network (slow start, faster steps on GPU)
+    tensorboard: bool = True  # also log to RUN/tensorboard (log.csv is always written)
 
     def __post_init__(self) -> None:
         for name, (ok, what) in _CHECKS.items():
@@ -122,14 +128,12 @@ class TrainConfig:
         """Every field; ``from_dict(to_dict())`` is the same config."""
         return dataclasses.asdict(self)
 
-    @property
-    def global_batch(self) -> int:
-        """Items per optimizer step (one process)."""
-        return self.batch_size * self.grad_accum
+    def global_batch(self, world_size: int = 1) -> int:
+        """Items per optimizer step over ``world_size`` data-parallel processes."""
+        return self.batch_size * self.grad_accum * world_size
 
-    @property
-    def peak_lr(self) -> float:
+    def peak_lr(self, world_size: int = 1) -> float:
         """``lr``, scaled with the global batch if ``lr_reference_batch`` is set."""
         if self.lr_reference_batch is None:
             return self.lr
-        return self.lr * self.global_batch / self.lr_reference_batch
+        return self.lr * self.global_batch(world_size) / self.lr_reference_batch

@@ -16,6 +16,16 @@ from cellblock.models import Net
 __all__ = ["validate"]
 
 
+def flatten_sites(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Well items ``(B, S, C, H, W)`` -> sites ``(B*S, C, H, W)`` with labels repeated.
+
+    Site items ``(B, C, H, W)`` pass through unchanged.
+    """
+    if images.ndim != 5:
+        return images, labels
+    return images.flatten(0, 1), labels.repeat_interleave(images.shape[1])
+
+
 @torch.no_grad()
 def validate(
     net: Net,
@@ -29,7 +39,8 @@ def validate(
 
     Args:
         net: The network (put in eval mode here, returned to its previous mode).
-        batches: ``(images, labels, index)`` batches of a ``SiteDataset`` loader.
+        batches: ``(images, labels, index)`` batches of a ``SiteDataset`` loader; well
+            items ``(B, S, C, H, W)`` are scored on the mean logits of their sites.
         cell_types: Site-table index label -> cell type, for the per-cell-type accuracy.
         device: Where the network is.
         autocast: bf16 autocast (CUDA).
@@ -48,10 +59,13 @@ def validate(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device)
+            sites = images.shape[1] if images.ndim == 5 else 1
+            images = images.flatten(0, 1) if images.ndim == 5 else images
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = net(images)
-                loss = net.loss(out, labels)
-            top = out.logits.float().topk(min(3, out.logits.shape[1]), dim=1).indices
+                loss = net.loss(out, labels.repeat_interleave(sites))
+            logits = out.logits.float().unflatten(0, (-1, sites)).mean(1)  # a well: mean of sites
+            top = logits.topk(min(3, logits.shape[1]), dim=1).indices
             losses.append(float(loss) * len(labels))
             hits.append((top[:, 0] == labels).cpu().numpy())
             hits3.append((top == labels[:, None]).any(1).cpu().numpy())

@@ -28,11 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunData:
-    """Training and validation datasets, and the cell type of every validation row."""
+    """Training and validation datasets, the cell type of every validation row, the table."""
 
     train: SiteDataset
     val: SiteDataset | None
     cell_types: dict[int, str]
+    table: pd.DataFrame  # the dataset's full site table (id_code, site, ... by index label)
 
 
 def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
@@ -70,7 +71,7 @@ def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
     if val is not None:
         kinds = table.loc[pd.Index(val.index), "cell_type"].astype(str)
         cell_types = dict(zip(val.index.tolist(), kinds.tolist(), strict=True))
-    return RunData(train, val, cell_types)
+    return RunData(train, val, cell_types, table)
 
 
 def _loader(dataset, batch_size, workers, device, **kwargs) -> DataLoader:
@@ -93,6 +94,8 @@ def train_loader(
     start: int,
     workers: int,
     device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """Endless batches from stream position ``start`` (= first iteration x items per step).
 
@@ -103,8 +106,10 @@ def train_loader(
         start: Stream position of the first item.
         workers: Loader processes.
         device: Where batches go (pinned memory for CUDA).
+        rank: This process's rank (data parallel: each rank takes its share).
+        world_size: Number of data-parallel processes.
     """
-    sampler = InfiniteSampler(len(dataset), seed, start)
+    sampler = InfiniteSampler(len(dataset), seed, start, rank, world_size)
     return _loader(dataset, batch_size, workers, device, sampler=sampler, drop_last=True)
 
 

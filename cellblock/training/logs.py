@@ -1,9 +1,10 @@
-"""Run logs: CSV tables that survive a resume, and the loss/accuracy plot.
+"""Run logs: CSV tables and TensorBoard events that survive a resume, and the plot.
 
 ``log.csv`` (training: iteration, loss, lr, img_per_s, ...) and ``val.csv``
 (validation metrics) are appended one row at a time and flushed. On resume from
 iteration ``k``, rows after ``k`` (written by the killed run after its last
-checkpoint) are dropped first, so the table reads as one uninterrupted run.
+checkpoint) are dropped first, so the table reads as one uninterrupted run; the
+TensorBoard writer (``RUN/tensorboard``) purges its events after ``k`` the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from cellblock.atomic import atomic_path, atomic_write_text
 
-__all__ = ["CsvLog", "plot_curves"]
+__all__ = ["CsvLog", "RunLog", "plot_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,48 @@ class CsvLog:
             f.write(",".join(_fmt(row.get(c, "")) for c in self.columns) + "\n")
 
 
+class RunLog:
+    """Where a run's metrics go: ``log.csv``, ``val.csv`` and TensorBoard.
+
+    Args:
+        run_dir: The run folder.
+        resume_from: The iteration training continues from (0: a new run).
+        tensorboard: Also write TensorBoard events to ``run_dir/tensorboard``.
+    """
+
+    def __init__(self, run_dir: Path | str, resume_from: int, tensorboard: bool = True):
+        run_dir = Path(run_dir)
+        self.train = CsvLog(run_dir / "log.csv", resume_from)
+        self.val = CsvLog(run_dir / "val.csv", resume_from)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # slow import: only if used
+
+            self.writer = SummaryWriter(run_dir / "tensorboard", purge_step=resume_from + 1)
+
+    def _scalars(self, prefix: str, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key != "iteration" and isinstance(value, int | float):
+                self.writer.add_scalar(f"{prefix}/{key}", value, row["iteration"])
+        self.writer.flush()
+
+    def log_train(self, row: dict[str, Any]) -> None:
+        """One row of training metrics (``iteration`` first)."""
+        self.train.write(row)
+        self._scalars("train", row)
+
+    def log_val(self, row: dict[str, Any]) -> None:
+        """One row of validation metrics (``iteration`` first)."""
+        self.val.write(row)
+        self._scalars("val", row)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def plot_curves(run_dir: Path | str) -> Path | None:
     """``curves.png``: training and validation loss, validation accuracy and top-3.
 
@@ -90,7 +133,8 @@ def plot_curves(run_dir: Path | str) -> Path | None:
     ax_acc.set(xlabel="iteration", ylabel="accuracy", ylim=(0, 1), title="validation")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     target = run_dir / "curves.png"
     with atomic_path(target) as tmp:

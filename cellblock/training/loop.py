@@ -6,8 +6,13 @@ that drives randomness (model, optimizer, scheduler, global RNGs, the augmentati
 generator) is in the checkpoint, so on CPU a killed-and-resumed run reproduces the
 loss curve of an uninterrupted one exactly.
 
+Data parallel (``torchrun --nproc_per_node K train.py N``, see ``distributed``): every
+rank trains on its share of each global batch, rank 0 writes; each rank's RNG and
+augmentation state travel in the checkpoint, so a DDP run resumes exactly too.
+
 Writes to the run folder: ``checkpoints/``, ``config.yaml`` (resolved), ``run.json``
-(dataset, code version), ``log.csv``, ``val.csv``, ``curves.png``.
+(dataset, code version), ``log.csv``, ``val.csv``, ``tensorboard/``, ``snapshots/``,
+``curves.png``.
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ import yaml
 from cellblock.atomic import atomic_write_text
 from cellblock.config import SetupConfig
 from cellblock.data import BatchAugment
+from cellblock.data.labels import class_sirnas
 from cellblock.errors import UserError
 from cellblock.models import Net, build_net
 from cellblock.training import checkpoint as ckpt
-from cellblock.training.evaluate import validate
-from cellblock.training.inputs import load_run_data, train_loader, val_loader
-from cellblock.training.logs import CsvLog, plot_curves
+from cellblock.training.distributed import DistEnv
+from cellblock.training.evaluate import flatten_sites, validate
+from cellblock.training.inputs import RunData, load_run_data, train_loader, val_loader
+from cellblock.training.logs import RunLog, plot_curves
 from cellblock.training.schedule import make_optimizer, make_scheduler
+from cellblock.training.snapshots import Snapshot, write_snapshot
 
 __all__ = ["init_weights", "pick_device", "train"]
 
@@ -96,6 +104,41 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
 
 
+def _rank_state(augment: BatchAugment) -> dict[str, Any]:
+    return {"rng": ckpt.get_rng_state(), "augment": augment.state_dict()}
+
+
+def _restore(state: dict[str, Any], parts: tuple, env: DistEnv, path: Path) -> None:
+    """Load model/optimizer/scheduler, and this rank's RNG and augmentation state."""
+    net, optimizer, scheduler, augment = parts
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ranks = state.get("ranks") or [{"rng": state["rng"], "augment": state["augment"]}]
+    if len(ranks) != env.world_size:
+        log.warning("%s was written by %d processes, resuming with %d: not bit-exact", path,
+                    len(ranks), env.world_size)  # fmt: skip
+    mine = ranks[env.rank % len(ranks)]
+    augment.load_state_dict(mine["augment"])
+    ckpt.set_rng_state(mine["rng"])
+    log.info("resumed from %s", path)
+
+
+def _snapshot(run_dir: Path, done: int, data: RunData, batch: tuple, logits: torch.Tensor,
+              resolved: dict[str, Any], classes: tuple[int, ...]) -> None:  # fmt: skip
+    images, labels, index = batch
+    index = np.repeat(index.numpy(), len(images) // len(index))  # unit "well": sites flattened
+    rows = data.table.loc[index]
+    channels = resolved["data"].get("channels") or list(range(1, images.shape[-3] + 1))
+    path = write_snapshot(run_dir, Snapshot(
+        iteration=done, inputs=images.float().cpu().numpy(), labels=labels.cpu().numpy(),
+        logits=logits.detach().float().cpu().numpy(), id_code=tuple(rows["id_code"]),
+        site=rows["site"].to_numpy(), channels=tuple(channels), classes=classes,
+        setup=run_dir.name,
+    ))  # fmt: skip
+    log.info("iteration %d: batch snapshot %s", done, path)
+
+
 def train(
     setup_config: dict[str, Any],
     dataset_path: Path | str,
@@ -122,6 +165,7 @@ def train(
     """
     cfg = SetupConfig.from_resolved(setup_config)
     resolved, t = cfg.to_resolved(), cfg.train
+    env = DistEnv.from_env()
     run_dir = Path(run_dir)
     latest = ckpt.latest_checkpoint(run_dir)
     state = ckpt.load_checkpoint(latest, expect=resolved) if latest else None
@@ -132,94 +176,114 @@ def train(
         return {"iteration": start, "trained": 0, "val": {}, "stopped": False}
     if state and init_from:
         log.info("--init-from ignored: resuming %s from iteration %d", run_dir, start)
-    device = pick_device(t.device)
+    device = env.start(pick_device(t.device))
     cuda = device.type == "cuda"
     amp, channels_last = t.amp and cuda, t.channels_last and cuda
 
-    _seed_all(t.seed)
+    _seed_all(t.seed)  # the same initial weights on every rank
     data = load_run_data(cfg, dataset_path)
     net = build_net(cfg.net)
     if state is None and init_from:
         init_weights(net, init_from, resolved)
     net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    augment = BatchAugment(cfg.data.augment, cfg.data.crop, t.seed).to(device)
-    optimizer = make_optimizer(net.parameters(), t)
+    augment = BatchAugment(cfg.data.augment, cfg.data.crop, t.seed + env.rank).to(device)
+    optimizer = make_optimizer(net.parameters(), t, env.world_size)
     scheduler = make_scheduler(optimizer, t)
     if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        augment.load_state_dict(state["augment"])
-        ckpt.set_rng_state(state["rng"])
-        log.info("resumed from %s", latest)
+        _restore(state, (net, optimizer, scheduler, augment), env, latest)
+    model: torch.nn.Module = net
+    if env.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device] if cuda else None
+        )
+    if t.compile:
+        model = torch.compile(model)
+    classes = tuple(int(c) for c in class_sirnas(cfg.data.label, data.table, cfg.net.num_classes))
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    info = {"dataset": str(Path(dataset_path).resolve()), "code_version": ckpt.code_version()}
-    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
-    train_log = CsvLog(run_dir / "log.csv", start)
-    val_log = CsvLog(run_dir / "val.csv", start)
+    log_ = None
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        info = {"dataset": str(Path(dataset_path).resolve()), "code_version": ckpt.code_version(),
+                "processes": env.world_size}  # fmt: skip
+        atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+        log_ = RunLog(run_dir, start, t.tensorboard)
 
-    per_step = t.global_batch
+    per_step = t.global_batch(env.world_size)
     batches = iter(train_loader(data.train, t.batch_size, t.seed, start * per_step, t.workers,
-                                device))  # fmt: skip
+                                device, env.rank, env.world_size))  # fmt: skip
     val_batches = val_loader(data.val, t.batch_size, t.workers, device) if data.val else None
-    log.info("training %s from iteration %d to %d on %s (%d train items, %d val)", run_dir,
-             start, iterations, device, len(data.train), len(data.val or []))  # fmt: skip
+    log.info("training %s from iteration %d to %d on %s x %d (%d train items, %d val)", run_dir,
+             start, iterations, device, env.world_size, len(data.train),
+             len(data.val or []))  # fmt: skip
     net.train()
     augment.train()
     window_loss, window_steps, tick = 0.0, 0, time.perf_counter()
     metrics: dict[str, Any] = {}
+    stopped = False
     for iteration in range(start, iterations):
+        done = iteration + 1
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(t.grad_accum):
-            images, labels, _ = next(batches)
-            images = augment(images.to(device, non_blocking=True))
+            batch = next(batches)
+            images, labels = flatten_sites(batch[0].to(device, non_blocking=True),
+                                           batch[1].to(device, non_blocking=True))  # fmt: skip
+            images = augment(images)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = net.loss(net(images), labels) / t.grad_accum
+                out = model(images)
+                loss = net.loss(out, labels) / t.grad_accum
             loss.backward()
             step_loss += loss.item()
         if not math.isfinite(step_loss):
-            raise UserError(f"loss is {step_loss} at iteration {iteration + 1}; lower train.lr")
+            raise UserError(f"loss is {step_loss} at iteration {done}; lower train.lr")
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
-        done = iteration + 1
         window_loss, window_steps = window_loss + step_loss, window_steps + 1
         last = done == iterations
+        if log_ and t.snapshot_every and done % t.snapshot_every == 0:
+            _snapshot(run_dir, done, data, (images, labels, batch[2]), out.logits, resolved,
+                      classes)  # fmt: skip
         if done % t.log_every == 0 or last:
             seconds = time.perf_counter() - tick
             row = {
                 "iteration": done,
-                "loss": window_loss / window_steps,
+                "loss": window_loss / window_steps,  # rank 0's share of the global batch
                 "lr": lr,
                 "img_per_s": round(window_steps * per_step / seconds, 1),
                 "epoch": round(done * per_step / len(data.train), 3),
             }
-            train_log.write(row)
-            log.info("it %d  loss %.4f  lr %.2e  %.0f img/s", done, row["loss"], lr,
-                     row["img_per_s"])  # fmt: skip
+            if log_:
+                log_.log_train(row)
+                log.info("it %d  loss %.4f  lr %.2e  %.0f img/s", done, row["loss"], lr,
+                         row["img_per_s"])  # fmt: skip
             window_loss, window_steps, tick = 0.0, 0, time.perf_counter()
-        if val_batches is not None and (done % t.validate_every == 0 or last):
+        if log_ and val_batches is not None and (done % t.validate_every == 0 or last):
             metrics = validate(net, val_batches, data.cell_types, device, amp, channels_last)
-            val_log.write({"iteration": done, **metrics})
+            log_.log_val({"iteration": done, **metrics})
             log.info("it %d  val loss %.4f  accuracy %.3f  top-3 %.3f", done, metrics["loss"],
                      metrics["accuracy"], metrics["top3"])  # fmt: skip
-            tick = time.perf_counter()  # validation time is not training throughput
-        stopping = stop is not None and stop.is_set()
-        if done % t.checkpoint_every == 0 or last or stopping:
-            ckpt.save_checkpoint(run_dir, done, net, optimizer, scheduler, augment, resolved)
-            tick = time.perf_counter()
-        if stopping and not last:
+        stopped = env.any(stop is not None and stop.is_set()) and not last
+        if done % t.checkpoint_every == 0 or last or stopped:
+            ranks = env.gather(_rank_state(augment))  # a collective: every rank calls it
+            if env.is_main:
+                ckpt.save_checkpoint(run_dir, done, net, optimizer, scheduler, augment, resolved,
+                                     ranks if env.enabled else None)  # fmt: skip
+        if (done % t.validate_every == 0 or done % t.checkpoint_every == 0) and not last:
+            tick = time.perf_counter()  # validation and checkpoints are not throughput
+        if stopped:
             log.warning("stop requested: checkpointed iteration %d of %d", done, iterations)
-            return {"iteration": done, "trained": done - start, "val": metrics, "stopped": True}
+            break
     del batches
-    plot_curves(run_dir)
-    return {"iteration": iterations, "trained": iterations - start, "val": metrics,
-            "stopped": False}  # fmt: skip
+    if log_:
+        log_.close()
+        plot_curves(run_dir)
+    env.barrier()
+    env.stop()
+    reached = done if stopped else iterations
+    return {"iteration": reached, "trained": reached - start, "val": metrics, "stopped": stopped}

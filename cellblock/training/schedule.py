@@ -42,22 +42,25 @@ def lr_factor(iteration: int, cfg: TrainConfig) -> float:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter], cfg: TrainConfig, world_size: int = 1
+) -> torch.optim.Optimizer:
     """AdamW or Nesterov SGD at the peak learning rate.
 
     Args:
         params: The parameters to optimize.
-        cfg: ``optimizer``, ``peak_lr``, ``weight_decay``, ``momentum``.
+        cfg: ``optimizer``, ``lr`` (scaled by ``peak_lr``), ``weight_decay``, ``momentum``.
+        world_size: Data-parallel processes (the global batch scales the lr if asked).
     """
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params,
-            lr=cfg.peak_lr,
+            lr=cfg.peak_lr(world_size),
             momentum=cfg.momentum,
             nesterov=True,
             weight_decay=cfg.weight_decay,
         )
-    return torch.optim.AdamW(params, lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.peak_lr(world_size), weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(
