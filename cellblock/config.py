@@ -8,6 +8,11 @@ An unknown section or key is a ``ConfigError`` naming it and the file. ``--set
 section.key=value`` (nested: ``data.augment.erase_p=0.5``) overrides a value. The
 resolved config is a plain dict of all three sections with every default filled in;
 it travels with each checkpoint, and ``SetupConfig.from_resolved`` rebuilds the objects.
+
+File paths (``net.pretrained``, ``data.pseudo_labels``) are made absolute on loading: a
+relative path in config.yaml is relative to the project root (``runs/...`` means the
+project's runs folder wherever the script runs from), one given with ``--set`` relative
+to the working directory, as a shell user expects. ``s3://`` URLs stay as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from cellblock.training.config import TrainConfig
 __all__ = ["SECTIONS", "SetupConfig", "apply_overrides", "load_setup_config", "resolve_config"]
 
 SECTIONS = ("net", "data", "train")
+PATH_KEYS = (("net", "pretrained"), ("data", "pseudo_labels"))
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class SetupConfig(NamedTuple):
@@ -137,4 +144,25 @@ def load_setup_config(
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections {', '.join(SECTIONS)}")
-    return resolve_config(apply_overrides(raw, overrides or {}), where=str(path))
+    raw = _absolute_paths(raw, PROJECT_ROOT)
+    overrides = dict(overrides or {})
+    for section, key in PATH_KEYS:
+        value = overrides.get(f"{section}.{key}")
+        if isinstance(value, str) and value:
+            overrides[f"{section}.{key}"] = _absolute(value, Path.cwd())
+    return resolve_config(apply_overrides(raw, overrides), where=str(path))
+
+
+def _absolute(value: str, base: Path) -> str:
+    if value.startswith("s3://") or Path(value).expanduser().is_absolute():
+        return str(Path(value).expanduser()) if not value.startswith("s3://") else value
+    return str(base / value)
+
+
+def _absolute_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for section, key in PATH_KEYS:
+        node = out.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key]:
+            node[key] = _absolute(node[key], base)
+    return out
