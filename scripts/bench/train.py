@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""Training benchmark: is the input pipeline ever the bottleneck?
+
+Side by side in one run, the training step of a setup (augment on the device, forward,
+backward, optimizer step) fed two ways:
+
+  loader   the real path: SiteDataset over packed zarr -> DataLoader (train.workers
+           processes) -> device, exactly as train.py feeds it
+  memory   the same batches, read beforehand and held as tensors
+
+Interleaved rounds, median step time each; the ratio loader / memory is the target
+(DESIGN §5: <= 1.05x). On a CUDA machine, ``--gpu`` adds DenseNet-121 at 512 x 512 x 6
+on synthetic tensors: img/s fp32 vs bf16 autocast vs bf16 + channels_last vs + torch.compile.
+Writes scripts/bench/results/train.{md,json}.
+
+    python scripts/bench/train.py --data demo/dataset [--setup 02_train/synthetic/tiny]
+        [--steps 40] [--rounds 3] [--gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from cellblock.cli import parse_overrides, run
+from cellblock.config import SetupConfig, load_setup_config
+from cellblock.data import BatchAugment
+from cellblock.errors import UserError
+from cellblock.models import NetConfig, build_net
+from cellblock.training.inputs import load_run_data, train_loader
+from cellblock.training.loop import pick_device
+from cellblock.training.schedule import make_optimizer
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "scripts" / "bench" / "results"
+
+
+class Stepper:
+    """One training step of a setup's network, fed any (images, labels) batch."""
+
+    def __init__(self, cfg: SetupConfig, device: torch.device):
+        torch.manual_seed(0)
+        self.device = device
+        self.net = build_net(cfg.net).to(device)
+        self.optimizer = make_optimizer(self.net.parameters(), cfg.train)
+        self.augment = BatchAugment(cfg.data.augment, cfg.data.crop, 0).to(device)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        images = self.augment(images.to(self.device, non_blocking=True))
+        labels = labels.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.net.loss(self.net(images), labels)
+        loss.backward()
+        self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def time_steps(stepper: Stepper, batches, steps: int) -> float:
+    """Median seconds per step over ``steps`` steps (after 2 warm-up steps)."""
+    times = []
+    source = iter(batches)
+    for i in range(steps + 2):
+        tick = time.perf_counter()
+        images, labels, _ = next(source)
+        stepper.step(images, labels)
+        if i >= 2:
+            times.append(time.perf_counter() - tick)
+    return statistics.median(times)
+
+
+def loader_vs_memory(setup: Path, data: Path, steps: int, rounds: int, sets: list[str]) -> dict:
+    resolved = load_setup_config(setup, parse_overrides(sets))
+    cfg = SetupConfig.from_resolved(resolved)
+    t = cfg.train
+    device = pick_device(t.device)
+    run_data = load_run_data(cfg, data)
+    stepper = Stepper(cfg, device)
+    # the memory side replays the exact batches the loader side will see
+    loader = train_loader(run_data.train, t.batch_size, t.seed, 0, t.workers, device)
+    it = iter(loader)
+    cached = [next(it) for _ in range(steps + 2)]
+    del it
+    results = {"loader": [], "memory": []}
+    for _ in range(rounds):
+        fresh = train_loader(run_data.train, t.batch_size, t.seed, 0, t.workers, device)
+        results["loader"].append(time_steps(stepper, fresh, steps))
+        results["memory"].append(time_steps(stepper, cached, steps))
+    loader_s, memory_s = statistics.median(results["loader"]), statistics.median(results["memory"])
+    return {
+        "setup": str(setup.relative_to(ROOT)) if setup.is_relative_to(ROOT) else str(setup),
+        "backbone": cfg.net.backbone,
+        "batch_size": t.batch_size,
+        "workers": t.workers,
+        "input": f"{cfg.net.in_channels} x {cfg.net.input_size} x {cfg.net.input_size}",
+        "device": str(device),
+        "loader_step_s": loader_s,
+        "memory_step_s": memory_s,
+        "ratio": loader_s / memory_s,
+        "img_per_s_loader": t.batch_size / loader_s,
+        "rounds": results,
+    }
+
+
+def gpu_variants(batch: int, steps: int) -> list[dict]:
+    """DenseNet-121 at 512 x 512 x 6: training and inference img/s per precision/layout."""
+    device = torch.device("cuda")
+    out = []
+    variants = [("fp32", False, False, False), ("bf16", True, False, False),
+                ("bf16 + channels_last", True, True, False),
+                ("bf16 + channels_last + compile", True, True, True)]  # fmt: skip
+    x = torch.randn(batch, 6, 512, 512, device=device)
+    y = torch.randint(0, 1139, (batch,), device=device)
+    for name, amp, nhwc, compiled in variants:
+        torch.manual_seed(0)
+        net = build_net(NetConfig(backbone="densenet121", num_classes=1139)).to(device)
+        fmt = torch.channels_last if nhwc else torch.preserve_format
+        net = net.to(memory_format=fmt)
+        model = torch.compile(net) if compiled else net
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        xs = x.contiguous(memory_format=fmt)
+        row = {"variant": name}
+        for mode in ("train", "infer"):
+            net.train(mode == "train")
+            for i in range(steps + 3):
+                if i == 3:
+                    torch.cuda.synchronize()
+                    tick = time.perf_counter()
+                with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                    if mode == "train":
+                        opt.zero_grad(set_to_none=True)
+                        net.loss(model(xs), y).backward()
+                        opt.step()
+                    else:
+                        with torch.inference_mode():
+                            model(xs)
+            torch.cuda.synchronize()
+            row[f"{mode}_img_per_s"] = batch * steps / (time.perf_counter() - tick)
+        out.append(row)
+    return out
+
+
+def environment() -> str:
+    cpu = platform.processor() or platform.machine()
+    import os
+
+    return (f"{cpu}, cores {os.cpu_count()}, torch {torch.__version__}, "
+            f"threads {torch.get_num_threads()}, python {platform.python_version()}, "
+            f"date {date.today()}")  # fmt: skip
+
+
+def write_results(cpu: dict, gpu: list[dict] | None, command: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "train.json").write_text(json.dumps({"loader": cpu, "gpu": gpu}, indent=2) + "\n")
+    lines = [
+        "# Training benchmark: real zarr loader vs in-memory batches",
+        "",
+        f"`{command}` (median step time of {len(cpu['rounds']['loader'])} interleaved rounds)",
+        "",
+        "| setup | input | batch | loader workers | device | loader step | memory step | "
+        "img/s (loader) | loader / memory |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+        f"| {cpu['setup']} ({cpu['backbone']}) | {cpu['input']} | {cpu['batch_size']} | "
+        f"{cpu['workers']} | {cpu['device']} | {cpu['loader_step_s'] * 1e3:.1f} ms | "
+        f"{cpu['memory_step_s'] * 1e3:.1f} ms | {cpu['img_per_s_loader']:.0f} | "
+        f"**{cpu['ratio']:.3f}x** |",
+        "",
+        "Target (DESIGN §5): loader / memory <= 1.05x.",
+        "",
+    ]
+    if gpu:
+        lines += ["## DenseNet-121, 6 x 512 x 512, 1139 classes (synthetic tensors)", "",
+                  "| variant | train img/s | inference img/s |", "|---|---:|---:|"]  # fmt: skip
+        lines += [f"| {g['variant']} | {g['train_img_per_s']:.0f} | "
+                  f"{g['infer_img_per_s']:.0f} |" for g in gpu]  # fmt: skip
+        lines.append("")
+    else:
+        lines += ["GPU section: not run (no CUDA device on this machine).", ""]
+    lines.append(f"Environment: {environment()}.")
+    path = RESULTS / "train.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p.add_argument("--data", type=Path, default=ROOT / "demo" / "dataset", help="packed dataset")
+    p.add_argument("--setup", type=Path, default=ROOT / "02_train" / "synthetic" / "tiny")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--gpu", action="store_true", help="also DenseNet-121 512 px variants (CUDA)")
+    p.add_argument("--gpu-batch", type=int, default=64)
+    a = p.parse_args()
+    if not (a.data / "metadata.parquet").is_file():
+        raise UserError(f"--data {a.data}: not a packed dataset (run `make demo` first)")
+    cpu = loader_vs_memory(a.setup.resolve(), a.data, a.steps, a.rounds, a.set)
+    gpu = None
+    if a.gpu and torch.cuda.is_available():
+        gpu = gpu_variants(a.gpu_batch, a.steps)
+    elif a.gpu:
+        print("--gpu: no CUDA device; GPU section skipped")
+    command = "python scripts/bench/train.py " + " ".join(
+        f"--steps {a.steps} --rounds {a.rounds}".split() + (["--gpu"] if gpu else [])
+    )
+    path = write_results(cpu, gpu, command)
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
