@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,12 +114,15 @@ def mknet_main(setup_dir: Path | str, argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def train_main(setup_dir: Path | str, argv: Sequence[str] | None = None) -> int:
+def train_main(
+    setup_dir: Path | str, argv: Sequence[str] | None = None, stop: threading.Event | None = None
+) -> int:
     """``train.py N``: train the setup up to iteration N, resuming its run folder.
 
     Args:
         setup_dir: The setup folder (holding ``config.yaml``).
         argv: Arguments (default: ``sys.argv[1:]``).
+        stop: Checkpoint and return early when set (preemption; see ``training.loop``).
     """
     from cellblock.models import NetConfig, net_config_json
     from cellblock.training.loop import train
@@ -139,8 +143,10 @@ def train_main(setup_dir: Path | str, argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     net_json = json.dumps(net_config_json(NetConfig.from_dict(config["net"])), indent=2)
     atomic_write_text(run_dir / "net_config.json", net_json + "\n")
-    result = train(config, data, run_dir, args.iterations, init_from=args.init_from)
-    if result["trained"] == 0:
+    result = train(config, data, run_dir, args.iterations, init_from=args.init_from, stop=stop)
+    if result["stopped"]:
+        print(f"{run_dir}: stopped at iteration {result['iteration']} (checkpointed)")
+    elif result["trained"] == 0:
         print(f"{run_dir}: already at iteration {result['iteration']}; nothing to do")
     elif result["val"]:
         v = result["val"]

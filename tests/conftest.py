@@ -12,7 +12,7 @@ import pytest
 from cellblock.pack import pack_dataset
 from cellblock.synth import preset, write_dataset
 
-pytest_plugins = ["tests.fixtures_s3"]
+pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_slurm"]
 
 ROOT = Path(__file__).resolve().parents[1]
 

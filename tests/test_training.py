@@ -190,19 +190,22 @@ def test_snapshots_and_tensorboard(tiny_packed, tmp_path):
     assert [e.step for e in events.Scalars("val/accuracy")] == [3, 4]
 
 
-def test_stop_event_checkpoints_and_returns(run12, tiny_packed, tmp_path):
+def test_stop_event_checkpoints_and_returns(tiny_packed, tmp_path):
     import threading
 
     from cellblock.cli import parse_overrides
     from cellblock.training.loop import train
 
-    out = tmp_path / "run"
+    # log rows every 5 iterations: the stop (after iteration 1) falls inside a row's window
+    config = load_setup_config(SETUP, parse_overrides([*FAST, "train.log_every=5"]))
+    reference, out = tmp_path / "reference", tmp_path / "run"
+    train(config, tiny_packed, reference, 12)
     stop = threading.Event()
     stop.set()
-    config = load_setup_config(SETUP, parse_overrides(FAST))
     result = train(config, tiny_packed, out, 12, stop=stop)
     assert result == {"iteration": 1, "trained": 1, "val": {}, "stopped": True}
     assert latest_checkpoint(out).name == "checkpoint_00000001.pt"
     assert train(config, tiny_packed, out, 12)["stopped"] is False
-    a, b = pd.read_csv(run12 / "log.csv"), pd.read_csv(out / "log.csv")
+    a, b = pd.read_csv(reference / "log.csv"), pd.read_csv(out / "log.csv")
+    assert list(a["iteration"]) == list(b["iteration"]) == [5, 10, 12]
     assert list(a["loss"]) == list(b["loss"])

@@ -138,6 +138,7 @@ def save_checkpoint(
     augment: torch.nn.Module,
     config: dict[str, Any],
     ranks: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint of ``iteration`` atomically (temp file, then rename).
 
@@ -150,6 +151,7 @@ def save_checkpoint(
         augment: The ``BatchAugment`` (its generator state travels in its state_dict).
         config: The resolved config (a plain dict).
         ranks: Data parallel: every rank's ``{"rng", "augment"}`` state, in rank order.
+        extra: More entries (plain types and tensors), e.g. the open log window.
     """
     target = checkpoint_path(run_dir, iteration)
     state = {
@@ -164,6 +166,7 @@ def save_checkpoint(
     }
     if ranks is not None:
         state["ranks"] = ranks
+    state.update(extra or {})
     with atomic_path(target) as tmp:
         torch.save(state, tmp)
     log.info("iteration %d: saved %s", iteration, target)

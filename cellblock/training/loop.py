@@ -218,7 +218,11 @@ def train(
              len(data.val or []))  # fmt: skip
     net.train()
     augment.train()
-    window_loss, window_steps, tick = 0.0, 0, time.perf_counter()
+    # the log.csv row being accumulated travels in checkpoints: a run stopped between
+    # rows resumes the same average
+    window = state.get("log_window", {"loss": 0.0, "steps": 0}) if state else {}
+    window_loss, window_steps = float(window.get("loss", 0.0)), int(window.get("steps", 0))
+    tick, timed = time.perf_counter(), 0  # throughput: steps since tick
     metrics: dict[str, Any] = {}
     stopped = False
     for iteration in range(start, iterations):
@@ -244,25 +248,25 @@ def train(
             torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
-        window_loss, window_steps = window_loss + step_loss, window_steps + 1
+        window_loss, window_steps, timed = window_loss + step_loss, window_steps + 1, timed + 1
         last = done == iterations
         if log_ and t.snapshot_every and done % t.snapshot_every == 0:
             _snapshot(run_dir, done, data, (images, labels, batch[2]), out.logits, resolved,
                       classes)  # fmt: skip
         if done % t.log_every == 0 or last:
-            seconds = time.perf_counter() - tick
+            seconds = max(time.perf_counter() - tick, 1e-9)
             row = {
                 "iteration": done,
                 "loss": window_loss / window_steps,  # rank 0's share of the global batch
                 "lr": lr,
-                "img_per_s": round(window_steps * per_step / seconds, 1),
+                "img_per_s": round(timed * per_step / seconds, 1),
                 "epoch": round(done * per_step / len(data.train), 3),
             }
             if log_:
                 log_.log_train(row)
                 log.info("it %d  loss %.4f  lr %.2e  %.0f img/s", done, row["loss"], lr,
                          row["img_per_s"])  # fmt: skip
-            window_loss, window_steps, tick = 0.0, 0, time.perf_counter()
+            window_loss, window_steps, tick, timed = 0.0, 0, time.perf_counter(), 0
         if log_ and val_batches is not None and (done % t.validate_every == 0 or last):
             metrics = validate(net, val_batches, data.cell_types, device, amp, channels_last)
             log_.log_val({"iteration": done, **metrics})
@@ -272,17 +276,19 @@ def train(
         if done % t.checkpoint_every == 0 or last or stopped:
             ranks = env.gather(_rank_state(augment))  # a collective: every rank calls it
             if env.is_main:
+                extra = {"log_window": {"loss": window_loss, "steps": window_steps}}
                 ckpt.save_checkpoint(run_dir, done, net, optimizer, scheduler, augment, resolved,
-                                     ranks if env.enabled else None)  # fmt: skip
+                                     ranks if env.enabled else None, extra)  # fmt: skip
         if (done % t.validate_every == 0 or done % t.checkpoint_every == 0) and not last:
-            tick = time.perf_counter()  # validation and checkpoints are not throughput
+            tick, timed = time.perf_counter(), 0  # validation and checkpoints: not throughput
         if stopped:
             log.warning("stop requested: checkpointed iteration %d of %d", done, iterations)
             break
     del batches
     if log_:
         log_.close()
-        plot_curves(run_dir)
+        if not stopped:
+            plot_curves(run_dir)
     env.barrier()
     env.stop()
     reached = done if stopped else iterations

@@ -1,0 +1,304 @@
+"""A grid of training runs (folds x channel subsets) submitted as one array job.
+
+The 4th-place RxRx1 recipe trains one network per (fold, channel subset): 5 folds x 6
+leave-one-channel-out subsets = 30 runs of one setup, later ensembled. Each run is a
+``TrainTask`` (``train.py`` of the setup, preemption-safe); on SLURM the grid is one
+array job, so ``--array-parallelism`` caps how many run at once.
+
+Grid folder (``--out``, default ``runs/<dataset>/<setup>``)::
+
+    grid.json                   the grid (setup, data, runs) and every submission of it
+                                (cluster, job folder, job id of each run)
+    jobs/<stamp>/               submitit's files of one submission: pickles, the sbatch
+                                script, each task's stdout/stderr
+    ch1-2-3-4-5/fold_0/         a run folder, as train.py makes it; logs/ links to the
+                                job's output
+
+Submitting again resumes: runs already at the target iteration are skipped, the others
+continue from their latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellblock.atomic import atomic_write_text
+from cellblock.cluster.train_task import TrainSpec
+from cellblock.errors import UserError
+
+__all__ = [
+    "GridRun",
+    "TrainGrid",
+    "channels_name",
+    "default_out",
+    "latest_iteration",
+    "load_manifest",
+    "make_grid",
+    "parse_channel_sets",
+    "parse_folds",
+    "save_manifest",
+    "setup_folder",
+]
+
+MANIFEST = "grid.json"
+_CKPT = re.compile(r"checkpoint_(\d+)\.pt$")
+
+
+def parse_folds(text: str) -> list[int]:
+    """``"0-4"`` -> ``[0, 1, 2, 3, 4]``; ``"0,2"`` -> ``[0, 2]``; ``"3"`` -> ``[3]``.
+
+    Raises:
+        UserError: Another format, or a repeated fold.
+    """
+    folds: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise UserError(f"--folds {text!r}: expected e.g. 0-4 or 0,2,4")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise UserError(f"--folds {text!r}: range {lo}-{hi} is empty")
+        folds.extend(range(lo, hi + 1))
+    if len(set(folds)) != len(folds):
+        raise UserError(f"--folds {text!r}: a fold is repeated")
+    return folds
+
+
+def parse_channel_sets(text: str, n_channels: int) -> list[tuple[int, ...]]:
+    """Channel subsets (1-based) from ``all``, ``leave-one-out`` or ``"1,2,3;4,5,6"``.
+
+    Args:
+        text: ``all`` (one set of every channel), ``leave-one-out`` (``n_channels`` sets,
+            each without one channel), or sets separated by ``;``.
+        n_channels: Channels of the dataset.
+
+    Raises:
+        UserError: An unknown channel, an empty or repeated set, a repeated channel.
+    """
+    text = str(text).strip()
+    every = tuple(range(1, n_channels + 1))
+    if text == "all":
+        return [every]
+    if text == "leave-one-out":
+        return [tuple(c for c in every if c != left) for left in every]
+    sets: list[tuple[int, ...]] = []
+    for part in text.split(";"):
+        try:
+            chans = tuple(int(c) for c in part.split(",") if c.strip())
+        except ValueError:
+            raise UserError(f"--channel-sets {text!r}: expected all, leave-one-out or e.g. "
+                            "'1,2,3;4,5,6'") from None  # fmt: skip
+        bad = [c for c in chans if not 1 <= c <= n_channels]
+        if not chans or bad or len(set(chans)) != len(chans):
+            what = f"channel {bad[0]} not in 1..{n_channels}" if bad else "empty or repeated"
+            raise UserError(f"--channel-sets {text!r}: set {part.strip()!r}: {what}")
+        sets.append(chans)
+    if len(set(sets)) != len(sets):
+        raise UserError(f"--channel-sets {text!r}: a set is repeated")
+    return sets
+
+
+def channels_name(channels: tuple[int, ...]) -> str:
+    """``(1, 2, 3)`` -> ``ch1-2-3`` (as ``train.py --channels`` names its run folder)."""
+    return "ch" + "-".join(map(str, channels))
+
+
+def latest_iteration(run_dir: Path) -> int:
+    """Iteration of the latest checkpoint in ``run_dir`` (0 if none), from file names."""
+    found = [int(m.group(1)) for p in (Path(run_dir) / "checkpoints").glob("checkpoint_*.pt")
+             if (m := _CKPT.search(p.name))]  # fmt: skip
+    return max(found, default=0)
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of the grid.
+
+    Attributes:
+        index: Position in the grid (the array task index of a full submission).
+        channels: 1-based channel subset.
+        fold: Validation fold.
+        run_dir: Its run folder.
+    """
+
+    index: int
+    channels: tuple[int, ...]
+    fold: int
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class TrainGrid:
+    """Folds x channel subsets of one setup.
+
+    Attributes:
+        setup_dir: The setup folder (``02_train/<dataset>/<setup>``).
+        data: The packed dataset.
+        out: The grid folder.
+        iterations: Iteration each run trains to.
+        folds: Validation folds.
+        channel_sets: Channel subsets (1-based).
+        overrides: ``--set`` values for every run (``{"section.key": value}``).
+    """
+
+    setup_dir: Path
+    data: Path
+    out: Path
+    iterations: int
+    folds: tuple[int, ...]
+    channel_sets: tuple[tuple[int, ...], ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def runs(self) -> list[GridRun]:
+        """Every run, channel subsets outer, folds inner."""
+        pairs = [(c, f) for c in self.channel_sets for f in self.folds]
+        return [GridRun(i, c, f, self.out / channels_name(c) / f"fold_{f}")
+                for i, (c, f) in enumerate(pairs)]  # fmt: skip
+
+    def spec(self, run: GridRun) -> TrainSpec:
+        """The training call of ``run``: fold and channels override the setup's split."""
+        overrides = {
+            **self.overrides,
+            "data.fold": run.fold,
+            "data.val_experiments": [],  # a fold split replaces the setup's held-out list
+            "data.channels": list(run.channels),
+            "net.in_channels": len(run.channels),
+        }
+        return TrainSpec(str(self.setup_dir), str(self.data), str(run.run_dir), self.iterations,
+                         overrides)  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        """The grid part of ``grid.json``."""
+        return {
+            "setup": str(self.setup_dir),
+            "data": str(self.data),
+            "iterations": self.iterations,
+            "folds": list(self.folds),
+            "channel_sets": [list(c) for c in self.channel_sets],
+            "overrides": self.overrides,
+            "runs": [
+                {"index": r.index, "channels": list(r.channels), "fold": r.fold,
+                 "run_dir": str(r.run_dir.relative_to(self.out)),
+                 "train": self.spec(r).argv()}
+                for r in self.runs()
+            ],
+        }  # fmt: skip
+
+
+def load_manifest(out: Path) -> dict[str, Any]:
+    """``out/grid.json`` (raises ``UserError`` if the folder has none)."""
+    path = Path(out) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such grid (submit one first)") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable grid manifest ({e})") from None
+    if not isinstance(data, dict) or "runs" not in data:
+        raise UserError(f"{path}: not a grid manifest (no 'runs')")
+    return data
+
+
+def save_manifest(grid: TrainGrid, submission: dict[str, Any] | None = None) -> None:
+    """Write ``grid.json``: the grid as it is now, earlier submissions, and ``submission``."""
+    path = grid.out / MANIFEST
+    try:
+        submissions = json.loads(path.read_text()).get("submissions", [])
+    except (OSError, ValueError, AttributeError):
+        submissions = []
+    if submission is not None:
+        submissions.append(submission)
+    data = {**grid.describe(), "submissions": submissions}
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def new_job_folder(out: Path) -> Path:
+    """A job folder no earlier submission used (job ids repeat after a cluster reset)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    return Path(out) / "jobs" / stamp
+
+
+def setup_folder(setup: str | Path) -> Path:
+    """The setup folder as given (relative to here), else relative to the project."""
+    from cellblock.setup_cli import PROJECT_ROOT
+
+    for candidate in (Path(setup), PROJECT_ROOT / setup):
+        if (candidate / "config.yaml").is_file():
+            return candidate.resolve()
+    raise UserError(f"--setup {setup}: no config.yaml there (expected 02_train/<dataset>/<setup>)")
+
+
+def default_out(setup_dir: Path) -> Path:
+    """``<project>/runs/<dataset>/<setup>``: a setup's default grid folder."""
+    from cellblock.setup_cli import PROJECT_ROOT, setup_name
+
+    return PROJECT_ROOT / "runs" / setup_name(setup_dir)
+
+
+def _n_channels(data: Path) -> int:
+    from cellblock.dataset import PackedDataset
+
+    try:
+        return len(PackedDataset(data).info.channels)
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"--data {data}: not a packed dataset ({e})") from None
+
+
+def make_grid(
+    setup: str | Path,
+    folds: str,
+    channel_sets: str,
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    iterations: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainGrid:
+    """A grid from command-line values, with the defaults filled in.
+
+    Args:
+        setup: The setup folder, e.g. ``02_train/rxrx1/densenet`` (relative to the
+            working directory or the project).
+        folds: ``0-4``, ``0,2``...
+        channel_sets: ``all``, ``leave-one-out`` or ``"1,2,3;4,5,6"``.
+        data: The packed dataset (default: the one in the grid's ``grid.json``).
+        out: The grid folder (default ``runs/<dataset>/<setup>`` in the project).
+        iterations: Iteration each run trains to (default: the setup's
+            ``train.schedule_iters``).
+        overrides: ``--set`` values for every run.
+
+    Raises:
+        UserError: No such setup or dataset, bad folds or channel sets.
+    """
+    from cellblock.config import load_setup_config
+
+    setup_dir = setup_folder(setup)
+    out_dir = Path(out).absolute() if out else default_out(setup_dir)
+    if data is None:
+        try:
+            data = load_manifest(out_dir)["data"]
+        except (UserError, KeyError):
+            raise UserError(f"--data is needed: {out_dir} has no grid naming a dataset") from None
+    data_dir = Path(data).absolute()
+    if not data_dir.is_dir():
+        raise UserError(f"--data {data}: no such packed dataset folder")
+    overrides = dict(overrides or {})
+    if iterations is None:
+        iterations = int(load_setup_config(setup_dir / "config.yaml", overrides)["train"]
+                         ["schedule_iters"])  # fmt: skip
+    if iterations < 1:
+        raise UserError(f"--iterations: need at least 1, got {iterations}")
+    return TrainGrid(
+        setup_dir=setup_dir,
+        data=data_dir,
+        out=out_dir,
+        iterations=iterations,
+        folds=tuple(parse_folds(folds)),
+        channel_sets=tuple(parse_channel_sets(channel_sets, _n_channels(data_dir))),
+        overrides=overrides,
+    )

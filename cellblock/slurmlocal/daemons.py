@@ -1,0 +1,223 @@
+"""The five daemons: their command lines, launch, liveness and termination.
+
+Daemons are started directly (no systemd: PID 1 here is not systemd, and apt's
+policy-rc.d keeps packages from starting services), each in the foreground of its own
+session so that a Ctrl-C in the starting shell does not reach them, with its output
+appended to ``log/NAME.log``. Every daemon carries ``CELLBLOCK_SLURMLOCAL=<state dir>``
+in its environment, and so do the processes it forks (slurmscriptd, slurmstepd): that
+marker tells our processes apart from another cluster's, and guards against pid reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from cellblock.slurmlocal.cluster import SlurmLocalError
+from cellblock.slurmlocal.layout import Layout
+
+__all__ = [
+    "MARKER",
+    "binary",
+    "client_env",
+    "command",
+    "is_ours",
+    "orphans",
+    "our_processes",
+    "spawn",
+    "terminate",
+]
+
+log = logging.getLogger(__name__)
+MARKER = "CELLBLOCK_SLURMLOCAL"
+
+# Environment that would point the daemons elsewhere: a shell inside a SLURM job has
+# SLURM_JOB_ID & co., one that eval'ed another cluster's exports has SLURM_CONF.
+_SCRUBBED_PREFIXES = ("SLURM_", "MYSQL_", "MUNGE_", "SBATCH_", "SRUN_", "SALLOC_")
+_SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+# Daemons started by this Python process: their Popen objects reap them on stop.
+_children: dict[int, subprocess.Popen] = {}
+
+
+def binary(name: str) -> str:
+    """Path of a SLURM/MUNGE/MariaDB program: on PATH, else in the sbin folders.
+
+    Raises:
+        SlurmLocalError: It is not installed (naming the script that installs it).
+    """
+    found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN))
+    if found is None:
+        raise SlurmLocalError(
+            f"{name} not found: install the cluster's Debian packages with "
+            "scripts/apt_install.sh slurm (slurm-wlm munge slurmdbd mariadb-server)"
+        )
+    return found
+
+
+def client_env(layout: Layout) -> dict[str, str]:
+    """The environment for the daemons and for our own client calls (sinfo, scontrol)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    env.update(
+        SLURM_CONF=str(layout.slurm_conf),
+        # slurmdbd connects with libmariadb's default socket, which honours this variable.
+        MYSQL_UNIX_PORT=str(layout.mysql_socket),
+        **{MARKER: str(layout.state_dir)},
+    )
+    return env
+
+
+def command(daemon: str, layout: Layout) -> list[str]:
+    """The foreground command line of ``daemon`` (one of ``layout.DAEMONS``)."""
+    if daemon == "munged":
+        return [
+            binary("munged"),
+            "--foreground",
+            f"--socket={layout.munge_socket}",
+            f"--key-file={layout.munge_key}",
+            f"--pid-file={layout.pid_file('munged')}",
+            f"--seed-file={layout.run_dir / 'munged.seed'}",
+            f"--log-file={layout.log('munged')}",
+        ]
+    if daemon == "mariadbd":
+        return [binary("mariadbd"), *mariadb_options(layout), "--skip-networking",
+                f"--socket={layout.mysql_socket}", f"--pid-file={layout.pid_file('mariadbd')}",
+                f"--log-error={layout.log('mariadbd')}"]  # fmt: skip
+    if daemon == "slurmdbd":
+        return [binary("slurmdbd"), "-D"]  # reads slurmdbd.conf beside SLURM_CONF
+    if daemon == "slurmctld":
+        return [binary("slurmctld"), "-D", "-f", str(layout.slurm_conf)]
+    if daemon == "slurmd":
+        # The machine's hostname is not "localhost", the node's name in slurm.conf.
+        return [binary("slurmd"), "-D", "-N", "localhost", "-f", str(layout.slurm_conf)]
+    raise ValueError(f"unknown daemon {daemon!r}")
+
+
+def mariadb_options(layout: Layout) -> list[str]:
+    """Server options shared by ``mariadb-install-db`` and ``mariadbd``: small and private."""
+    return [
+        "--no-defaults",  # not /etc/mysql/my.cnf: its socket and datadir are the system's
+        "--user=root",  # mysql could not enter a 0700 state folder
+        f"--datadir={layout.mysql}",
+        "--innodb-buffer-pool-size=32M",
+        "--innodb-log-file-size=16M",  # default 96 MB, for a database of a few hundred kB
+        "--innodb-lock-wait-timeout=900",  # slurmdbd's recommendation
+    ]
+
+
+def spawn(daemon: str, layout: Layout) -> tuple[subprocess.Popen, int]:
+    """Start ``daemon`` with its output appended to its log.
+
+    Returns:
+        The process, and the byte offset in its log where this start's output begins.
+    """
+    cmd = command(daemon, layout)
+    with layout.log(daemon).open("ab") as log_file:
+        offset = log_file.tell()
+        log_file.write(f"--- cellblock.slurmlocal: starting {daemon}\n".encode())
+        log_file.flush()
+        proc = subprocess.Popen(
+            cmd,
+            cwd=layout.state_dir,
+            env=client_env(layout),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    return proc, offset
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    except (PermissionError, OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def is_ours(pid: object, layout: Layout, daemon: str | None = None) -> bool:
+    """True if ``pid`` is a live process of this cluster (optionally: running ``daemon``).
+
+    Args:
+        pid: A recorded pid; anything but a positive int is no process.
+        layout: The cluster's paths.
+        daemon: Program name the process must run (its ``argv[0]`` basename).
+    """
+    if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
+        return False
+    try:
+        if _environ(pid).get(MARKER) != str(layout.state_dir):
+            return False
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return False
+    return daemon is None or Path(argv0).name == daemon
+
+
+def our_processes(layout: Layout) -> list[int]:
+    """Every live process carrying this cluster's marker (daemons, scriptd, stepds)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if is_ours(int(entry.name), layout):
+                    found.append(int(entry.name))
+    return sorted(found)
+
+
+def orphans() -> dict[int, str]:
+    """Processes of local clusters whose state folder is gone: ``{pid: state folder}``.
+
+    What a killed test session leaves behind once pytest deletes its old temp folders.
+    """
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            state_dir = _environ(int(entry.name)).get(MARKER)
+            if state_dir and not Path(state_dir).is_dir() and _alive(int(entry.name)):
+                found[int(entry.name)] = state_dir
+    return found
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    child = _children.get(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            _children.pop(pid, None)
+            return True
+        if child is None and not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def terminate(pid: int, name: str, timeout: float) -> None:
+    """SIGTERM ``pid``; SIGKILL it if it is still alive after ``timeout`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _wait_exit(pid, timeout):
+        log.warning("%s (pid %d) ignored SIGTERM for %.0f s: killing it", name, pid, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_exit(pid, 5.0)

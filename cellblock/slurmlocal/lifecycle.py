@@ -1,0 +1,242 @@
+"""Start, query and stop the single-node cluster of a state folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from cellblock.slurmlocal import config, daemons, ports, ready
+from cellblock.slurmlocal.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
+from cellblock.slurmlocal.layout import DAEMONS, Layout
+
+__all__ = ["start", "status", "stop", "stop_orphans"]
+
+log = logging.getLogger(__name__)
+
+
+def _read_record(layout: Layout) -> dict | None:
+    try:
+        data = json.loads(layout.record.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def status(state_dir: Path) -> LocalSlurm | None:
+    """The cluster running on ``state_dir``, or None if none is (or it does not answer).
+
+    Args:
+        state_dir: The cluster's state folder.
+    """
+    layout = Layout(Path(state_dir).resolve())
+    info = _read_record(layout)
+    if info is None:
+        return None
+    try:
+        cluster = LocalSlurm.from_record(layout.state_dir, info)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if not all(daemons.is_ours(cluster.pids.get(d), layout, d) for d in DAEMONS):
+        return None
+    return cluster if ready.ctld_answers(layout) else None
+
+
+def _log_tail(layout: Layout, daemon: str, offset: int, lines: int = 15) -> str:
+    path = layout.log(daemon)
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return f"(no log {path})"
+    tail = "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+    return f"last lines of {path}:\n{tail}"
+
+
+def _init_database(layout: Layout) -> None:
+    """Create MariaDB's data folder on the first start (a few seconds)."""
+    if (layout.mysql / "mysql").is_dir():
+        return
+    t0 = time.monotonic()
+    # Into a temp folder, renamed when complete: an interrupted init is redone, not reused.
+    tmp = layout.mysql.with_name("mysql.init")
+    shutil.rmtree(tmp, ignore_errors=True)
+    options = [o.replace(str(layout.mysql), str(tmp)) for o in daemons.mariadb_options(layout)]
+    argv = [daemons.binary("mariadb-install-db"), *options,
+            "--auth-root-authentication-method=socket", "--skip-test-db"]  # fmt: skip
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=daemons.client_env(layout),
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise SlurmLocalError(f"mariadb-install-db failed in {tmp}:\n{tail}")
+    tmp.rename(layout.mysql)
+    log.info("initialized the accounting database in %.1f s", time.monotonic() - t0)
+
+
+def start(
+    state_dir: Path,
+    timeout: float = 90.0,
+    *,
+    cpus: int | None = None,
+    memory_mb: int | None = None,
+) -> LocalSlurm:
+    """Start munged, MariaDB, slurmdbd, slurmctld and slurmd on 127.0.0.1; return when ready.
+
+    Ready means: slurmctld answers, the cluster is registered in the accounting
+    database (``sacct`` works), and the node is idle. Idempotent: a cluster already
+    running on ``state_dir`` is returned as is; leftovers of a crashed one are stopped
+    first. Jobs and job ids survive a stop/start on the same folder.
+
+    Args:
+        state_dir: State folder (created, mode 0700); see ``cellblock.slurmlocal.layout``.
+        timeout: Seconds to wait for each daemon to be ready.
+        cpus: CPUs the node offers (default: the machine's, but at least 4).
+        memory_mb: Memory the node offers (default: 90% of the machine's).
+
+    Raises:
+        SlurmLocalError: Not root, a program is missing, or a daemon exits or is not
+            ready in time (the message ends with the tail of its log).
+    """
+    layout = Layout(Path(state_dir).resolve())
+    running = status(layout.state_dir)
+    if running is not None:
+        return running
+    if os.geteuid() != 0:
+        raise SlurmLocalError("the local SLURM cluster runs its daemons as root: run as root")
+    for program in ("munge", "mariadb-install-db", "sbatch", *DAEMONS):
+        daemons.binary(program)  # all missing programs are reported before anything starts
+    stop(layout.state_dir)  # leftovers of a crashed start, if any
+
+    layout.make_dirs()
+    config.write_munge_key(layout)
+    chosen = ports.choose(layout)
+    n_cpus, memory = config.node_resources(cpus, memory_mb)
+    config.write_configs(layout, chosen, n_cpus, memory)
+    _init_database(layout)
+
+    t0 = time.monotonic()
+    pids: dict[str, int] = {}
+    try:
+        for daemon in DAEMONS:
+            proc, offset = daemons.spawn(daemon, layout)
+            pids[daemon] = proc.pid
+            _save(layout, chosen, n_cpus, memory, pids)  # so stop() finds a half-started one
+            deadline = time.monotonic() + timeout
+            while not ready.READY_CHECKS[daemon](layout, chosen):
+                if proc.poll() is not None:
+                    raise SlurmLocalError(
+                        f"{daemon} exited with code {proc.returncode} while starting; "
+                        + _log_tail(layout, daemon, offset)
+                    )
+                if time.monotonic() > deadline:
+                    raise SlurmLocalError(
+                        f"{daemon} not ready in {timeout:.0f} s; "
+                        + _log_tail(layout, daemon, offset)
+                    )
+                time.sleep(0.2)
+    except BaseException:
+        stop(layout.state_dir)
+        raise
+    cluster = _save(layout, chosen, n_cpus, memory, pids)
+    log.info(
+        "local SLURM cluster %r ready in %.1f s (slurmctld on 127.0.0.1:%d, %d CPUs, %d MB; "
+        "state in %s)",
+        CLUSTER_NAME, time.monotonic() - t0, chosen["slurmctld"], n_cpus, memory,
+        layout.state_dir,
+    )  # fmt: skip
+    return cluster
+
+
+def _save(
+    layout: Layout, chosen: dict[str, int], cpus: int, memory_mb: int, pids: dict[str, int]
+) -> LocalSlurm:
+    cluster = LocalSlurm(
+        state_dir=layout.state_dir,
+        slurm_conf=layout.slurm_conf,
+        cluster=CLUSTER_NAME,
+        partition=PARTITION,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        ports=dict(chosen),
+        pids=dict(pids),
+    )
+    info = {**cluster.record(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = layout.record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(layout.record)
+    return cluster
+
+
+def _cancel_jobs(layout: Layout, timeout: float) -> None:
+    """Cancel every job and wait for them to end, so no job outlives its cluster."""
+    listing = ready.run_client(layout, "squeue", "-h", "-o", "%A")
+    jobs = sorted(set(listing.stdout.split())) if listing.returncode == 0 else []
+    if not jobs:
+        return
+    ready.run_client(layout, "scancel", *jobs)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = ready.run_client(layout, "squeue", "-h", "-o", "%A")
+        if left.returncode != 0 or not left.stdout.strip():
+            break
+        time.sleep(0.3)
+    log.info("cancelled %d job(s) of the local cluster", len(jobs))
+
+
+def stop(state_dir: Path, timeout: float = 15.0) -> bool:
+    """Stop the cluster of ``state_dir``: cancel its jobs, then stop its daemons.
+
+    State (jobs, accounting, keys) stays for the next start.
+
+    Args:
+        state_dir: The cluster's state folder.
+        timeout: Seconds to wait for the jobs to end, and for each daemon after SIGTERM.
+
+    Returns:
+        True if any of its daemons was running (and is now stopped), False if none was.
+    """
+    layout = Layout(Path(state_dir).resolve())
+    info = _read_record(layout) or {}
+    recorded = info.get("pids") if isinstance(info.get("pids"), dict) else {}
+    alive = {d: recorded.get(d) for d in DAEMONS if daemons.is_ours(recorded.get(d), layout, d)}
+    if "slurmctld" in alive and "slurmd" in alive:
+        try:
+            _cancel_jobs(layout, timeout)
+        except (subprocess.SubprocessError, OSError) as e:
+            log.warning("could not cancel the jobs of %s: %s", layout.state_dir, e)
+    for daemon in reversed(DAEMONS):
+        if daemon in alive:
+            daemons.terminate(alive[daemon], daemon, timeout)
+    # What is left: a daemon the record lost (crash mid-start), slurmscriptd, slurmstepds.
+    leftovers = daemons.our_processes(layout)
+    for pid in leftovers:
+        daemons.terminate(pid, f"process {pid}", 5.0)
+    layout.record.unlink(missing_ok=True)
+    shutil.rmtree(layout.socket_dir, ignore_errors=True)
+    if alive:
+        log.info("stopped the local SLURM cluster in %s", layout.state_dir)
+    return bool(alive or leftovers)
+
+
+def stop_orphans(timeout: float = 5.0) -> int:
+    """Stop the daemons (and job steps) of clusters whose state folder was deleted.
+
+    Returns:
+        How many processes were stopped.
+    """
+    found = daemons.orphans()
+    for pid, state_dir in found.items():
+        log.info("stopping pid %d of a local cluster whose folder %s is gone", pid, state_dir)
+        daemons.terminate(pid, f"process {pid}", timeout)
+    for state_dir in set(found.values()):
+        shutil.rmtree(Layout(Path(state_dir)).socket_dir, ignore_errors=True)
+    return len(found)
