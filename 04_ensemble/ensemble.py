@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Combine predictions, solve the per-plate assignment, write submission and report (--help)."""
+
+import argparse
+import logging
+
+from cellblock.cli import run
+from cellblock.ensemble import COMBINE_MODES, SPLITS, run_ensemble
+from cellblock.errors import UserError
+
+log = logging.getLogger("cellblock")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1,0.5,2, got {text!r}") from None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description="Combine predictions stores (models / folds / channel subsets), merge the "
+        "two sites of each well, mask each plate to its treatment group and solve the per-plate "
+        "assignment; write OUT/submission.csv (Kaggle id_code,sirna), report.json, report.md, "
+        "plots, wells.parquet and profiles.parquet.",
+    )
+    p.add_argument("preds", nargs="+", metavar="PRED", help="prediction folder or predictions.zarr")
+    p.add_argument("--data", required=True, help="the packed dataset that was predicted")
+    p.add_argument("--split", default="test", choices=SPLITS, help="wells to ensemble")
+    p.add_argument("--experiments", help="comma-separated subset of the split's experiments")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--weights", type=_floats, help="one weight per PRED, e.g. 2,1 (default equal)")
+    p.add_argument("--combine", default="mean-logits", choices=COMBINE_MODES)
+    p.add_argument("--no-assign", action="store_true", help="plain argmax, no plate step")
+    p.add_argument(
+        "--no-groups", action="store_true", help="assign per plate without the treatment-group mask"
+    )
+    p.add_argument(
+        "--include-controls",
+        action="store_true",
+        help="also put control wells in the submission (Kaggle scored treatments)",
+    )
+    p.add_argument(
+        "--profile-dim",
+        type=int,
+        default=512,
+        help="widest per-well profile; wider embeddings keep their leading "
+        "principal components (default 512)",
+    )
+    args = p.parse_args()
+    if args.profile_dim < 1:
+        raise UserError(f"--profile-dim {args.profile_dim}: need a positive width")
+    if args.no_assign and args.no_groups:
+        raise UserError("--no-groups only applies with the assignment (drop --no-assign)")
+    experiments = [e for e in (args.experiments or "").split(",") if e] or None
+    report = run_ensemble(
+        args.preds,
+        args.data,
+        args.out,
+        args.split,
+        experiments,
+        args.weights,
+        args.combine,
+        plate_step=not args.no_assign,
+        use_groups=not args.no_groups,
+        include_controls=args.include_controls,
+        profile_dim=args.profile_dim,
+    )
+    log.info(
+        "wrote %s, report.json, report.md and plots in %s",
+        report["outputs"]["submission"],
+        args.out,
+    )
+    acc = report["accuracy"]
+    if acc["argmax"] is None:
+        print(
+            f"{report['n_scored_wells']} wells of split {args.split}: no answer key, "
+            "accuracy not computed"
+        )
+        return
+    argmax = acc["argmax"]
+    line = (
+        f"accuracy, {args.split} split ({len(report['experiments'])} experiments, "
+        f"{argmax['n']} treatment wells): argmax {argmax['overall']:.4f}"
+    )
+    if acc.get("assigned"):
+        line += f" -> assigned {acc['assigned']['overall']:.4f}"
+    print(line)
+
+
+if __name__ == "__main__":
+    run(main)
