@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 SYNTH_ARGS ?=
 export DEMO_DIR SYNTH_ARGS
 
-.PHONY: env system demo test lint bench-io bench-fetch lock clean
+.PHONY: env system demo test lint bench-io bench-fetch bench-train bench-predict lock clean
 
 env: $(VENV)/.installed
 
@@ -32,6 +32,12 @@ bench-io: env  ## IO benchmark: zarr vs PNG vs raw codec, writes scripts/bench/r
 
 bench-fetch: env  ## parallel fetch vs sequential get_object, writes scripts/bench/results/fetch.md
 	$(PY) scripts/bench/fetch.py
+
+bench-train: env  ## real zarr loader vs in-memory batches (after `make demo`), writes scripts/bench/results/train.md
+	$(PY) scripts/bench/train.py
+
+bench-predict: env  ## daisy blockwise vs in-process prediction (after `make demo`), writes scripts/bench/results/predict.md
+	$(PY) scripts/bench/predict.py
 
 lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
 	rm -rf /tmp/cellblock-lock && python3.11 -m venv /tmp/cellblock-lock

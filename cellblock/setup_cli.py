@@ -143,7 +143,8 @@ def train_main(
     run_dir.mkdir(parents=True, exist_ok=True)
     net_json = json.dumps(net_config_json(NetConfig.from_dict(config["net"])), indent=2)
     atomic_write_text(run_dir / "net_config.json", net_json + "\n")
-    result = train(config, data, run_dir, args.iterations, init_from=args.init_from, stop=stop)
+    result = train(config, data, run_dir, args.iterations, init_from=args.init_from, stop=stop,
+                   setup=setup_name(setup_dir))  # fmt: skip
     if result["stopped"]:
         print(f"{run_dir}: stopped at iteration {result['iteration']} (checkpointed)")
     elif result["trained"] == 0:

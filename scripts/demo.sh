@@ -6,9 +6,12 @@
 #   WORKERS     processes per stage (default: 2)
 #   TRAIN_ITERATIONS  iterations of the tiny CNN (default: 300)
 #
-# Stages so far: synthesize -> publish to a local S3 store -> fetch it back anonymously
-# -> pack (+verify) -> train synthetic/tiny -> summary. The store is stopped on exit,
-# whatever happens.
+# Stages: synthesize -> publish to a local S3 store -> fetch it back anonymously
+# -> pack (+verify) -> train synthetic/tiny -> predict the held-out test experiments
+# blockwise (daisy, 2 workers) -> look at a plate (montage + headless neuroglancer
+# screenshot) -> ensemble (plate groups, per-plate assignment, submission, report).
+# The store is stopped on exit, whatever happens. The last line printed is the
+# held-out accuracy before and after the plate assignment.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 demo="${DEMO_DIR:-$root/demo}"
@@ -19,25 +22,41 @@ demo="$(cd "$demo" && pwd)"
 start=$(date +%s)
 export S3LOCAL_DIR="$demo/s3"
 
-echo "== 1/6 synthesize a demo screen into $demo/raw"
+echo "== 1/9 synthesize a demo screen into $demo/raw"
 # shellcheck disable=SC2086  # SYNTH_ARGS is a list of arguments on purpose
 "$py" "$root/01_data/make_synthetic.py" --out "$demo/raw" --preset demo --workers "$workers" ${SYNTH_ARGS:-}
 
-echo "== 2/6 start the local S3 store (SeaweedFS on 127.0.0.1) and publish the raw tree"
+echo "== 2/9 start the local S3 store (SeaweedFS on 127.0.0.1) and publish the raw tree"
 trap '"$root/scripts/s3_local.sh" stop >/dev/null || true' EXIT
 eval "$("$root/scripts/s3_local.sh" start)"
 "$py" "$root/scripts/publish.py" "$demo/raw" --bucket "$CELLBLOCK_PUBLIC_BUCKET" --prefix demo/raw/
 
-echo "== 3/6 fetch it back anonymously (no keys) into $demo/fetched"
+echo "== 3/9 fetch it back anonymously (no keys) into $demo/fetched"
 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
     "$py" "$root/01_data/fetch_data.py" --dataset demo --out "$demo/fetched" --workers 16
 
-echo "== 4/6 pack PNGs into $demo/dataset (zarr v3), verify pixels"
+echo "== 4/9 pack PNGs into $demo/dataset (zarr v3), verify pixels"
 "$py" "$root/01_data/pack_zarr.py" --raw "$demo/fetched" --out "$demo/dataset" --workers "$workers" --verify
 
-echo "== 5/6 train 02_train/synthetic/tiny (${TRAIN_ITERATIONS:-300} iterations) on $demo/dataset"
+echo "== 5/9 train 02_train/synthetic/tiny (${TRAIN_ITERATIONS:-300} iterations) on $demo/dataset"
 "$py" "$root/02_train/synthetic/tiny/train.py" "${TRAIN_ITERATIONS:-300}" --data "$demo/dataset" \
     --out "$demo/runs/synthetic/tiny"
 
-echo "== 6/6 summary"
+echo "== 6/9 predict the held-out test experiments blockwise (daisy, $workers workers)"
+"$py" "$root/03_predict/predict_blockwise.py" --run "$demo/runs/synthetic/tiny" --data "$demo/dataset" \
+    --split test --out "$demo/predictions/synthetic/tiny" --workers "$workers" --tta flips
+
+echo "== 7/9 summary"
 "$py" -m cellblock.summary "$demo/dataset" --seconds "$(( $(date +%s) - start ))"
+
+plate="$("$py" -c 'import sys; from cellblock.dataset import PackedDataset
+t = PackedDataset(sys.argv[1]).metadata.query("split == \"test\"").iloc[0]
+print(f"{t.experiment}/Plate{t.plate}")' "$demo/dataset")"
+echo "== 8/9 look at test plate $plate: montage + headless neuroglancer screenshot, predictions overlaid"
+"$py" "$root/01_data/view_data.py" --data "$demo/dataset" --plate "$plate" \
+    --predictions "$demo/predictions/synthetic/tiny" \
+    --montage "$demo/plate_montage.png" --screenshot "$demo/plate.png"
+
+echo "== 9/9 ensemble: plate groups, per-plate assignment, submission + report in $demo/ensemble"
+"$py" "$root/04_ensemble/ensemble.py" "$demo/predictions/synthetic/tiny" --data "$demo/dataset" \
+    --out "$demo/ensemble"

@@ -42,3 +42,11 @@ def test_demo_runs_end_to_end(tmp_path):
     summary = result.stdout[result.stdout.index("summary") :]
     assert "plates       32 (96-well)" in summary
     assert (tmp_path / "demo" / "dataset" / "images.zarr" / "zarr.json").is_file()
+    demo = tmp_path / "demo"
+    assert (demo / "predictions/synthetic/tiny/predictions.zarr/zarr.json").is_file()
+    for name in ("plate_montage.png", "plate.png"):
+        assert (demo / name).read_bytes()[:4] == b"\x89PNG", name
+    assert (demo / "ensemble" / "submission.csv").is_file()
+    assert (demo / "ensemble" / "report.json").is_file()
+    last = result.stdout.strip().splitlines()[-1]
+    assert "assigned" in last, last

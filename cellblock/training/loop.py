@@ -146,6 +146,7 @@ def train(
     iterations: int,
     init_from: Path | str | None = None,
     stop: threading.Event | None = None,
+    setup: str | None = None,
 ) -> dict[str, Any]:
     """Train up to iteration ``iterations``, resuming from ``run_dir``'s latest checkpoint.
 
@@ -158,6 +159,8 @@ def train(
             (with a message) when ``run_dir`` already has checkpoints.
         stop: When set (e.g. by a preemption signal handler), the loop checkpoints the
             iteration it just finished and returns early; a rerun resumes from there.
+        setup: The setup's name (e.g. ``"rxrx1/densenet121"``), recorded in ``run.json``
+            so prediction finds the setup's worker from the run alone.
 
     Returns:
         ``{"iteration": reached, "trained": iterations run now, "val": last metrics,
@@ -205,7 +208,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         info = {"dataset": str(Path(dataset_path).resolve()), "code_version": ckpt.code_version(),
-                "processes": env.world_size}  # fmt: skip
+                "processes": env.world_size, "setup": setup}  # fmt: skip
         atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
         log_ = RunLog(run_dir, start, t.tensorboard)
 

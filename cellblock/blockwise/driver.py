@@ -1,0 +1,154 @@
+"""The blockwise prediction driver: validate, prepare ``PRED``, run daisy, summarize.
+
+Order matters: every check that can fail on bad input (``make_plan``: checkpoint,
+channels, split, experiments, TTA; then launcher, GPUs, container) runs before the
+output folder is touched and long before a worker starts. Then the store is created
+or reopened (``prepare_output``), the plan saved for the workers, and one daisy task
+runs the blocks with persistent workers started by the chosen launcher. The summary
+counts completed / skipped / failed blocks; ``RunSummary.ok`` is False (and the
+script exits non-zero) if any block is not done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellblock.blockwise.launcher import (
+    ContainerWrapper,
+    WorkerSpec,
+    launcher_class,
+)
+from cellblock.blockwise.output import driver_lock, prepare_output
+from cellblock.blockwise.plan import Plan
+from cellblock.blockwise.report import RunSummary, read_block_lines, read_failures
+from cellblock.blockwise.task import done_count, make_task, run_task, tracking_path
+from cellblock.errors import UserError
+from cellblock.setup_cli import PROJECT_ROOT
+
+__all__ = ["LaunchOptions", "predict_blockwise", "worker_argv"]
+
+log = logging.getLogger(__name__)
+SIF_ENV = "CELLBLOCK_SIF"  # as cellblock.cluster.container (not imported: it loads submitit)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How the workers run.
+
+    Args:
+        workers: Concurrent workers; None = one per GPU, else 1.
+        gpus: GPU ids to pin workers to; None = every visible GPU (local), none otherwise.
+        cluster: Launcher name (``local``, ``slurm``; see ``launcher.LAUNCHERS``).
+        cluster_options: Settings for that launcher (e.g. a SLURM partition).
+        sif: Singularity/Apptainer image to run the workers in (None: ``$CELLBLOCK_SIF``
+            if set; ``""``: none).
+        host: Address of the daisy server; None = the launcher's default (loopback
+            for local workers).
+        max_restarts: Worker starts allowed beyond ``workers``; None = max(2, workers).
+        max_retries: Retries of a failed block.
+        block_timeout: Seconds before a block's worker is killed; None = daisy's default.
+        overwrite: Start afresh (see ``prepare_output``).
+        progress: Show daisy's progress bar.
+    """
+
+    workers: int | None = None
+    gpus: tuple[str, ...] | None = None
+    cluster: str = "local"
+    cluster_options: dict[str, Any] = field(default_factory=dict)
+    sif: str | None = None
+    host: str | None = None
+    max_restarts: int | None = None
+    max_retries: int = 2
+    block_timeout: float | None = None
+    overwrite: bool = False
+    progress: bool = False
+
+
+def _gpus(opts: LaunchOptions) -> tuple[str, ...]:
+    import torch
+
+    visible = torch.cuda.device_count()
+    if opts.gpus is None:
+        return tuple(str(i) for i in range(visible)) if opts.cluster == "local" else ()
+    if opts.cluster == "local":
+        bad = [g for g in opts.gpus if not g.isdigit() or int(g) >= visible]
+        if bad:
+            raise UserError(f"--gpus {','.join(opts.gpus)}: GPU(s) {','.join(bad)} not on this "
+                            f"machine ({visible} visible)")  # fmt: skip
+    return tuple(opts.gpus)
+
+
+def worker_argv(plan: Plan, plan_path: Path) -> tuple[str, ...]:
+    """The worker command: the setup's ``predict.py``, else the generic entry point."""
+    script = Path(plan.setup_dir) / "predict.py" if plan.setup_dir else None
+    if script is not None and script.is_file():
+        return (sys.executable, str(script), "--plan", str(plan_path))
+    return (sys.executable, "-m", "cellblock.blockwise.worker", "--plan", str(plan_path))
+
+
+def _cpu_threads(workers: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // workers)
+
+
+def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = None) -> RunSummary:
+    """Predict every block of ``plan`` with persistent daisy workers.
+
+    Args:
+        plan: From ``make_plan`` (validated, nothing written yet).
+        opts: Workers, GPUs, launcher, server address, restart cap.
+        launched: When the user started the command (``time.time()``), for the time
+            to the first block; default: now.
+
+    Returns:
+        The run's summary (``ok`` False if a block is not done).
+
+    Raises:
+        UserError: Bad launch options, found before any worker starts.
+    """
+    launched = time.time() if launched is None else launched
+    launcher_cls = launcher_class(opts.cluster)
+    gpus = _gpus(opts)
+    workers = opts.workers if opts.workers is not None else max(1, len(gpus))
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    wrapper = None
+    if opts.sif or (opts.sif is None and os.environ.get(SIF_ENV)):
+        binds = (str(PROJECT_ROOT), plan.dataset, plan.out, plan.run)
+        wrapper = ContainerWrapper(opts.sif, binds)
+    if not gpus:
+        plan = dataclasses.replace(plan, cpu_threads=plan.cpu_threads or _cpu_threads(workers))
+    host = opts.host if opts.host is not None else launcher_cls.default_host
+    max_restarts = max(2, workers) if opts.max_restarts is None else opts.max_restarts
+    if max_restarts < 0:
+        raise UserError(f"--max-restarts must be at least 0, got {max_restarts}")
+    plan_path = plan.state_dir / "plan.json"
+    spec = WorkerSpec(worker_argv(plan, plan_path), str(plan.log_dir), gpus, {}, wrapper)
+    launcher = launcher_cls(spec, **opts.cluster_options)  # checks its options: nothing written yet
+    with driver_lock(plan):
+        prepare_output(plan, opts.overwrite)
+        plan.save(plan_path)
+        tracking = tracking_path(plan.state_dir, plan.grid)
+        before = done_count(tracking)
+        task = make_task(plan.grid, launcher, workers, tracking, max_restarts, opts.max_retries,
+                         opts.block_timeout)  # fmt: skip
+        log.info("predicting %d sites of %d plates in blocks of %s wells: %d worker(s) %s, "
+                 "daisy server on %s", plan.grid.n_sites, len(plan.grid.plates),
+                 "x".join(map(str, plan.grid.block[1:])), workers,
+                 f"on GPUs {','.join(gpus)}" if gpus else "on CPU",
+                 host or "this node's address")  # fmt: skip
+        start, cpu = time.time(), time.process_time()
+        result = run_task(task, host, opts.progress, plan.log_dir / "daisy")
+        seconds, cpu = time.time() - start, time.process_time() - cpu
+        after = done_count(tracking)
+        lines = read_block_lines(plan.state_dir, plan.run_id)
+        records = read_failures(plan.state_dir)
+    return RunSummary.build(plan.grid, result, before, after, lines, records, seconds, cpu,
+                            launched, workers, plan.store, plan.log_dir)  # fmt: skip

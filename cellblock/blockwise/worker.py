@@ -1,0 +1,235 @@
+"""The prediction worker: ``02_train/<setup>/predict.py --plan PRED/blockwise/plan.json``.
+
+A persistent daisy worker: it loads the checkpoint once, then loops on
+``acquire_block``: read the block's wells from the packed dataset, predict them
+(``cellblock.inference.Predictor``: training's normalization, TTA), write logits and
+embeddings with ``cellblock.predictions.write_wells``, release. The done marker
+daisy sets on release is written only after the block's chunks are on disk.
+
+A block that raises is reported to daisy as failed, with its traceback (daisy
+retries it up to ``max_retries``), and recorded in
+``PRED/blockwise/failures/block_{id}.json`` (plate, wells, traceback, this worker's
+log) for the driver's summary; the worker goes on with the next block, keeping its
+loaded model. Only ``MAX_FAILURES_IN_A_ROW`` failures in a row (a broken worker,
+e.g. a lost GPU) make it exit non-zero, which daisy counts against
+``max_worker_restarts``. Every finished block appends one line to
+``PRED/blockwise/blocks.jsonl`` (run id, block, sites, start and end times, CPU seconds).
+
+Fault injection, for the tests of failure handling (off unless set; never set it in
+production): ``CELLBLOCK_PREDICT_FAULT`` holds comma-separated directives:
+
+- ``start``: raise before connecting to daisy (a worker that crashes at start);
+- ``well=EXP/PlateN/WELL``: raise on every block holding that well
+  (e.g. ``well=HEPG2-03/Plate1/B05``);
+- ``sleep=SECONDS``: sleep before each block (slow workers, to kill one mid-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cellblock.atomic import atomic_write_text
+from cellblock.blockwise.launcher import WORKER_LOG_ENV
+from cellblock.blockwise.plan import Plan
+from cellblock.errors import UserError
+
+__all__ = ["FAULT_ENV", "MAX_FAILURES_IN_A_ROW", "Fault", "InjectedFaultError", "worker_main"]
+
+log = logging.getLogger(__name__)
+FAULT_ENV = "CELLBLOCK_PREDICT_FAULT"
+MAX_FAILURES_IN_A_ROW = 4  # more than max_retries + 1: one bad block alone never ends a worker
+
+
+class InjectedFaultError(RuntimeError):
+    """Raised by ``CELLBLOCK_PREDICT_FAULT`` (tests of failure handling only)."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Faults injected through ``CELLBLOCK_PREDICT_FAULT`` (see the module docstring).
+
+    Args:
+        at_start: Raise before connecting.
+        wells: ``"EXP/PlateN/WELL"`` names: raise on any block holding one.
+        sleep: Seconds slept before each block.
+    """
+
+    at_start: bool = False
+    wells: frozenset[str] = frozenset()
+    sleep: float = 0.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Fault:
+        """Parse ``CELLBLOCK_PREDICT_FAULT``; a malformed directive is a UserError."""
+        text = environ.get(FAULT_ENV, "").strip()
+        at_start, wells, sleep = False, set(), 0.0
+        for item in filter(None, (t.strip() for t in text.split(","))):
+            key, _, value = item.partition("=")
+            if key == "start" and not value:
+                at_start = True
+            elif key == "well" and value.count("/") == 2:
+                wells.add(value)
+            elif key == "sleep":
+                try:
+                    sleep = float(value)
+                except ValueError:
+                    raise UserError(f"{FAULT_ENV}: sleep={value!r} is not a number") from None
+            else:
+                raise UserError(f"{FAULT_ENV}: unknown directive {item!r} "
+                                "(start, well=EXP/PlateN/WELL, sleep=SECONDS)")  # fmt: skip
+        return cls(at_start, frozenset(wells), sleep)
+
+    def before_block(self, key: str, well_names: Sequence[str]) -> None:
+        """Sleep, then raise if the block holds a faulty well."""
+        if self.sleep:
+            time.sleep(self.sleep)
+        bad = sorted(self.wells & {f"{key}/{name}" for name in well_names})
+        if bad:
+            raise InjectedFaultError(f"injected fault ({FAULT_ENV}) on well {bad[0]}")
+
+
+class BlockRecords:
+    """The worker's side of the run's bookkeeping files (see the module docstring).
+
+    Args:
+        plan: The run's plan.
+        worker_id: daisy's worker id.
+    """
+
+    def __init__(self, plan: Plan, worker_id: int):
+        self.plan, self.worker_id = plan, worker_id
+        self.failures = plan.state_dir / "failures"
+        self.blocks = plan.state_dir / "blocks.jsonl"
+        self.log_path = os.environ.get(WORKER_LOG_ENV, "")
+
+    def done(self, block_id: int, key: str, n_wells: int, n_sites: int, seconds: float,
+             cpu: float) -> None:  # fmt: skip
+        (self.failures / f"block_{block_id}.json").unlink(missing_ok=True)
+        end = time.time()
+        line = {"run_id": self.plan.run_id, "block_id": block_id, "plate": key, "wells": n_wells,
+                "sites": n_sites, "seconds": round(seconds, 4), "cpu_s": round(cpu, 4),
+                "start": end - seconds, "end": end, "worker_id": self.worker_id}  # fmt: skip
+        # one short O_APPEND write per line: concurrent workers never interleave within one
+        with open(self.blocks, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def failed(self, block_id: int, key: str, wells: Sequence[str], error: str) -> None:
+        record = {"run_id": self.plan.run_id, "block_id": block_id, "plate": key,
+                  "wells": list(wells), "worker_id": self.worker_id, "pid": os.getpid(),
+                  "log": self.log_path, "traceback": error, "time": time.time()}  # fmt: skip
+        atomic_write_text(self.failures / f"block_{block_id}.json", json.dumps(record, indent=1))
+
+
+def _well_names(predictor: Any, wells: Sequence[tuple[int, int]]) -> list[str]:
+    fmt = predictor.packed.info.plate_format
+    return [fmt.well_name(r, c) for r, c in wells]
+
+
+def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int) -> int:
+    """Process blocks until daisy has none left; returns how many this worker finished.
+
+    Args:
+        client: A connected ``daisy.Client``.
+        plan: The run's plan.
+        predictor: The loaded ``Predictor``.
+        fault: Injected faults (tests).
+        worker_id: daisy's worker id (for the records).
+
+    Raises:
+        RuntimeError: ``MAX_FAILURES_IN_A_ROW`` blocks failed one after another.
+    """
+    from cellblock.predictions import write_wells
+
+    records = BlockRecords(plan, worker_id)
+    finished = in_a_row = 0
+    while True:
+        block = None
+        key, names = "", []
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            with client.acquire_block() as block:
+                if block is None:
+                    return finished
+                offset, shape = tuple(block.write_roi.offset), tuple(block.write_roi.shape)
+                key, wells = plan.grid.wells_in(offset, shape)
+                names = _well_names(predictor, wells)
+                fault.before_block(key, names)
+                if wells:
+                    experiment, plate = key.split("/Plate")
+                    logits, embeddings = predictor.predict_wells(experiment, int(plate), wells)
+                    write_wells(plan.store, key, wells, logits, embeddings)
+        except Exception:
+            if block is None:
+                raise  # no block in hand: the connection to the server broke
+            in_a_row += 1
+            block_id = int(block.block_id[1])
+            log.error("block %d (%s %s) failed:\n%s", block_id, key, ",".join(names),
+                      traceback.format_exc())  # fmt: skip
+            records.failed(block_id, key, names, traceback.format_exc())
+            if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                raise RuntimeError(
+                    f"{in_a_row} blocks failed in a row; this worker gives up"
+                ) from None
+            continue
+        in_a_row, finished = 0, finished + 1
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        n_sites = plan.grid.sites_in(offset, shape)
+        records.done(int(block.block_id[1]), key, len(wells), n_sites, seconds, cpu)
+        log.info("block %d %s %s: %d sites in %.2f s", int(block.block_id[1]), key,
+                 ",".join(names), n_sites, seconds)  # fmt: skip
+
+
+def worker_main(setup_dir: Path | str | None = None, argv: Sequence[str] | None = None) -> int:
+    """``predict.py --plan PLAN``: one persistent prediction worker (started by the driver).
+
+    Args:
+        setup_dir: The setup folder this entry point belongs to (logged; the plan
+            names the checkpoint and everything else).
+        argv: Arguments (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(
+        description="A daisy worker of 03_predict/predict_blockwise.py (started by it, with "
+        "DAISY_CONTEXT set): loads the checkpoint once and predicts blocks until none are left."
+    )
+    parser.add_argument("--plan", required=True, help="PRED/blockwise/plan.json")
+    args = parser.parse_args(argv)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    fault = Fault.from_env()
+    plan = Plan.load(args.plan)
+    log.info("worker pid %d, setup %s (%s), plan %s", os.getpid(), plan.setup,
+             setup_dir or "generic entry point", args.plan)  # fmt: skip
+    if fault.at_start:
+        raise InjectedFaultError(f"injected start fault ({FAULT_ENV})")
+
+    import daisy.v2 as daisy
+    import torch
+
+    from cellblock.dataset import PackedDataset
+    from cellblock.inference import Predictor
+
+    if plan.cpu_threads and not torch.cuda.is_available():
+        torch.set_num_threads(plan.cpu_threads)  # workers share the cores, not oversubscribe
+    predictor = Predictor(plan.checkpoint, PackedDataset(plan.dataset), plan.tta, plan.batch_size)
+    client = daisy.Client()
+    worker_id = int(client.context["worker_id"])
+    log.info("worker %d: daisy server %s:%s, device %s", worker_id, client.host, client.port,
+             predictor.device)  # fmt: skip
+    finished = serve(client, plan, predictor, fault, worker_id)
+    log.info("worker %d: no blocks left; finished %d", worker_id, finished)
+    return 0
+
+
+if __name__ == "__main__":
+    from cellblock.cli import run
+
+    run(worker_main)

@@ -1,0 +1,339 @@
+"""Prediction with a trained run: the checkpoint loaded once, inputs as in training, TTA.
+
+    predictor = Predictor(run_checkpoint("runs/synthetic/tiny"), PackedDataset(data), "flips")
+    logits, embeddings = predictor.predict_wells("HEPG2-03", 1, [(1, 1), (1, 2)])
+
+Inputs are exactly what training saw: ``SiteDataset`` reads each site and normalizes
+it with the ``Normalizer`` the run's ``data`` config describes (same mode, statistics,
+channel subset, std floor). Every site is predicted on its own, whatever
+``data.unit`` the run trained with (a well unit flattens its sites into the batch
+too); the well's answer is combined downstream. Test-time augmentation runs the
+network on several dihedral transforms of each site and averages logits and
+embeddings. On CUDA the network runs in bf16 autocast with channels-last tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cellblock.config import SetupConfig
+from cellblock.data import Normalizer, SiteDataset, d4
+from cellblock.data.labels import class_sirnas
+from cellblock.dataset import PackedDataset
+from cellblock.errors import ConfigError, UserError
+from cellblock.models import Net, build_net
+from cellblock.training.checkpoint import checkpoint_path, load_checkpoint, resolve_checkpoint
+
+__all__ = [
+    "TTA",
+    "Predictor",
+    "RunInfo",
+    "check_channels",
+    "class_ids",
+    "load_run_info",
+    "run_checkpoint",
+    "tta_transforms",
+]
+
+log = logging.getLogger(__name__)
+
+# Elements of the dihedral group (cellblock.data.d4: k % 4 quarter turns, then a flip if
+# k >= 4). "flips" = identity, both flips and their product (a half turn): valid on
+# non-square images too. Microscopy has no canonical orientation, so all are free views.
+TTA: dict[str, tuple[int, ...]] = {"none": (0,), "flips": (0, 2, 4, 6), "d4": tuple(range(8))}
+
+
+def tta_transforms(name: str, image_size: tuple[int, int]) -> tuple[int, ...]:
+    """The dihedral elements of a TTA mode.
+
+    Args:
+        name: ``"none"``, ``"flips"`` or ``"d4"``.
+        image_size: ``(height, width)`` of the sites; quarter turns need square ones.
+
+    Raises:
+        UserError: An unknown mode, or ``"d4"`` on non-square images.
+    """
+    if name not in TTA:
+        raise UserError(f"--tta {name!r}: expected one of {', '.join(TTA)}")
+    if name == "d4" and image_size[0] != image_size[1]:
+        raise UserError(
+            f"--tta d4 rotates by 90 degrees, which needs square sites; these are "
+            f"{image_size[0]}x{image_size[1]} (use --tta flips)"
+        )
+    return TTA[name]
+
+
+def run_checkpoint(run: Path | str, iteration: int | None = None) -> Path:
+    """The checkpoint file of a run: its latest, or that of ``iteration``.
+
+    Args:
+        run: A run folder (or a checkpoint file, when ``iteration`` is None).
+        iteration: A checkpoint iteration of the run; None = the latest.
+
+    Raises:
+        UserError: No such run folder, no checkpoints, or none for ``iteration``
+            (the message lists the iterations there are).
+    """
+    run = Path(run)
+    if iteration is None:
+        return resolve_checkpoint(run)
+    path = checkpoint_path(run, iteration)
+    if path.is_file():
+        return path
+    if not run.is_dir():
+        raise UserError(f"--run {run}: no such run folder")
+    have = sorted(int(p.stem.split("_")[-1]) for p in (run / "checkpoints").glob("checkpoint_*.pt"))
+    listed = ", ".join(map(str, have)) if have else "none"
+    raise UserError(f"{path}: no checkpoint of iteration {iteration} (iterations here: {listed})")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a checkpoint says about its network and data.
+
+    Args:
+        checkpoint: The checkpoint file.
+        iteration: Its iteration.
+        config: The resolved setup config it was trained with.
+        embedding_dim: Width of the embeddings the network returns.
+    """
+
+    checkpoint: Path
+    iteration: int
+    config: SetupConfig
+    embedding_dim: int
+
+
+def _inference_config(state: dict[str, Any], path: Path) -> SetupConfig:
+    cfg = SetupConfig.from_resolved(state["config"], where=str(path))
+    # the checkpoint carries every weight: never fetch the pretrained initialization again
+    return cfg._replace(net=dataclasses.replace(cfg.net, pretrained=None))
+
+
+def _embedding_dim(cfg: SetupConfig) -> int:
+    if cfg.net.embedding_dim:
+        return cfg.net.embedding_dim
+    with torch.device("meta"):  # pooled width only: no memory for the weights
+        return build_net(cfg.net).embedding_dim
+
+
+def load_run_info(checkpoint: Path | str) -> RunInfo:
+    """Read a checkpoint's config and iteration (``weights_only`` load, CPU).
+
+    Args:
+        checkpoint: The checkpoint file.
+    """
+    path = Path(checkpoint)
+    state = load_checkpoint(path)
+    cfg = _inference_config(state, path)
+    return RunInfo(path, int(state["iteration"]), cfg, _embedding_dim(cfg))
+
+
+def check_channels(cfg: SetupConfig, packed: PackedDataset, where: str = "") -> list[int]:
+    """0-based dataset channels the network reads, checked against ``net.in_channels``.
+
+    Args:
+        cfg: The run's config (``data.channels`` selects, ``net.in_channels`` expects).
+        packed: The dataset to predict.
+        where: How the run is named in errors (e.g. the checkpoint path).
+
+    Raises:
+        UserError: The dataset lacks a selected channel, or the selection's size is not
+            the network's channel count.
+    """
+    names = packed.info.channels
+    try:
+        index = cfg.data.channel_index(len(names))
+    except ConfigError as e:
+        raise UserError(f"{where}: {e}; dataset {packed.path} has channels {list(names)}") from None
+    if len(index) != cfg.net.in_channels:
+        chosen = "all" if cfg.data.channels is None else list(cfg.data.channels)
+        raise UserError(
+            f"{where}: the network takes {cfg.net.in_channels} channels (net.in_channels) "
+            f"but data.channels={chosen} selects {len(index)} of dataset {packed.path} "
+            f"({len(names)} channels: {', '.join(names)})"
+        )
+    return index
+
+
+def class_ids(cfg: SetupConfig, packed: PackedDataset) -> tuple[int, ...]:
+    """The sirna id of each logit column (``label="control"``: the control sirnas)."""
+    sirnas = class_sirnas(cfg.data.label, packed.metadata, cfg.net.num_classes)
+    return tuple(int(c) for c in sirnas)
+
+
+class Predictor:
+    """A run's network, ready to predict sites of one packed dataset.
+
+    Args:
+        checkpoint: The checkpoint file (``run_checkpoint``).
+        packed: The dataset to predict.
+        tta: ``"none"``, ``"flips"`` or ``"d4"``: logits and embeddings are averaged
+            over these transforms of each site.
+        batch_size: Sites per forward pass.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        readers: Threads reading and normalizing sites ahead of the network (0 = read
+            in this thread). They overlap IO with compute on a GPU; None = 4 on CUDA,
+            0 on CPU, where the cores are busy with the network already.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Path | str,
+        packed: PackedDataset,
+        tta: str = "none",
+        batch_size: int = 64,
+        device: str = "auto",
+        readers: int | None = None,
+    ):
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+        path = Path(checkpoint)
+        state = load_checkpoint(path)
+        cfg = _inference_config(state, path)
+        self.checkpoint, self.iteration, self.config = path, int(state["iteration"]), cfg
+        self.packed, self.batch_size = packed, batch_size
+        self.channels = check_channels(cfg, packed, str(path))
+        self.transforms = tta_transforms(tta, packed.info.image_size)
+        self.tta = tta
+        self.classes = class_ids(cfg, packed)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        self.readers = (4 if cuda else 0) if readers is None else readers
+        self.amp = self.channels_last = cuda  # bf16 + NHWC: the fast path of tensor cores
+        data = cfg.data
+        self.data_config = data.replace(unit="site")  # sites, whatever unit trained
+        self.normalizer = Normalizer(
+            packed, data.normalization, data.stats_from, self.channels, data.min_std
+        )
+        net = build_net(cfg.net)
+        net.load_state_dict(state["model"])
+        memory = torch.channels_last if self.channels_last else torch.preserve_format
+        self.net: Net = net.eval().to(self.device, memory_format=memory)
+        self.embedding_dim = net.embedding_dim
+        table = packed.metadata
+        # labels are not needed to predict: -1 everywhere spares SiteDataset computing them
+        self._no_labels = pd.Series(-1, index=table.index, dtype=np.int64)
+        ordered = table.sort_values(["experiment", "plate", "row", "col", "site"], kind="stable")
+        keys = zip(ordered["experiment"], ordered["plate"], ordered["row"], ordered["col"],
+                   strict=True)  # fmt: skip
+        self._well_rows: dict[tuple[str, int, int, int], list] = {}
+        for key, label in zip(keys, ordered.index, strict=True):
+            exp, plate, row, col = key
+            self._well_rows.setdefault((str(exp), int(plate), int(row), int(col)), []).append(label)
+        self._site = table["site"]
+        log.info("%s: iteration %d on %s, TTA %s (%d views), batch %d", path, self.iteration,
+                 self.device, tta, len(self.transforms), batch_size)  # fmt: skip
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def _batches(self, dataset: SiteDataset) -> Iterator[np.ndarray]:
+        """Normalized ``(B, C, H, W)`` float32 batches of ``dataset``, in order."""
+        n, size = len(dataset), self.batch_size
+        spans = [(s, min(s + size, n)) for s in range(0, n, size)]
+        if self.readers == 0:
+            for a, b in spans:
+                yield np.stack([dataset.read(i) for i in range(a, b)])
+            return
+        with ThreadPoolExecutor(self.readers, thread_name_prefix="read") as pool:
+            pending: deque = deque()
+            ahead = iter(spans)
+            # two batches in flight: the next one loads while the network runs this one
+            for a, b in ahead:
+                pending.append([pool.submit(dataset.read, i) for i in range(a, b)])
+                if len(pending) == 2:
+                    break
+            while pending:
+                futures = pending.popleft()
+                for a, b in ahead:
+                    pending.append([pool.submit(dataset.read, i) for i in range(a, b)])
+                    break
+                yield np.stack([f.result() for f in futures])
+
+    @torch.inference_mode()
+    def _forward(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(images).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = embeddings = None
+        for k in self.transforms:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = self.net(d4(x, k) if k else x)
+            lg, em = out.logits.float(), out.embeddings.float()
+            logits = lg if logits is None else logits + lg
+            embeddings = em if embeddings is None else embeddings + em
+        n = len(self.transforms)
+        return logits / n, embeddings / n
+
+    def predict_rows(self, rows: Sequence | pd.Index) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and embeddings of site-table rows.
+
+        Args:
+            rows: Index labels of ``packed.metadata``.
+
+        Returns:
+            ``(logits (n, n_classes), embeddings (n, D))``, float32, in ``rows`` order.
+        """
+        rows = pd.Index(rows)
+        logits = np.empty((len(rows), self.n_classes), np.float32)
+        embeddings = np.empty((len(rows), self.embedding_dim), np.float32)
+        if len(rows) == 0:
+            return logits, embeddings
+        dataset = SiteDataset(self.packed, rows, self.data_config, self._no_labels,
+                              self.normalizer)  # fmt: skip
+        at = 0
+        for batch in self._batches(dataset):
+            lg, em = self._forward(batch)
+            logits[at : at + len(batch)] = lg.cpu().numpy()
+            embeddings[at : at + len(batch)] = em.cpu().numpy()
+            at += len(batch)
+        return logits, embeddings
+
+    def predict_wells(
+        self, experiment: str, plate: int, wells: Sequence[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and embeddings of every site of some wells of one plate.
+
+        Args:
+            experiment: e.g. ``"HEPG2-03"``.
+            plate: 1-based plate number.
+            wells: 0-based ``(row, col)`` of each well.
+
+        Returns:
+            ``(logits (n_wells, S, n_classes), embeddings (n_wells, S, D))`` float32,
+            ``S`` = sites per well of the dataset; NaN where a well lacks a site.
+
+        Raises:
+            UserError: A well has no sites in the dataset.
+        """
+        n_sites = self.packed.info.n_sites
+        rows, where = [], []
+        for i, (row, col) in enumerate(wells):
+            labels = self._well_rows.get((str(experiment), int(plate), int(row), int(col)))
+            if not labels:
+                name = self.packed.info.plate_format.well_name(int(row), int(col))
+                raise UserError(f"{self.packed.path}: no sites of {experiment}/Plate{plate} {name}")
+            rows += labels
+            where += [(i, int(self._site[label]) - 1) for label in labels]
+        site_logits, site_embeddings = self.predict_rows(rows)
+        logits = np.full((len(wells), n_sites, self.n_classes), np.nan, np.float32)
+        embeddings = np.full((len(wells), n_sites, self.embedding_dim), np.nan, np.float32)
+        if where:
+            w, s = np.array(where).T
+            logits[w, s], embeddings[w, s] = site_logits, site_embeddings
+        return logits, embeddings

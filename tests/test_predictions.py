@@ -1,0 +1,158 @@
+"""cellblock.predictions: the store between prediction and ensembling (real zarr)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from cellblock.dataset import PackedDataset
+from cellblock.errors import UserError
+from cellblock.predictions import (
+    ATTR,
+    FORMAT_VERSION,
+    PredictionInfo,
+    create_store,
+    open_info,
+    read_sites,
+    store_path,
+    write_wells,
+)
+
+
+@pytest.fixture(scope="module")
+def packed(tiny_packed) -> PackedDataset:
+    return PackedDataset(tiny_packed)
+
+
+def _info(packed: PackedDataset, **changes) -> PredictionInfo:
+    info = PredictionInfo(
+        setup="synthetic/tiny",
+        run="/runs/synthetic/tiny",
+        iteration=20,
+        classes=tuple(range(5)),
+        tta="flips",
+        channels=(1, 2, 3, 4, 5, 6),
+        embedding_dim=3,
+        dataset=str(packed.path),
+        code_version="test",
+    )
+    return dataclasses.replace(info, **changes)
+
+
+def _plate(packed: PackedDataset, key: str):
+    exp, plate = key.split("/Plate")
+    m = packed.metadata
+    return m[(m["experiment"] == exp) & (m["plate"] == int(plate))]
+
+
+def _fill(packed, path, key, seed=0):
+    """Write every well of a plate with distinct values; return them by (row, col)."""
+    rng = np.random.default_rng(seed)
+    wells = [tuple(w) for w in _plate(packed, key)[["row", "col"]].drop_duplicates().to_numpy()]
+    logits = rng.normal(size=(len(wells), 2, 5)).astype(np.float32)
+    embeddings = rng.normal(size=(len(wells), 2, 3)).astype(np.float32)
+    write_wells(path, key, wells, logits, embeddings)
+    return wells, logits, embeddings
+
+
+def test_roundtrip_layout_and_provenance(packed, tmp_path):
+    key = packed.plate_keys()[0]
+    info = _info(packed)
+    path = create_store(tmp_path / "pred", info, packed, [key])
+    assert path == tmp_path / "pred" / "predictions.zarr" == store_path(tmp_path / "pred")
+    assert store_path(path) == path
+    assert open_info(tmp_path / "pred") == info
+    wells, logits, embeddings = _fill(packed, path, key)
+    array = zarr.open_array(path / key / "logits")
+    assert array.shape == (8, 12, 2, 5) and array.chunks == (1, 1, 2, 5)  # a chunk per well
+    assert array.dtype == np.float32 and array.metadata.dimension_names[:3] == (
+        "row",
+        "col",
+        "site",
+    )
+    assert zarr.open_array(path / key / "embeddings").dtype == np.float16
+    meta = json.loads((path / key / "zarr.json").read_text())
+    exp, plate = key.split("/Plate")
+    assert meta["attributes"]["cellblock"] == {"experiment": exp, "plate": int(plate)}
+    # wells the plate does not use are never written: no chunk on disk, NaN on read
+    chunks = sorted(p.relative_to(path / key / "logits") for p in
+                    (path / key / "logits" / "c").rglob("*") if p.is_file())  # fmt: skip
+    assert len(chunks) == len(wells)
+    assert np.isnan(array[0, 0]).all()
+
+    table = _plate(packed, key).sample(frac=1.0, random_state=1)  # any row order
+    got_info, got_logits, got_embeddings = read_sites(tmp_path / "pred", table)
+    assert got_info == info
+    for i, (row, col, site) in enumerate(table[["row", "col", "site"]].to_numpy()):
+        w = wells.index((row, col))
+        assert np.array_equal(got_logits[i], logits[w, site - 1])
+        want = embeddings[w, site - 1].astype(np.float16).astype(np.float32)
+        assert np.array_equal(got_embeddings[i], want)
+
+
+def test_write_is_idempotent(packed, tmp_path):
+    key = packed.plate_keys()[1]
+    path = create_store(tmp_path, _info(packed), packed, [key])
+    _fill(packed, path, key, seed=3)
+    first = zarr.open_array(path / key / "logits")[:]
+    files = {p: p.read_bytes() for p in (path / key).rglob("*") if p.is_file()}
+    _fill(packed, path, key, seed=3)
+    assert np.array_equal(zarr.open_array(path / key / "logits")[:], first, equal_nan=True)
+    assert {p: p.read_bytes() for p in (path / key).rglob("*") if p.is_file()} == files
+
+
+def test_reopen_resumes_or_refuses(packed, tmp_path):
+    keys = packed.plate_keys()[:2]
+    path = create_store(tmp_path, _info(packed), packed, keys[:1])
+    wells, logits, _ = _fill(packed, path, keys[0])
+    # same classes/width/dataset/channels: kept, new plates added, provenance updated
+    later = _info(packed, iteration=40)
+    create_store(tmp_path, later, packed, keys)
+    assert open_info(path).iteration == 40
+    assert np.array_equal(zarr.open_array(path / keys[0] / "logits")[wells[0]], logits[0])
+    assert (path / keys[1] / "logits" / "zarr.json").is_file()
+    for change in ({"classes": (0, 1)}, {"embedding_dim": 4}, {"channels": (1, 2)},
+                   {"dataset": "/elsewhere"}):  # fmt: skip
+        field = next(iter(change))
+        with pytest.raises(UserError, match=f"exists with another {field}.*--overwrite"):
+            create_store(tmp_path, _info(packed, **change), packed, keys)
+    create_store(tmp_path, _info(packed, classes=(0, 1)), packed, keys, overwrite=True)
+    assert open_info(path).classes == (0, 1)
+    assert np.isnan(zarr.open_array(path / keys[0] / "logits")[wells[0]]).all()
+
+
+def test_never_predicted_sites_and_missing_plates_are_errors(packed, tmp_path):
+    keys = packed.plate_keys()
+    path = create_store(tmp_path, _info(packed), packed, keys[:1])
+    table = _plate(packed, keys[0])
+    with pytest.raises(UserError, match=rf"sites of plate {keys[0]} were never predicted"):
+        read_sites(path, table)
+    wells, logits, embeddings = _fill(packed, path, keys[0])
+    write_wells(path, keys[0], wells[:1], np.full_like(logits[:1], np.nan), embeddings[:1])
+    with pytest.raises(UserError, match=r"2 sites of plate .* never predicted \(e\.g\. well "):
+        read_sites(path, table)
+    with pytest.raises(UserError, match=rf"no predictions for plate {keys[1]}"):
+        read_sites(path, _plate(packed, keys[1]))
+
+
+def test_foreign_or_broken_stores(packed, tmp_path):
+    with pytest.raises(UserError, match="no predictions store here"):
+        open_info(tmp_path / "nothing")
+    (tmp_path / "junk" / "predictions.zarr").mkdir(parents=True)
+    with pytest.raises(UserError, match="not a zarr group"):
+        open_info(tmp_path / "junk")
+    zarr.open_group(tmp_path / "other" / "predictions.zarr", mode="w")
+    with pytest.raises(UserError, match=f"no {ATTR!r} attributes"):
+        open_info(tmp_path / "other")
+    obj = _info(packed).to_json()
+    for key in ("iteration", "classes"):
+        broken = {**obj, key: "x"}
+        with pytest.raises(UserError, match=f"field {key!r} missing or not"):
+            PredictionInfo.from_json(broken, "here")
+    with pytest.raises(UserError, match=f"format_version 99, this code reads {FORMAT_VERSION}"):
+        PredictionInfo.from_json({**obj, "format_version": 99}, "here")
+    assert PredictionInfo.from_json(obj, "here") == _info(packed)
