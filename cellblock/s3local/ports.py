@@ -10,6 +10,7 @@ import stat
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
+from cellblock.netports import port_free
 from cellblock.s3local.server import HOST, S3LocalError
 from cellblock.s3local.state import PORTS_FILE, read_json
 
@@ -32,19 +33,6 @@ PORT_FLAGS = (
     "admin.port",
     "admin.port.grpc",
 )
-
-
-def port_free(port: int) -> bool:
-    """True if ``127.0.0.1:port`` can be bound now by a listener."""
-    with socket.socket() as s:
-        # As Go's listeners do: connections of a stopped server linger in TIME_WAIT on
-        # its port for a minute, which blocks a plain bind but not a restarted server.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _free_port(exclude: Collection[int] = ()) -> int:

@@ -5,27 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import socket
 from pathlib import Path
 
-from cellblock.slurmlocal.cluster import HOST
+from cellblock.netports import port_free
 from cellblock.slurmlocal.layout import Layout
 
 __all__ = ["PORT_NAMES", "choose", "port_free"]
 
 PORT_NAMES = ("slurmctld", "slurmd", "slurmdbd")
-
-
-def port_free(port: int) -> bool:
-    """True if ``127.0.0.1:port`` can be bound now by a listener."""
-    with socket.socket() as s:
-        # A stopped daemon's connections linger in TIME_WAIT; they do not block a restart.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _random_free(exclude: set[int]) -> int:
