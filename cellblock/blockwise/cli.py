@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 from cellblock.blockwise.plan import SPLITS, Plan, make_plan
-from cellblock.cli import parse_overrides
+from cellblock.errors import UserError
 from cellblock.inference import TTA
 
 __all__ = ["blockwise_main", "scan_main"]
@@ -99,7 +99,7 @@ def blockwise_main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         gpus=tuple(args.gpus) if args.gpus else None,
         cluster=args.cluster,
-        cluster_options=parse_overrides(args.cluster_option),
+        cluster_options=_plain_options(args.cluster_option),
         sif=args.sif,
         host=args.host,
         max_restarts=args.max_restarts,
@@ -127,3 +127,14 @@ def scan_main(argv: Sequence[str] | None = None) -> int:
           f"{busy:.1f} img/s while predicting: {result.busy_s:.2f} s, {result.cpu_s:.2f} CPU s)"
           f"\npredictions: {result.store}")  # fmt: skip
     return 0
+
+
+def _plain_options(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` launcher options as strings (``time=1:00:00`` must stay a string)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--cluster-option {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out

@@ -123,7 +123,7 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
     if opts.sif or (opts.sif is None and os.environ.get(SIF_ENV)):
         binds = (str(PROJECT_ROOT), plan.dataset, plan.out, plan.run)
         wrapper = ContainerWrapper(opts.sif, binds)
-    if not gpus:
+    if not gpus and opts.cluster == "local":  # SLURM workers: OMP_NUM_THREADS = their cpus
         plan = dataclasses.replace(plan, cpu_threads=plan.cpu_threads or _cpu_threads(workers))
     host = opts.host if opts.host is not None else launcher_cls.default_host
     max_restarts = max(2, workers) if opts.max_restarts is None else opts.max_restarts

@@ -14,6 +14,9 @@
   (checkpoint on USR2, requeue, resume from the last checkpoint).
 - ``grid`` / ``grid_jobs``: folds x channel subsets of a setup as one array job, and
   the grid's state (``scripts/submit_train.py``).
+- ``launcher``: :class:`SlurmLauncher`, ``predict_blockwise.py --cluster slurm`` (each
+  daisy worker a job of its own, cancelled with its driver); imported by the blockwise
+  launcher registry, not here, so this package loads without the prediction code.
 - ``smoke``: ``python -m cellblock.cluster.smoke``, the container's ``%test``.
 
 Job files go to a folder per submission; a run's logs are linked into its run folder.

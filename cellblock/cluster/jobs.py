@@ -193,13 +193,24 @@ def run_blocking(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    jobs: list[submitit.Job] | None = None,
 ) -> None:
     """Run ``argv`` as a job and wait for it (``sbatch --wait``); raise if it did not succeed.
+
+    Args:
+        executor: From ``make_executor`` (its resources apply to this job).
+        argv: The command line.
+        env: Variables added to the job's environment.
+        cwd: Working directory of the command.
+        jobs: A list the job is appended to as soon as it is submitted, e.g. the one of
+            :func:`cancel_on_exit`, so that the job dies with its waiter.
 
     Raises:
         submitit.core.utils.UncompletedJobError: The job failed, was cancelled or killed.
     """
     job = submit_command(executor, argv, env, cwd)
+    if jobs is not None:
+        jobs.append(job)
     log.info("job %s: %s", job.job_id, " ".join(argv))
     job.result()
 
