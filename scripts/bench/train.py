@@ -161,7 +161,7 @@ def gpu_variants(batch: int, steps: int) -> list[dict]:
 def environment() -> str:
     cpu = platform.processor() or platform.machine()
     return (f"{cpu}, cores {os.cpu_count()}, torch {torch.__version__}, "
-            f"threads {torch.get_num_threads()}, python {platform.python_version()}, "
+            f"python {platform.python_version()}, "
             f"date {date.today()}")  # fmt: skip
 
 
