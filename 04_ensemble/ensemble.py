@@ -6,6 +6,7 @@ import logging
 
 from cellblock.cli import run
 from cellblock.ensemble import COMBINE_MODES, SPLITS, run_ensemble
+from cellblock.ensemble.report import accuracy_line
 from cellblock.errors import UserError
 
 log = logging.getLogger("cellblock")
@@ -33,21 +34,13 @@ def main() -> None:
     p.add_argument("--weights", type=_floats, help="one weight per PRED, e.g. 2,1 (default equal)")
     p.add_argument("--combine", default="mean-logits", choices=COMBINE_MODES)
     p.add_argument("--no-assign", action="store_true", help="plain argmax, no plate step")
-    p.add_argument(
-        "--no-groups", action="store_true", help="assign per plate without the treatment-group mask"
-    )
-    p.add_argument(
-        "--include-controls",
-        action="store_true",
-        help="also put control wells in the submission (Kaggle scored treatments)",
-    )
-    p.add_argument(
-        "--profile-dim",
-        type=int,
-        default=512,
-        help="widest per-well profile; wider embeddings keep their leading "
-        "principal components (default 512)",
-    )
+    p.add_argument("--no-groups", action="store_true",
+                   help="assign per plate without the treatment-group mask")  # fmt: skip
+    p.add_argument("--include-controls", action="store_true",
+                   help="control wells in the submission too (Kaggle: treatments)")  # fmt: skip
+    p.add_argument("--profile-dim", type=int, default=512,
+                   help="widest per-well profile; wider embeddings keep their leading "
+                   "principal components (default 512)")  # fmt: skip
     args = p.parse_args()
     if args.profile_dim < 1:
         raise UserError(f"--profile-dim {args.profile_dim}: need a positive width")
@@ -67,26 +60,9 @@ def main() -> None:
         include_controls=args.include_controls,
         profile_dim=args.profile_dim,
     )
-    log.info(
-        "wrote %s, report.json, report.md and plots in %s",
-        report["outputs"]["submission"],
-        args.out,
-    )
-    acc = report["accuracy"]
-    if acc["argmax"] is None:
-        print(
-            f"{report['n_scored_wells']} wells of split {args.split}: no answer key, "
-            "accuracy not computed"
-        )
-        return
-    argmax = acc["argmax"]
-    line = (
-        f"accuracy, {args.split} split ({len(report['experiments'])} experiments, "
-        f"{argmax['n']} treatment wells): argmax {argmax['overall']:.4f}"
-    )
-    if acc.get("assigned"):
-        line += f" -> assigned {acc['assigned']['overall']:.4f}"
-    print(line)
+    log.info("wrote %s, report.json, report.md and plots in %s", report["outputs"]["submission"],
+             args.out)  # fmt: skip
+    print(accuracy_line(report, args.split))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from matplotlib.colors import ListedColormap
 
 from cellblock.atomic import atomic_path, atomic_write_text
 
-__all__ = ["plot_accuracy", "plot_plate_maps", "write_json", "write_markdown"]
+__all__ = ["accuracy_line", "plot_accuracy", "plot_plate_maps", "write_json", "write_markdown"]
 
 log = logging.getLogger(__name__)
 STAGES = (("argmax", "argmax"), ("masked", "group mask"), ("assigned", "assigned"))
@@ -156,6 +156,27 @@ def plot_plate_maps(wells: pd.DataFrame, shape: tuple[int, int], path: Path) -> 
     else:
         fig.colorbar(image, ax=axes, shrink=0.6, label="confidence of assigned label")
     return _save(fig, path)
+
+
+def accuracy_line(report: dict[str, Any], split: str) -> str:
+    """The one-line result: accuracy before and after the plate step (or why there is none).
+
+    Args:
+        report: What ``run_ensemble`` returned.
+        split: The split ensembled.
+    """
+    acc = report["accuracy"]
+    if acc["argmax"] is None:
+        return (f"{report['n_scored_wells']} wells of split {split}: no answer key, "
+                "accuracy not computed")  # fmt: skip
+    argmax = acc["argmax"]
+    line = (
+        f"accuracy, {split} split ({len(report['experiments'])} experiments, "
+        f"{argmax['n']} treatment wells): argmax {argmax['overall']:.4f}"
+    )
+    if acc.get("assigned"):
+        line += f" -> assigned {acc['assigned']['overall']:.4f}"
+    return line
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
