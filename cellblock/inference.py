@@ -3,9 +3,9 @@
     predictor = Predictor(run_checkpoint("runs/synthetic/tiny"), PackedDataset(data), "flips")
     logits, embeddings = predictor.predict_wells("HEPG2-03", 1, [(1, 1), (1, 2)])
 
-Inputs are exactly what training saw: ``SiteDataset`` reads each site and normalizes
-it with the ``Normalizer`` the run's ``data`` config describes (same mode, statistics,
-channel subset, std floor). Every site is predicted on its own, whatever
+Inputs are exactly what training saw: ``SiteDataset`` reads each site's uint8 pixels
+and the ``BatchNormalizer`` of the run's ``data`` config (same mode, statistics, channel
+subset, std floor) normalizes the batch on the device. Every site is predicted on its own, whatever
 ``data.unit`` the run trained with (a well unit flattens its sites into the batch
 too); the well's answer is combined downstream. Test-time augmentation runs the
 network on several dihedral transforms of each site and averages logits and
@@ -14,37 +14,25 @@ embeddings. On CUDA the network runs in bf16 autocast with channels-last tensors
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cellblock.config import SetupConfig
 from cellblock.data import Normalizer, SiteDataset, d4
-from cellblock.data.labels import class_sirnas
 from cellblock.dataset import PackedDataset
-from cellblock.errors import ConfigError, UserError
+from cellblock.errors import UserError
 from cellblock.models import Net, build_net
-from cellblock.training.checkpoint import checkpoint_path, load_checkpoint, resolve_checkpoint
+from cellblock.runs import check_channels, class_ids, inference_config
+from cellblock.training.checkpoint import load_checkpoint
 
-__all__ = [
-    "TTA",
-    "Predictor",
-    "RunInfo",
-    "check_channels",
-    "class_ids",
-    "load_run_info",
-    "run_checkpoint",
-    "tta_transforms",
-]
+__all__ = ["TTA", "Predictor", "tta_transforms"]
 
 log = logging.getLogger(__name__)
 
@@ -72,105 +60,6 @@ def tta_transforms(name: str, image_size: tuple[int, int]) -> tuple[int, ...]:
             f"{image_size[0]}x{image_size[1]} (use --tta flips)"
         )
     return TTA[name]
-
-
-def run_checkpoint(run: Path | str, iteration: int | None = None) -> Path:
-    """The checkpoint file of a run: its latest, or that of ``iteration``.
-
-    Args:
-        run: A run folder (or a checkpoint file, when ``iteration`` is None).
-        iteration: A checkpoint iteration of the run; None = the latest.
-
-    Raises:
-        UserError: No such run folder, no checkpoints, or none for ``iteration``
-            (the message lists the iterations there are).
-    """
-    run = Path(run)
-    if iteration is None:
-        return resolve_checkpoint(run)
-    path = checkpoint_path(run, iteration)
-    if path.is_file():
-        return path
-    if not run.is_dir():
-        raise UserError(f"--run {run}: no such run folder")
-    have = sorted(int(p.stem.split("_")[-1]) for p in (run / "checkpoints").glob("checkpoint_*.pt"))
-    listed = ", ".join(map(str, have)) if have else "none"
-    raise UserError(f"{path}: no checkpoint of iteration {iteration} (iterations here: {listed})")
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a checkpoint says about its network and data.
-
-    Args:
-        checkpoint: The checkpoint file.
-        iteration: Its iteration.
-        config: The resolved setup config it was trained with.
-        embedding_dim: Width of the embeddings the network returns.
-    """
-
-    checkpoint: Path
-    iteration: int
-    config: SetupConfig
-    embedding_dim: int
-
-
-def _inference_config(state: dict[str, Any], path: Path) -> SetupConfig:
-    cfg = SetupConfig.from_resolved(state["config"], where=str(path))
-    # the checkpoint carries every weight: never fetch the pretrained initialization again
-    return cfg._replace(net=dataclasses.replace(cfg.net, pretrained=None))
-
-
-def _embedding_dim(cfg: SetupConfig) -> int:
-    if cfg.net.embedding_dim:
-        return cfg.net.embedding_dim
-    with torch.device("meta"):  # pooled width only: no memory for the weights
-        return build_net(cfg.net).embedding_dim
-
-
-def load_run_info(checkpoint: Path | str) -> RunInfo:
-    """Read a checkpoint's config and iteration (``weights_only`` load, CPU).
-
-    Args:
-        checkpoint: The checkpoint file.
-    """
-    path = Path(checkpoint)
-    state = load_checkpoint(path)
-    cfg = _inference_config(state, path)
-    return RunInfo(path, int(state["iteration"]), cfg, _embedding_dim(cfg))
-
-
-def check_channels(cfg: SetupConfig, packed: PackedDataset, where: str = "") -> list[int]:
-    """0-based dataset channels the network reads, checked against ``net.in_channels``.
-
-    Args:
-        cfg: The run's config (``data.channels`` selects, ``net.in_channels`` expects).
-        packed: The dataset to predict.
-        where: How the run is named in errors (e.g. the checkpoint path).
-
-    Raises:
-        UserError: The dataset lacks a selected channel, or the selection's size is not
-            the network's channel count.
-    """
-    names = packed.info.channels
-    try:
-        index = cfg.data.channel_index(len(names))
-    except ConfigError as e:
-        raise UserError(f"{where}: {e}; dataset {packed.path} has channels {list(names)}") from None
-    if len(index) != cfg.net.in_channels:
-        chosen = "all" if cfg.data.channels is None else list(cfg.data.channels)
-        raise UserError(
-            f"{where}: the network takes {cfg.net.in_channels} channels (net.in_channels) "
-            f"but data.channels={chosen} selects {len(index)} of dataset {packed.path} "
-            f"({len(names)} channels: {', '.join(names)})"
-        )
-    return index
-
-
-def class_ids(cfg: SetupConfig, packed: PackedDataset) -> tuple[int, ...]:
-    """The sirna id of each logit column (``label="control"``: the control sirnas)."""
-    sirnas = class_sirnas(cfg.data.label, packed.metadata, cfg.net.num_classes)
-    return tuple(int(c) for c in sirnas)
 
 
 class Predictor:
@@ -201,7 +90,7 @@ class Predictor:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         path = Path(checkpoint)
         state = load_checkpoint(path)
-        cfg = _inference_config(state, path)
+        cfg = inference_config(state, path)
         self.checkpoint, self.iteration, self.config = path, int(state["iteration"]), cfg
         self.packed, self.batch_size = packed, batch_size
         self.channels = check_channels(cfg, packed, str(path))
@@ -219,6 +108,7 @@ class Predictor:
         self.normalizer = Normalizer(
             packed, data.normalization, data.stats_from, self.channels, data.min_std
         )
+        self.normalize = self.normalizer.batch_normalizer(packed.metadata).to(self.device)
         net = build_net(cfg.net)
         net.load_state_dict(state["model"])
         memory = torch.channels_last if self.channels_last else torch.preserve_format
@@ -242,32 +132,34 @@ class Predictor:
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def _batches(self, dataset: SiteDataset) -> Iterator[np.ndarray]:
-        """Normalized ``(B, C, H, W)`` float32 batches of ``dataset``, in order."""
+    def _batches(self, dataset: SiteDataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """uint8 ``(B, C, H, W)`` batches of ``dataset`` in order, with their row labels."""
         n, size = len(dataset), self.batch_size
         spans = [(s, min(s + size, n)) for s in range(0, n, size)]
         if self.readers == 0:
             for a, b in spans:
-                yield np.stack([dataset.read(i) for i in range(a, b)])
+                yield np.stack([dataset.read(i) for i in range(a, b)]), dataset.index[a:b]
             return
         with ThreadPoolExecutor(self.readers, thread_name_prefix="read") as pool:
             pending: deque = deque()
+
+            def submit(a: int, b: int) -> None:
+                pending.append((a, b, [pool.submit(dataset.read, i) for i in range(a, b)]))
+
             ahead = iter(spans)
             # two batches in flight: the next one loads while the network runs this one
-            for a, b in ahead:
-                pending.append([pool.submit(dataset.read, i) for i in range(a, b)])
-                if len(pending) == 2:
-                    break
+            for span in itertools.islice(ahead, 2):
+                submit(*span)
             while pending:
-                futures = pending.popleft()
-                for a, b in ahead:
-                    pending.append([pool.submit(dataset.read, i) for i in range(a, b)])
-                    break
-                yield np.stack([f.result() for f in futures])
+                a, b, futures = pending.popleft()
+                if (span := next(ahead, None)) is not None:
+                    submit(*span)
+                yield np.stack([f.result() for f in futures]), dataset.index[a:b]
 
     @torch.inference_mode()
-    def _forward(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, images: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(images).to(self.device, non_blocking=True)
+        x = self.normalize(x, torch.from_numpy(index))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = embeddings = None
@@ -295,10 +187,10 @@ class Predictor:
         if len(rows) == 0:
             return logits, embeddings
         dataset = SiteDataset(self.packed, rows, self.data_config, self._no_labels,
-                              self.normalizer)  # fmt: skip
+                              self.normalizer, normalize=False)  # fmt: skip
         at = 0
-        for batch in self._batches(dataset):
-            lg, em = self._forward(batch)
+        for batch, index in self._batches(dataset):
+            lg, em = self._forward(batch, index)
             logits[at : at + len(batch)] = lg.cpu().numpy()
             embeddings[at : at + len(batch)] = em.cpu().numpy()
             at += len(batch)

@@ -164,6 +164,33 @@ def test_channel_subset_and_well_unit(packed, mode):
         torch.testing.assert_close(well[s], sub[by_index[idx]][0])
 
 
+@pytest.mark.parametrize("unit", ["site", "well"])
+@pytest.mark.parametrize("mode", ["plate", "experiment", "global", "image"])
+def test_uint8_batches_normalized_on_device_equal_loader_normalized(packed, mode, unit):
+    # training ships uint8 and normalizes batches on the device: the same numbers as
+    # normalizing each image in the loader (bit-exact for the plate statistics)
+    cfg = DataConfig(normalization=mode, unit=unit, channels=(1, 3, 4, 6))
+    ref = SiteDataset(packed, None, cfg)
+    raw = SiteDataset(packed, None, cfg, normalize=False)
+    picks = [0, 5, len(ref) // 2, len(ref) - 1]  # plates of different experiments
+    want = torch.stack([ref[i][0] for i in picks])
+    items = [raw[i] for i in picks]
+    images, index = torch.stack([x for x, _, _ in items]), torch.tensor([j for _, _, j in items])
+    assert images.dtype == torch.uint8 and images.shape == want.shape
+    got = raw.batch_normalizer()(images, index)
+    assert got.dtype == torch.float32
+    tol = 0 if mode != "image" else 1e-5
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_batch_normalizer_names_plates_without_statistics(packed):
+    table = packed.metadata
+    norm = Normalizer(packed, "plate", plates=[("HEPG2-01", 1)])
+    with pytest.raises(ValueError, match="HEPG2-01', 2"):
+        norm.batch_normalizer(table)
+    norm.batch_normalizer(table[(table.experiment == "HEPG2-01") & (table.plate == 1)])
+
+
 # ---- loading ------------------------------------------------------------------------------
 
 
@@ -180,7 +207,8 @@ def test_dataloader_workers_match_in_process(packed):
         assert len(batches[0]) == (4 if train else 5)  # drop_last only when training
         for (x0, y0, i0), (x1, y1, i1) in zip(*batches, strict=True):
             torch.testing.assert_close(x0, x1, rtol=0, atol=0)
-            assert torch.equal(y0, y1) and torch.equal(i0, i1)
+            assert np.array_equal(y0, y1) and np.array_equal(i0, i1)
+            assert y1.dtype == i1.dtype == np.int64  # small arrays: no shared-memory tensor
 
 
 # ---- labels and splits --------------------------------------------------------------------

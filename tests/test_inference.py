@@ -14,15 +14,9 @@ from cellblock.config import SetupConfig
 from cellblock.data import SiteDataset, d4
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.inference import (
-    Predictor,
-    check_channels,
-    class_ids,
-    load_run_info,
-    run_checkpoint,
-    tta_transforms,
-)
+from cellblock.inference import Predictor, tta_transforms
 from cellblock.models import build_net
+from cellblock.runs import check_channels, class_ids, load_run_info, run_checkpoint
 from cellblock.setup_cli import train_main
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
 from tests.conftest import ROOT

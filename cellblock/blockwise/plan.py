@@ -207,13 +207,8 @@ def make_plan(
         UserError: Any input that would make a worker fail, named.
     """
     # torch comes in here, not at import: a worker reads its plan before loading torch
-    from cellblock.inference import (
-        check_channels,
-        class_ids,
-        load_run_info,
-        run_checkpoint,
-        tta_transforms,
-    )
+    from cellblock.inference import tta_transforms
+    from cellblock.runs import check_channels, class_ids, load_run_info, run_checkpoint
     from cellblock.training.checkpoint import code_version
 
     if batch_size < 1:

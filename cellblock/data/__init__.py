@@ -6,10 +6,11 @@ Typical use::
     config = DataConfig.from_dict(yaml_config["data"])
     labels = dataset_labels(packed, config)
     train_rows, val_rows = select_rows(packed.metadata, config, labels)
-    train = make_loader(SiteDataset(packed, train_rows, config, labels), 64, train=True, workers=4)
+    dataset = SiteDataset(packed, train_rows, config, labels, normalize=False)  # uint8 items
+    normalize = dataset.batch_normalizer().to(device)
     augment = BatchAugment(config.augment, config.crop, seed).to(device)
-    for images, target, index in train:
-        images = augment(images.to(device, non_blocking=True))
+    for images, target, index in make_loader(dataset, 64, train=True, workers=4):
+        images = augment(normalize(images.to(device, non_blocking=True), torch.from_numpy(index)))
 """
 
 from cellblock.data.augment import BatchAugment, d4
@@ -17,12 +18,13 @@ from cellblock.data.config import AugmentConfig, DataConfig
 from cellblock.data.dataset import SiteDataset, dataset_labels
 from cellblock.data.labels import control_classes, make_labels, n_classes, read_pseudo_labels
 from cellblock.data.loader import make_loader
-from cellblock.data.normalize import Normalizer, pool_stats
+from cellblock.data.normalize import BatchNormalizer, Normalizer, pool_stats
 from cellblock.data.splits import assign_folds, select_rows, validation_experiments
 
 __all__ = [
     "AugmentConfig",
     "BatchAugment",
+    "BatchNormalizer",
     "DataConfig",
     "Normalizer",
     "SiteDataset",

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from cellblock.data.config import DataConfig
 from cellblock.data.labels import make_labels, read_pseudo_labels
-from cellblock.data.normalize import Normalizer
+from cellblock.data.normalize import BatchNormalizer, Normalizer
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 
@@ -45,7 +45,10 @@ def dataset_labels(packed: PackedDataset, config: DataConfig) -> pd.Series:
 
 
 class SiteDataset(Dataset):
-    """Items ``(image, label, index)``: float32 normalized image, class (-1 unknown), row.
+    """Items ``(image, label, index)``: the image, its class (-1 unknown), its row.
+
+    The image is float32 and normalized, or with ``normalize=False`` the uint8 pixels,
+    left for ``batch_normalizer()`` to normalize on the device, batched.
 
     ``image`` is ``(C, H, W)`` for ``unit="site"`` and ``(S, C, H, W)`` for
     ``unit="well"`` (its sites in site order); ``C`` counts the selected channels.
@@ -57,6 +60,7 @@ class SiteDataset(Dataset):
         config: Unit, channels, normalization, labels.
         labels: Class per site-table row (``dataset_labels``); None = computed here.
         normalizer: A prepared ``Normalizer``; None = built from ``config``.
+        normalize: Normalize each image here; False = serve uint8 pixels.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class SiteDataset(Dataset):
         config: DataConfig,
         labels: pd.Series | None = None,
         normalizer: Normalizer | None = None,
+        normalize: bool = True,
     ):
         if not isinstance(packed, PackedDataset):
             packed = PackedDataset(packed)
@@ -73,6 +78,7 @@ class SiteDataset(Dataset):
         self._packed: PackedDataset | None = packed
         self._pid = os.getpid()
         self.config = config
+        self.normalize = normalize
         self.channels = config.channel_index(len(packed.info.channels))
         table = packed.metadata
         table = table if rows is None else table.loc[pd.Index(rows)]
@@ -124,8 +130,12 @@ class SiteDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sites)
 
+    def batch_normalizer(self) -> BatchNormalizer:
+        """The normalization of this dataset as a module for its uint8 batches."""
+        return self.normalizer.batch_normalizer(self.packed.metadata)
+
     def read(self, position: int) -> np.ndarray:
-        """The normalized float32 site at ``position`` of the served rows.
+        """The site at ``position`` of the served rows: normalized float32, or uint8.
 
         Args:
             position: 0-based position among the served site rows.
@@ -134,7 +144,8 @@ class SiteDataset(Dataset):
         image = self.packed.read_site(
             exp, plate, int(self.row[position]), int(self.col[position]), int(self.site[position])
         )
-        return self.normalizer(image[self.channels], exp, plate)
+        image = image[self.channels]
+        return self.normalizer(image, exp, plate) if self.normalize else image
 
     def __getitem__(self, i: int) -> Item:
         images = [self.read(p) for p in self.sites[i]]

@@ -1,11 +1,36 @@
-"""``make_loader``: the DataLoader settings every training and prediction run shares."""
+"""``make_loader``: the DataLoader settings every training and validation run shares.
+
+A batch is ``(images, labels, index)``: ``images`` a tensor (in shared memory when a
+worker made it), ``labels`` and ``index`` small int64 numpy arrays. The small arrays
+travel inside the worker's message; as tensors each would cost its own shared-memory
+handshake with the worker (a socket connection and an authentication round trip,
+~0.5 ms per tensor per batch on the 2-core CI machine) -- measured as a few percent of a
+small model's training step (``scripts/bench/train.py``).
+"""
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+from collections.abc import Sequence
 
-__all__ = ["make_loader"]
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["SiteBatch", "collate_sites", "make_loader"]
+
+SiteBatch = tuple[torch.Tensor, np.ndarray, np.ndarray]
+
+
+def collate_sites(items: Sequence[tuple[torch.Tensor, int, int]]) -> SiteBatch:
+    """Stack ``(image, label, index)`` items into one batch.
+
+    Args:
+        items: Items of a ``SiteDataset``.
+    """
+    images = torch.stack([item[0] for item in items])
+    labels = np.fromiter((item[1] for item in items), np.int64, len(items))
+    index = np.fromiter((item[2] for item in items), np.int64, len(items))
+    return images, labels, index
 
 
 def make_loader(
@@ -16,9 +41,10 @@ def make_loader(
     seed: int = 0,
     device: torch.device | str | None = None,
     prefetch_factor: int = 4,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A DataLoader: shuffled with a seeded generator and dropping the last partial batch
-    when training; in order and complete otherwise.
+    """A DataLoader of ``SiteBatch`` batches: shuffled with a seeded generator and
+    dropping the last partial batch when training; in order and complete otherwise.
 
     Args:
         dataset: Usually a ``SiteDataset``.
@@ -28,10 +54,13 @@ def make_loader(
         workers: Loader processes; 0 = load in this process. Workers persist across
             epochs, since opening readers and forking costs more than an epoch of a
             small dataset.
-        seed: Seed of the shuffle order (the same seed gives the same batches).
+        seed: Seed of the shuffle order and of the workers' seeds (the same seed gives
+            the same batches); creating the loader never draws from the global RNG.
         device: Where batches go; pinned host memory only helps copies to CUDA.
             None = CUDA if available.
         prefetch_factor: Batches each worker loads ahead (workers > 0 only).
+        sampler: The item order (e.g. an endless ``InfiniteSampler``); replaces the
+            shuffle. None = shuffled when training, in order otherwise.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -39,9 +68,11 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         drop_last=train,
         num_workers=workers,
+        collate_fn=collate_sites,
         persistent_workers=workers > 0,
         pin_memory=torch.device(device).type == "cuda",
         generator=torch.Generator().manual_seed(seed),

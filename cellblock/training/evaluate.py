@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from cellblock.data import BatchNormalizer
 from cellblock.models import Net
 
 __all__ = ["validate"]
@@ -30,6 +31,7 @@ def flatten_sites(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 def validate(
     net: Net,
     batches: Iterable,
+    normalize: BatchNormalizer,
     cell_types: dict[int, str],
     device: torch.device,
     autocast: bool = False,
@@ -39,8 +41,9 @@ def validate(
 
     Args:
         net: The network (put in eval mode here, returned to its previous mode).
-        batches: ``(images, labels, index)`` batches of a ``SiteDataset`` loader; well
+        batches: ``SiteBatch`` batches (``cellblock.data.make_loader``); well
             items ``(B, S, C, H, W)`` are scored on the mean logits of their sites.
+        normalize: Turns the uint8 batches into the network's inputs (on ``device``).
         cell_types: Site-table index label -> cell type, for the per-cell-type accuracy.
         device: Where the network is.
         autocast: bf16 autocast (CUDA).
@@ -55,10 +58,10 @@ def validate(
     losses, hits, hits3, types = [], [], [], []
     try:
         for images, labels, index in batches:
-            images = images.to(device, non_blocking=True)
+            images = normalize(images.to(device, non_blocking=True), torch.from_numpy(index))
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device)
+            labels = torch.from_numpy(labels).to(device)
             sites = images.shape[1] if images.ndim == 5 else 1
             images = images.flatten(0, 1) if images.ndim == 5 else images
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cellblock.config import SetupConfig
-from cellblock.data import SiteDataset, dataset_labels, select_rows
+from cellblock.data import BatchNormalizer, SiteDataset, dataset_labels, make_loader, select_rows
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.training.sampler import InfiniteSampler
@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunData:
-    """Training and validation datasets, the cell type of every validation row, the table."""
+    """Training and validation datasets (uint8 items), their normalization (for batches on
+    the device), the cell type of every validation row, the site table."""
 
     train: SiteDataset
     val: SiteDataset | None
+    normalize: BatchNormalizer
     cell_types: dict[int, str]
     table: pd.DataFrame  # the dataset's full site table (id_code, site, ... by index label)
 
@@ -65,26 +67,16 @@ def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
             f"{dataset_path}: the data config selects {channels} channels but "
             f"net.in_channels is {cfg.net.in_channels}"
         )
-    train = SiteDataset(packed, train_rows, cfg.data, labels)
-    val = SiteDataset(packed, val_rows, cfg.data, labels) if len(val_rows) else None
+    # uint8 through the loader; normalized on the device (cellblock.data.normalize)
+    train = SiteDataset(packed, train_rows, cfg.data, labels, normalize=False)
+    val = None
+    if len(val_rows):
+        val = SiteDataset(packed, val_rows, cfg.data, labels, train.normalizer, normalize=False)
     cell_types: dict[int, str] = {}
     if val is not None:
         kinds = table.loc[pd.Index(val.index), "cell_type"].astype(str)
         cell_types = dict(zip(val.index.tolist(), kinds.tolist(), strict=True))
-    return RunData(train, val, cell_types, table)
-
-
-def _loader(dataset, batch_size, workers, device, **kwargs) -> DataLoader:
-    extra = {"prefetch_factor": 4, "persistent_workers": True} if workers > 0 else {}
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(0),  # worker seeds; never the global RNG
-        **extra,
-        **kwargs,
-    )
+    return RunData(train, val, train.batch_normalizer(), cell_types, table)
 
 
 def train_loader(
@@ -110,11 +102,11 @@ def train_loader(
         world_size: Number of data-parallel processes.
     """
     sampler = InfiniteSampler(len(dataset), seed, start, rank, world_size)
-    return _loader(dataset, batch_size, workers, device, sampler=sampler, drop_last=True)
+    return make_loader(dataset, batch_size, True, workers, seed, device, sampler=sampler)
 
 
 def val_loader(
     dataset: SiteDataset, batch_size: int, workers: int, device: torch.device
 ) -> DataLoader:
     """All validation items, in order."""
-    return _loader(dataset, batch_size, workers, device, shuffle=False)
+    return make_loader(dataset, batch_size, False, workers, device=device)

@@ -127,7 +127,7 @@ def _restore(state: dict[str, Any], parts: tuple, env: DistEnv, path: Path) -> N
 def _snapshot(run_dir: Path, done: int, data: RunData, batch: tuple, logits: torch.Tensor,
               resolved: dict[str, Any], classes: tuple[int, ...]) -> None:  # fmt: skip
     images, labels, index = batch
-    index = np.repeat(index.numpy(), len(images) // len(index))  # unit "well": sites flattened
+    index = np.repeat(index, len(images) // len(index))  # unit "well": sites flattened
     rows = data.table.loc[index]
     channels = resolved["data"].get("channels") or list(range(1, images.shape[-3] + 1))
     path = write_snapshot(run_dir, Snapshot(
@@ -190,6 +190,7 @@ def train(
         init_weights(net, init_from, resolved)
     net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     augment = BatchAugment(cfg.data.augment, cfg.data.crop, t.seed + env.rank).to(device)
+    normalize = data.normalize.to(device)
     optimizer = make_optimizer(net.parameters(), t, env.world_size)
     scheduler = make_scheduler(optimizer, t)
     if state is not None:
@@ -235,8 +236,8 @@ def train(
         step_loss = 0.0
         for _ in range(t.grad_accum):
             batch = next(batches)
-            images, labels = flatten_sites(batch[0].to(device, non_blocking=True),
-                                           batch[1].to(device, non_blocking=True))  # fmt: skip
+            images = normalize(batch[0].to(device, non_blocking=True), torch.from_numpy(batch[2]))
+            images, labels = flatten_sites(images, torch.from_numpy(batch[1]).to(device))
             images = augment(images)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -271,7 +272,8 @@ def train(
                          row["img_per_s"])  # fmt: skip
             window_loss, window_steps, tick, timed = 0.0, 0, time.perf_counter(), 0
         if log_ and val_batches is not None and (done % t.validate_every == 0 or last):
-            metrics = validate(net, val_batches, data.cell_types, device, amp, channels_last)
+            metrics = validate(net, val_batches, normalize, data.cell_types, device, amp,
+                               channels_last)  # fmt: skip
             log_.log_val({"iteration": done, **metrics})
             log.info("it %d  val loss %.4f  accuracy %.3f  top-3 %.3f", done, metrics["loss"],
                      metrics["accuracy"], metrics["top3"])  # fmt: skip
