@@ -162,6 +162,9 @@ def test_channel_subset_and_well_unit(packed, mode):
     by_index = {int(idx): i for i, idx in enumerate(sub.index)}
     for s, idx in enumerate(sites.sort_values("site").index):
         torch.testing.assert_close(well[s], sub[by_index[idx]][0])
+    # the labels of a batch's stacked sites (snapshots name each site by them)
+    assert wells.item_sites(np.array([first])).tolist() == [list(sites.sort_values("site").index)]
+    assert sub.item_sites(np.array([first, 7])).tolist() == [[first], [7]]
 
 
 @pytest.mark.parametrize("unit", ["site", "well"])

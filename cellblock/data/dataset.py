@@ -112,6 +112,7 @@ class SiteDataset(Dataset):
         self.col = table["col"].to_numpy(np.int64)
         self.site = table["site"].to_numpy(np.int64)
         self.index = table.index.to_numpy(np.int64)[first]
+        self.site_index = table.index.to_numpy(np.int64)[self.sites]  # (items, sites)
         self.labels = table["_label"].to_numpy(np.int64)[first]
 
     def __getstate__(self) -> dict:
@@ -129,6 +130,18 @@ class SiteDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.sites)
+
+    def item_sites(self, index: np.ndarray) -> np.ndarray:
+        """Site-table index labels of the sites of items, in the order they are stacked.
+
+        Args:
+            index: Items' ``index`` (the batch's third element).
+
+        Returns:
+            ``(len(index), S)``, ``S`` = 1 for ``unit="site"``.
+        """
+        position = pd.Series(np.arange(len(self.index)), index=self.index)
+        return self.site_index[position.loc[np.asarray(index)].to_numpy()]
 
     def batch_normalizer(self) -> BatchNormalizer:
         """The normalization of this dataset as a module for its uint8 batches."""

@@ -127,7 +127,7 @@ def _restore(state: dict[str, Any], parts: tuple, env: DistEnv, path: Path) -> N
 def _snapshot(run_dir: Path, done: int, data: RunData, batch: tuple, logits: torch.Tensor,
               resolved: dict[str, Any], classes: tuple[int, ...]) -> None:  # fmt: skip
     images, labels, index = batch
-    index = np.repeat(index, len(images) // len(index))  # unit "well": sites flattened
+    index = data.train.item_sites(index).ravel()  # unit "well": sites flattened in order
     rows = data.table.loc[index]
     channels = resolved["data"].get("channels") or list(range(1, images.shape[-3] + 1))
     path = write_snapshot(run_dir, Snapshot(

@@ -23,7 +23,7 @@ img/s fp32 vs bf16 autocast vs bf16 + channels_last vs + torch.compile.
 Writes scripts/bench/results/train.{md,json}.
 
     python scripts/bench/train.py --data demo/dataset [--setup 02_train/synthetic/tiny]
-        [--steps 16] [--rounds 15] [--gpu]
+        [--steps 16] [--rounds 30] [--gpu]
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def write_results(cpus: list[dict], gpu: list[dict] | None, command: str) -> Pat
         "the ratio is the median of the rounds' ratios (quartiles beside it).",
         "",
         "| setup | input | batch | loader workers | compute threads | device | loader step | "
-        "(waiting for the batch) | memory step | img/s (loader) | loader / memory | quartiles |",
+        "batch wait | memory step | img/s (loader) | loader / memory | quartiles |",
         "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
         *[
             f"| {c['setup']} ({c['backbone']}) | {c['input']} | {c['batch_size']} | "
@@ -237,7 +237,7 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=ROOT / "demo" / "dataset", help="packed dataset")
     p.add_argument("--setup", type=Path, default=ROOT / "02_train" / "synthetic" / "tiny")
     p.add_argument("--steps", type=int, default=16, help="timed steps per arm and round")
-    p.add_argument("--rounds", type=int, default=15, help="paired rounds")
+    p.add_argument("--rounds", type=int, default=30, help="paired rounds")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument(
         "--threads",
