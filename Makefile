@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 SYNTH_ARGS ?=
 export DEMO_DIR SYNTH_ARGS
 
-.PHONY: env system demo test lint bench-io bench-fetch bench-train bench-predict lock clean
+.PHONY: env system demo test lint bench-io bench-fetch bench-train bench-predict bench-write lock clean
 
 env: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ bench-train: env  ## real zarr loader vs in-memory batches (after `make demo`), 
 
 bench-predict: env  ## daisy blockwise vs in-process prediction (after `make demo`), writes scripts/bench/results/predict.md
 	$(PY) scripts/bench/predict.py
+
+bench-write: env  ## storing predicted wells: zarr-python vs the chunk writer, writes scripts/bench/results/write.md
+	$(PY) scripts/bench/write.py
 
 lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
 	rm -rf /tmp/cellblock-lock && python3.11 -m venv /tmp/cellblock-lock

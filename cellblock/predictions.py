@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from cellblock.chunkwrite import ChunkWriter
 from cellblock.dataset import PackedDataset, plate_key
 from cellblock.errors import UserError
 
@@ -184,10 +185,16 @@ def write_wells(
         logits: ``(n_wells, sites, n_classes)``.
         embeddings: ``(n_wells, sites, D)``.
     """
-    group = zarr.open_group(path, mode="r+")[key]
-    for i, (row, col) in enumerate(wells):
-        group["logits"][row, col] = logits[i].astype(np.float32)
-        group["embeddings"][row, col] = embeddings[i].astype(np.float16)
+    plate = Path(path, key)
+    for name, values in (("logits", logits), ("embeddings", embeddings)):
+        writer = ChunkWriter.open(plate / name)  # a chunk per well: written as files
+        if writer is None:  # a layout we did not make: zarr-python writes it
+            array = zarr.open_array(plate / name, mode="r+")
+            for i, (row, col) in enumerate(wells):
+                array[row, col] = values[i]
+            continue
+        for i, (row, col) in enumerate(wells):
+            writer.write_chunk((row, col, 0, 0), values[i][None, None])
 
 
 def open_info(pred: Path | str) -> PredictionInfo:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from cellblock.chunkwrite import ChunkWriter
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.predictions import (
@@ -156,3 +157,47 @@ def test_foreign_or_broken_stores(packed, tmp_path):
     with pytest.raises(UserError, match=f"format_version 99, this code reads {FORMAT_VERSION}"):
         PredictionInfo.from_json({**obj, "format_version": 99}, "here")
     assert PredictionInfo.from_json(obj, "here") == _info(packed)
+
+
+@pytest.mark.parametrize("compressors", ["auto", None])
+def test_chunk_writer_writes_the_bytes_zarr_writes(tmp_path, compressors):
+    # the fast path of write_wells against zarr-python itself, chunk file by chunk file
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float16"):
+        arrays = {}
+        for name in ("by_zarr", "by_writer"):
+            arrays[name] = zarr.create_array(
+                tmp_path / f"{name}_{dtype}", shape=(3, 4, 2, 5), chunks=(1, 1, 2, 5),
+                dtype=dtype, fill_value=np.nan, compressors=compressors,
+            )  # fmt: skip
+        writer = ChunkWriter.open(tmp_path / f"by_writer_{dtype}")
+        assert writer is not None
+        for row, col in [(0, 0), (2, 3), (1, 2)]:
+            values = rng.normal(size=(2, 5)).astype(np.float32)
+            arrays["by_zarr"][row, col] = values
+            writer.write_chunk((row, col, 0, 0), values[None, None])
+            name = writer.chunk_file((row, col, 0, 0)).relative_to(tmp_path / f"by_writer_{dtype}")
+            want = (tmp_path / f"by_zarr_{dtype}" / name).read_bytes()
+            assert writer.chunk_file((row, col, 0, 0)).read_bytes() == want
+        got = zarr.open_array(tmp_path / f"by_writer_{dtype}")[:]
+        assert np.array_equal(got, arrays["by_zarr"][:], equal_nan=True)
+        assert not list((tmp_path / f"by_writer_{dtype}").rglob("*.tmp"))  # renamed into place
+        with pytest.raises(ValueError, match="outside the chunk grid"):
+            writer.write_chunk((3, 0, 0, 0), np.zeros((1, 1, 2, 5)))
+        with pytest.raises(ValueError, match="not \\(1, 1, 2, 5\\)"):
+            writer.write_chunk((0, 0, 0, 0), np.zeros((1, 2, 5)))
+
+
+def test_write_wells_falls_back_to_zarr_for_other_layouts(packed, tmp_path):
+    # a store whose arrays another tool rewrote (sharded here) is still written right
+    key = packed.plate_keys()[0]
+    path = create_store(tmp_path, _info(packed), packed, [key])
+    for name, width, dtype in (("logits", 5, "float32"), ("embeddings", 3, "float16")):
+        zarr.create_array(path / key / name, shape=(8, 12, 2, width), chunks=(1, 1, 2, width),
+                          shards=(8, 12, 2, width), dtype=dtype, fill_value=np.nan,
+                          overwrite=True)  # fmt: skip
+        assert ChunkWriter.open(path / key / name) is None
+    wells, logits, _ = _fill(packed, path, key)
+    stored = zarr.open_array(path / key / "logits")
+    for i, (row, col) in enumerate(wells):
+        assert np.array_equal(stored[row, col], logits[i])
