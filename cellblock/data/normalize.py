@@ -196,7 +196,9 @@ class BatchNormalizer(nn.Module):
             mean = x.mean((-2, -1), keepdim=True)
             std = x.std((-2, -1), correction=0, keepdim=True).clamp_min(self.min_std)
         else:
-            slot = self.plate_of[index.to(self.plate_of.device)]  # no checks: no host sync
+            # a pageable copy is staged at once, so non_blocking is safe; no checks here,
+            # since checking a device tensor would wait for the device
+            slot = self.plate_of[index.to(self.plate_of.device, non_blocking=True)]
             shape = (len(x),) + (1,) * (x.ndim - 4) + (x.shape[-3], 1, 1)
             mean, std = self.mean[slot].view(shape), self.std[slot].view(shape)
         return (x - mean) / std

@@ -61,7 +61,7 @@ def validate(
             images = normalize(images.to(device, non_blocking=True), torch.from_numpy(index))
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            labels = torch.from_numpy(labels).to(device)
+            labels = torch.from_numpy(labels).to(device, non_blocking=True)
             sites = images.shape[1] if images.ndim == 5 else 1
             images = images.flatten(0, 1) if images.ndim == 5 else images
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

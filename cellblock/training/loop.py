@@ -235,9 +235,10 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(t.grad_accum):
-            batch = next(batches)
-            images = normalize(batch[0].to(device, non_blocking=True), torch.from_numpy(batch[2]))
-            images, labels = flatten_sites(images, torch.from_numpy(batch[1]).to(device))
+            pixels, labels, index = next(batches)  # uint8 pixels; numpy labels and rows
+            images = normalize(pixels.to(device, non_blocking=True), torch.from_numpy(index))
+            labels = torch.from_numpy(labels).to(device, non_blocking=True)
+            images, labels = flatten_sites(images, labels)
             images = augment(images)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -255,7 +256,7 @@ def train(
         window_loss, window_steps, timed = window_loss + step_loss, window_steps + 1, timed + 1
         last = done == iterations
         if log_ and t.snapshot_every and done % t.snapshot_every == 0:
-            _snapshot(run_dir, done, data, (images, labels, batch[2]), out.logits, resolved,
+            _snapshot(run_dir, done, data, (images, labels, index), out.logits, resolved,
                       classes)  # fmt: skip
         if done % t.log_every == 0 or last:
             seconds = max(time.perf_counter() - tick, 1e-9)

@@ -69,7 +69,7 @@ class Stepper:
     def step(self, images: torch.Tensor, labels: np.ndarray, index: np.ndarray) -> None:
         images = self.normalize(images.to(self.device, non_blocking=True), torch.from_numpy(index))
         images = self.augment(images)
-        labels = torch.from_numpy(labels).to(self.device)
+        labels = torch.from_numpy(labels).to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.net.loss(self.net(images), labels)
         loss.backward()
