@@ -19,7 +19,9 @@ loader process has a core of its own, which is the situation the target is about
 GPU node the loaders run on otherwise idle cores).
 
 On a CUDA machine, ``--gpu`` adds DenseNet-121 at 512 x 512 x 6 on synthetic tensors:
-img/s fp32 vs bf16 autocast vs bf16 + channels_last vs + torch.compile.
+img/s fp32 vs bf16 autocast vs bf16 + channels_last vs + torch.compile; and the loader
+row of rxrx1/densenet121 (bf16, channels_last, 8 loader workers) on the RxRx1-sized
+dataset of the IO benchmark (``--gpu-data``).
 Writes scripts/bench/results/train.{md,json}.
 
     python scripts/bench/train.py --data demo/dataset [--setup 02_train/synthetic/tiny]
@@ -52,16 +54,22 @@ from cellblock.training.schedule import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "scripts" / "bench" / "results"
+DENSENET = ROOT / "02_train" / "rxrx1" / "densenet121"
+FULL_SIZE_SETS = ["data.val_experiments=[]"]  # the IO bench's dataset has no RxRx1 experiments
 PREFETCH = 4  # make_loader's prefetch_factor: batches a worker holds ready
 
 
 class Stepper:
-    """One training step of a setup's network, fed any (images, labels) batch."""
+    """One training step of a setup's network, as train.py runs it (bf16 autocast and
+    channels-last on CUDA when the setup asks), fed any uint8 batch."""
 
     def __init__(self, cfg: SetupConfig, normalize: BatchNormalizer, device: torch.device):
         torch.manual_seed(0)
         self.device = device
-        self.net = build_net(cfg.net).to(device)
+        cuda = device.type == "cuda"
+        self.amp, self.channels_last = cfg.train.amp and cuda, cfg.train.channels_last and cuda
+        memory = torch.channels_last if self.channels_last else torch.preserve_format
+        self.net = build_net(cfg.net).to(device, memory_format=memory)
         self.optimizer = make_optimizer(self.net.parameters(), cfg.train)
         self.augment = BatchAugment(cfg.data.augment, cfg.data.crop, 0).to(device)
         self.normalize = normalize.to(device)
@@ -69,9 +77,12 @@ class Stepper:
     def step(self, images: torch.Tensor, labels: np.ndarray, index: np.ndarray) -> None:
         images = self.normalize(images.to(self.device, non_blocking=True), torch.from_numpy(index))
         images = self.augment(images)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = torch.from_numpy(labels).to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.net.loss(self.net(images), labels)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.net.loss(self.net(images), labels)
         loss.backward()
         self.optimizer.step()
         if self.device.type == "cuda":
@@ -188,9 +199,11 @@ def environment() -> str:
             f"date {date.today()}")  # fmt: skip
 
 
-def write_results(cpus: list[dict], gpu: list[dict] | None, command: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train.json").write_text(json.dumps({"loader": cpus, "gpu": gpu}, indent=2) + "\n")
+def write_results(
+    cpus: list[dict], gpu: list[dict] | None, command: str, results: Path = RESULTS
+) -> Path:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "train.json").write_text(json.dumps({"loader": cpus, "gpu": gpu}, indent=2) + "\n")
     cpu = cpus[0]
     lines = [
         "# Training benchmark: real zarr loader vs in-memory batches",
@@ -225,7 +238,7 @@ def write_results(cpus: list[dict], gpu: list[dict] | None, command: str) -> Pat
     else:
         lines += ["GPU section: not run (no CUDA device on this machine).", ""]
     lines.append(f"Environment: {environment()}.")
-    path = RESULTS / "train.md"
+    path = results / "train.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -244,8 +257,12 @@ def main() -> int:
         default=f"{os.cpu_count()},{max(1, (os.cpu_count() or 2) - 1)}",
         help="compute thread counts to compare, e.g. 2,1 (one row each)",
     )
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of train.{md,json}")
     p.add_argument("--gpu", action="store_true", help="also DenseNet-121 512 px variants (CUDA)")
     p.add_argument("--gpu-batch", type=int, default=64)
+    p.add_argument("--gpu-data", type=Path, default=ROOT / "bench_data" / "io" / "dataset",
+                   help="RxRx1-sized packed dataset for the 512 px loader row with --gpu "
+                        "(scripts/bench/io.py makes it)")  # fmt: skip
     a = p.parse_args()
     if not (a.data / "metadata.parquet").is_file():
         raise UserError(f"--data {a.data}: not a packed dataset (run `make demo` first)")
@@ -255,12 +272,18 @@ def main() -> int:
     gpu = None
     if a.gpu and torch.cuda.is_available():
         gpu = gpu_variants(a.gpu_batch, a.steps)
+        if (a.gpu_data / "metadata.parquet").is_file():
+            # the loader at full size: rxrx1/densenet121's step and loader workers, 512 px
+            cpus.append(loader_vs_memory(DENSENET, a.gpu_data, a.steps, a.rounds,
+                                         FULL_SIZE_SETS, torch.get_num_threads()))  # fmt: skip
+        else:
+            print(f"--gpu-data {a.gpu_data}: no packed dataset; 512 px loader row skipped")
     elif a.gpu:
         print("--gpu: no CUDA device; GPU section skipped")
     command = "python scripts/bench/train.py " + " ".join(
         f"--steps {a.steps} --rounds {a.rounds}".split() + (["--gpu"] if gpu else [])
     )
-    path = write_results(cpus, gpu, command)
+    path = write_results(cpus, gpu, command, a.results)
     print(path.read_text())
     return 0
 

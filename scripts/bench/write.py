@@ -74,6 +74,7 @@ def main() -> int:
                                 epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     p.add_argument("--wells", type=int, default=96, help="wells written per round and method")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of write.{md,json}")
     a = p.parse_args()
     rng = np.random.default_rng(0)
     wells = [divmod(i, COLS) for i in range(min(a.wells, ROWS * COLS))]
@@ -87,8 +88,8 @@ def main() -> int:
     ms = {m: statistics.median(t) * 1e3 for m, t in times.items()}
     env = (f"{platform.machine()}, cores {os.cpu_count()}, zarr {zarr.__version__}, "
            f"python {platform.python_version()}, date {date.today()}")  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "write.json").write_text(json.dumps({"ms_per_well": ms, "rounds": times}) + "\n")
+    a.results.mkdir(parents=True, exist_ok=True)
+    (a.results / "write.json").write_text(json.dumps({"ms_per_well": ms, "rounds": times}) + "\n")
     lines = [
         "# Write benchmark: predicted wells into the predictions store", "",
         f"`python scripts/bench/write.py --wells {len(wells)} --rounds {a.rounds}` "
@@ -100,7 +101,7 @@ def main() -> int:
         f"**{ms['zarr'] / ms['writer']:.1f}x** |", "",
         f"Environment: {env}.",
     ]  # fmt: skip
-    (RESULTS / "write.md").write_text("\n".join(lines) + "\n")
+    (a.results / "write.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
