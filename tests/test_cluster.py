@@ -26,7 +26,8 @@ from cellblock.cluster import (
     parse_folds,
     sbatch_script,
 )
-from cellblock.cluster.grid import channels_name, latest_iteration, make_grid
+from cellblock.cluster.grid import latest_iteration, make_grid
+from cellblock.cluster.grid_axes import channels_name
 from cellblock.cluster.grid_jobs import format_status, grid_status
 from cellblock.cluster.jobs import outcomes, run_throttled
 from cellblock.cluster.options import parse_mem_gb, parse_time_min

@@ -12,7 +12,7 @@
   job outcomes, ``sacct`` states.
 - ``train_task``: :class:`TrainTask`, ``train.py`` as a preemption-safe call
   (checkpoint on USR2, requeue, resume from the last checkpoint).
-- ``grid`` / ``grid_jobs``: folds x channel subsets of a setup as one array job, and
+- ``grid`` / ``grid_axes`` / ``grid_jobs``: folds x channel subsets of a setup as one array job, and
   the grid's state (``scripts/submit_train.py``).
 - ``launcher``: :class:`SlurmLauncher`, ``predict_blockwise.py --cluster slurm`` (each
   daisy worker a job of its own, cancelled with its driver); imported by the blockwise
@@ -24,7 +24,8 @@ Job files go to a folder per submission; a run's logs are linked into its run fo
 
 from cellblock.cluster.container import find_runtime, python_command, resolve_sif, wrap
 from cellblock.cluster.executor import make_executor, sbatch_script
-from cellblock.cluster.grid import TrainGrid, parse_channel_sets, parse_folds
+from cellblock.cluster.grid import TrainGrid
+from cellblock.cluster.grid_axes import parse_channel_sets, parse_folds
 from cellblock.cluster.grid_jobs import format_status, grid_status, submit_grid
 from cellblock.cluster.jobs import (
     Outcome,
