@@ -24,6 +24,7 @@ import numcodecs
 import numpy as np
 
 from cellblock.atomic import atomic_path
+from cellblock.shardread import chunk_file
 
 __all__ = ["ChunkWriter"]
 
@@ -70,9 +71,7 @@ class ChunkWriter:
 
     def chunk_file(self, coords: tuple[int, ...]) -> Path:
         """The file of the chunk at chunk-grid ``coords`` (``c/r/c/...`` by default)."""
-        if self.separator == "/":
-            return self.path.joinpath("c", *map(str, coords))
-        return self.path / ("c" + self.separator + self.separator.join(map(str, coords)))
+        return chunk_file(self.path, coords, self.separator)
 
     def write_chunk(self, coords: tuple[int, ...], data: np.ndarray) -> None:
         """Write (replace) the chunk at chunk-grid ``coords``.

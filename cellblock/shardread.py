@@ -25,9 +25,23 @@ import google_crc32c
 import numcodecs
 import numpy as np
 
-__all__ = ["ShardReader"]
+__all__ = ["ShardReader", "chunk_file"]
 
 _EMPTY = np.uint64(2**64 - 1)
+
+
+def chunk_file(array: Path, coords: tuple[int, ...], separator: str = "/") -> Path:
+    """The file of the chunk (or shard) at grid ``coords`` of a zarr v3 array with the
+    ``default`` chunk key encoding: ``c/1/0/2`` (separator ``/``) or ``c.1.0.2``.
+
+    Args:
+        array: The array folder.
+        coords: Chunk-grid coordinates.
+        separator: The encoding's separator.
+    """
+    if separator == "/":
+        return Path(array).joinpath("c", *map(str, coords))
+    return Path(array) / ("c" + separator + separator.join(map(str, coords)))
 
 
 class ShardReader:
@@ -81,11 +95,7 @@ class ShardReader:
         return cls(path, meta) if ok else None
 
     def _shard_file(self, shard: tuple[int, ...]) -> Path:
-        return (
-            self.path.joinpath("c", *map(str, shard))
-            if self.separator == "/"
-            else (self.path / ("c" + self.separator + self.separator.join(map(str, shard))))
-        )
+        return chunk_file(self.path, shard, self.separator)
 
     def _shard_index(self, fd: int, shard: tuple[int, ...]) -> np.ndarray:
         if shard not in self._index:
