@@ -10,9 +10,11 @@ whole chunks and each can be written as the zarr v3 spec lays it out::
     chunk file     {plate}/logits/c/{row}/{col}/0/0   = zstd(little-endian bytes)
 
 Each chunk file is written to a temporary name and renamed (a killed worker leaves no
-half chunk). ``ChunkWriter.open`` accepts exactly the codec chain ``create_store``
-makes (``bytes`` little-endian, then ``zstd`` or nothing) and returns None for anything
-else; the caller falls back to zarr-python. Tests read the chunks back with zarr-python.
+half chunk); a chunk equal to the fill value is not stored, as zarr-python does.
+``ChunkWriter.open`` accepts exactly the codec chain ``create_store`` makes (``bytes``
+little-endian, then ``zstd`` or nothing) and returns None for anything else; the caller
+falls back to zarr-python (also for another chunk shape). Tests compare the files with
+zarr-python's.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ChunkWriter:
         zstd = [c for c in meta["codecs"] if c["name"] == "zstd"]
         self.codec = numcodecs.Zstd(zstd[0]["configuration"]["level"]) if zstd else None
         self.separator = meta["chunk_key_encoding"]["configuration"].get("separator", "/")
+        self.fill_value = float(meta["fill_value"])  # JSON: a number, "NaN" or "[-]Infinity"
 
     @classmethod
     def open(cls, path: Path | str) -> ChunkWriter | None:
@@ -64,6 +67,10 @@ class ChunkWriter:
                 and not zstd.get("checksum", False)
                 and np.dtype(meta["data_type"]).kind == "f"
                 and not meta.get("storage_transformers")
+                and (
+                    isinstance(meta["fill_value"], int | float)
+                    or meta["fill_value"] in ("NaN", "Infinity", "-Infinity")
+                )
             )
         except (OSError, KeyError, IndexError, TypeError, ValueError):
             return None
@@ -89,7 +96,12 @@ class ChunkWriter:
             raise ValueError(f"{self.path}: chunk {coords} outside the chunk grid {self.grid}")
         if tuple(data.shape) != self.chunk_shape:
             raise ValueError(f"{self.path}: chunk of shape {data.shape}, not {self.chunk_shape}")
-        raw = np.ascontiguousarray(data, dtype=self.dtype).tobytes()
+        values = np.ascontiguousarray(data, dtype=self.dtype)
+        if np.array_equal(values, np.full_like(values, self.fill_value), equal_nan=True):
+            # zarr-python stores no chunk that equals the fill value (and deletes one)
+            self.chunk_file(coords).unlink(missing_ok=True)
+            return
+        raw = values.tobytes()
         encoded = self.codec.encode(raw) if self.codec else raw
         with atomic_path(self.chunk_file(coords)) as tmp:
             tmp.write_bytes(encoded)

@@ -188,7 +188,8 @@ def write_wells(
     plate = Path(path, key)
     for name, values in (("logits", logits), ("embeddings", embeddings)):
         writer = ChunkWriter.open(plate / name)  # a chunk per well: written as files
-        if writer is None:  # a layout we did not make: zarr-python writes it
+        if writer is None or writer.chunk_shape != (1, 1, *values.shape[1:]):
+            # a layout we did not make: zarr-python writes it
             array = zarr.open_array(plate / name, mode="r+")
             for i, (row, col) in enumerate(wells):
                 array[row, col] = values[i]

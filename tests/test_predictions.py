@@ -201,3 +201,30 @@ def test_write_wells_falls_back_to_zarr_for_other_layouts(packed, tmp_path):
     stored = zarr.open_array(path / key / "logits")
     for i, (row, col) in enumerate(wells):
         assert np.array_equal(stored[row, col], logits[i])
+
+
+def test_chunk_writer_stores_no_fill_value_chunk_as_zarr_does(tmp_path):
+    arrays = {name: zarr.create_array(tmp_path / name, shape=(2, 2, 2, 3), chunks=(1, 1, 2, 3),
+                                      dtype="float32", fill_value=np.nan)
+              for name in ("by_zarr", "by_writer")}  # fmt: skip
+    writer = ChunkWriter.open(tmp_path / "by_writer")
+    for values in (np.ones((2, 3), np.float32), np.full((2, 3), np.nan, np.float32)):
+        arrays["by_zarr"][1, 0] = values  # the second write deletes the chunk
+        writer.write_chunk((1, 0, 0, 0), values[None, None])
+        files = [sorted(p.relative_to(tmp_path / n) for p in (tmp_path / n).rglob("c/**/*")
+                        if p.is_file()) for n in arrays]  # fmt: skip
+        assert files[0] == files[1]
+    assert not writer.chunk_file((1, 0, 0, 0)).exists()
+
+
+def test_write_wells_falls_back_to_zarr_for_other_chunk_shapes(packed, tmp_path):
+    key = packed.plate_keys()[0]
+    path = create_store(tmp_path, _info(packed), packed, [key])
+    for name, width, dtype in (("logits", 5, "float32"), ("embeddings", 3, "float16")):
+        zarr.create_array(path / key / name, shape=(8, 12, 2, width), chunks=(1, 1, 1, width),
+                          dtype=dtype, fill_value=np.nan, overwrite=True)  # fmt: skip
+        assert ChunkWriter.open(path / key / name) is not None  # same codecs, other chunks
+    wells, logits, _ = _fill(packed, path, key)
+    stored = zarr.open_array(path / key / "logits")
+    for i, (row, col) in enumerate(wells):
+        assert np.array_equal(stored[row, col], logits[i])

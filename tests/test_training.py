@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -209,3 +210,24 @@ def test_stop_event_checkpoints_and_returns(tiny_packed, tmp_path):
     a, b = pd.read_csv(reference / "log.csv"), pd.read_csv(out / "log.csv")
     assert list(a["iteration"]) == list(b["iteration"]) == [5, 10, 12]
     assert list(a["loss"]) == list(b["loss"])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_validate_scores_well_items_in_either_memory_format(channels_last):
+    # well items (B, S, C, H, W) are flattened to sites before the memory format change
+    from cellblock.data import BatchNormalizer
+    from cellblock.training.evaluate import validate
+
+    torch.manual_seed(0)
+    net = build_net(NetConfig(backbone="test_resnet", num_classes=3, embedding_dim=8,
+                              input_size=16))  # fmt: skip
+    images = torch.randint(0, 255, (4, 2, 6, 16, 16), dtype=torch.uint8)
+    labels, index = np.array([0, 1, 2, 1]), np.arange(4)
+    per_image = BatchNormalizer(None, None, None, min_std=1.0)
+    kinds = {0: "HEPG2", 1: "HEPG2", 2: "U2OS", 3: "U2OS"}
+    metrics = validate(net, [(images, labels, index)], per_image, kinds, torch.device("cpu"),
+                       channels_last=channels_last)  # fmt: skip
+    reference = validate(net, [(images, labels, index)], per_image, kinds, torch.device("cpu"))
+    assert metrics["n"] == 4 and set(metrics) >= {"acc_HEPG2", "acc_U2OS", "top3"}
+    assert metrics["accuracy"] == reference["accuracy"]
+    assert metrics["loss"] == pytest.approx(reference["loss"], rel=1e-5)

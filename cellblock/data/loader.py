@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 __all__ = ["SiteBatch", "collate_sites", "make_loader"]
 
@@ -27,7 +27,8 @@ def collate_sites(items: Sequence[tuple[torch.Tensor, int, int]]) -> SiteBatch:
     Args:
         items: Items of a ``SiteDataset``.
     """
-    images = torch.stack([item[0] for item in items])
+    # default_collate stacks straight into shared memory in a worker (no extra copy)
+    images = default_collate([item[0] for item in items])
     labels = np.fromiter((item[1] for item in items), np.int64, len(items))
     index = np.fromiter((item[2] for item in items), np.int64, len(items))
     return images, labels, index

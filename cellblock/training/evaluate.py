@@ -59,11 +59,11 @@ def validate(
     try:
         for images, labels, index in batches:
             images = normalize(images.to(device, non_blocking=True), torch.from_numpy(index))
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
             labels = torch.from_numpy(labels).to(device, non_blocking=True)
             sites = images.shape[1] if images.ndim == 5 else 1
-            images = images.flatten(0, 1) if images.ndim == 5 else images
+            images = images.flatten(0, 1) if images.ndim == 5 else images  # channels_last: 4-D
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = net(images)
                 loss = net.loss(out, labels.repeat_interleave(sites))

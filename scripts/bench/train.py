@@ -275,7 +275,7 @@ def main() -> int:
         if (a.gpu_data / "metadata.parquet").is_file():
             # the loader at full size: rxrx1/densenet121's step and loader workers, 512 px
             cpus.append(loader_vs_memory(DENSENET, a.gpu_data, a.steps, a.rounds,
-                                         FULL_SIZE_SETS, torch.get_num_threads()))  # fmt: skip
+                                         FULL_SIZE_SETS, os.cpu_count() or 1))  # fmt: skip
         else:
             print(f"--gpu-data {a.gpu_data}: no packed dataset; 512 px loader row skipped")
     elif a.gpu:
