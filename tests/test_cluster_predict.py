@@ -24,6 +24,7 @@ from cellblock.errors import UserError
 from tests.conftest import ROOT
 from tests.test_blockwise import (
     _assert_identical,
+    _assert_workers_served,
     _blockwise_args,
     _counts,
     _lines,
@@ -81,9 +82,8 @@ def test_slurm_workers_equal_a_local_run(slurm_cluster, local_out, trained, tiny
     _assert_identical(_load(out), _load(local_out))
     jobs = _worker_jobs(out)
     assert len(jobs) == 2 and len(set(jobs)) == 2, jobs  # one job per worker
-    text = (out / "logs" / "worker_0.log").read_text()
     # every node is this machine: the server stays on loopback, and the workers reached it
-    assert "daisy server 127.0.0.1:" in text and "sites in" in text
+    _assert_workers_served(out, completed)
     assert not _queued(jobs)
     assert set(final_states(jobs).values()) == {"COMPLETED"}
     scripts = list((out / "logs" / "slurm").glob("*/*_submission.sh"))
