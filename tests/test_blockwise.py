@@ -33,6 +33,7 @@ from cellblock.blockwise.launcher import (
     WorkerSpec,
     launcher_class,
 )
+from cellblock.blockwise.task import done_count
 from cellblock.blockwise.worker import FAULT_ENV, Fault
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
@@ -116,6 +117,14 @@ def _assert_close(got: dict, want: dict) -> None:
 def _lines(out: Path) -> int:
     path = out / "blockwise" / "blocks.jsonl"
     return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _marked(out: Path) -> int:
+    """Blocks the driver has marked done so far (0 while a marker chunk is half-written)."""
+    try:
+        return sum(done_count(p) for p in (out / "blockwise" / "tracking").glob("*"))
+    except Exception:  # read while daisy writes the chunk
+        return 0
 
 
 def _worker_pids(out: Path) -> list[int]:
@@ -238,7 +247,9 @@ def test_killed_driver_rerun_skips_done_blocks(clean_out, trained, tiny_packed, 
     out = tmp_path / "pred"
     proc = _start(_blockwise_args(trained, tiny_packed, out), tmp_path / "driver.log", "sleep=0.3")
     try:
-        _wait_for(lambda: _lines(out) >= 4, 120, "four finished blocks")
+        # the driver's done markers, not the workers' lines: a worker writes its line after
+        # releasing the block, before the driver has marked it done
+        _wait_for(lambda: _marked(out) >= 4, 120, "four blocks marked done")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -84,7 +84,7 @@ def test_slurm_workers_equal_a_local_run(slurm_cluster, local_out, trained, tiny
     assert len(jobs) == 2 and len(set(jobs)) == 2, jobs  # one job per worker
     # every node is this machine: the server stays on loopback, and the workers reached it
     _assert_workers_served(out, completed)
-    assert not _queued(jobs)
+    _wait_for(lambda: not _queued(jobs), 30, "the worker jobs to leave the queue")
     assert set(final_states(jobs).values()) == {"COMPLETED"}
     scripts = list((out / "logs" / "slurm").glob("*/*_submission.sh"))
     assert len(scripts) == 2
@@ -97,9 +97,10 @@ def test_slurm_workers_equal_a_local_run(slurm_cluster, local_out, trained, tiny
 def test_scancelled_worker_job_run_completes_identically(slurm_cluster, local_out, trained,
                                                         tiny_packed, tmp_path):  # fmt: skip
     out = tmp_path / "pred"
-    # sleep=S reaches the worker jobs through sbatch's --export=ALL
+    # sleep=S reaches the worker jobs through sbatch's --export=ALL; 2 s per block leaves
+    # the survivor a minute of work, longer than the lost job takes to be noticed (sacct)
     proc = _start(_blockwise_args(trained, tiny_packed, out, *_slurm()),
-                  tmp_path / "driver.log", "sleep=0.5")  # fmt: skip
+                  tmp_path / "driver.log", "sleep=2")  # fmt: skip
     try:
         _wait_for(lambda: _lines(out) >= 2 and len(_worker_jobs(out)) == 2, 240, "two workers")
         victim = _worker_jobs(out)[0]
@@ -120,7 +121,7 @@ def test_scancelled_worker_job_run_completes_identically(slurm_cluster, local_ou
     _assert_identical(_load(out), _load(local_out))
     jobs = _worker_jobs(out)
     assert len(jobs) == 3 and victim in jobs, jobs  # the replacement is a new job
-    assert not _queued(jobs)
+    _wait_for(lambda: not _queued(jobs), 30, "the worker jobs to leave the queue")
     states = final_states(jobs)
     assert states.pop(victim) == "CANCELLED" and set(states.values()) == {"COMPLETED"}
 
@@ -141,7 +142,7 @@ def test_submit_predict_waits_for_the_driver_job(slurm_cluster, local_out, train
     _assert_identical(_load(out), _load(local_out))
     workers = _worker_jobs(out)
     assert len(workers) == 2 and driver not in workers  # jobs of their own, not steps
-    assert not _queued([driver, *workers])
+    _wait_for(lambda: not _queued([driver, *workers]), 30, "the jobs to leave the queue")
     assert set(final_states([driver, *workers]).values()) == {"COMPLETED"}
 
 
@@ -175,9 +176,10 @@ def test_worker_jobs_are_cancelled_when_the_driver_is_killed(slurm_cluster, trai
                                                              tmp_path):  # fmt: skip
     """SIGKILL leaves the driver no cleanup: its launcher processes cancel their jobs."""
     out = tmp_path / "pred"
-    # 5 s per block: the workers would go on long after the driver without the cancel
+    # 10 min per block: no worker can finish a block, see the server gone and exit by
+    # itself before its launcher cancels it (the job would end COMPLETED, not CANCELLED)
     proc = _start(_blockwise_args(trained, tiny_packed, out, *_slurm()),
-                  tmp_path / "driver.log", "sleep=5")  # fmt: skip
+                  tmp_path / "driver.log", "sleep=600")  # fmt: skip
     try:
         _wait_for(lambda: len(_worker_jobs(out)) == 2 and
                   all("device" in p.read_text() for p in (out / "logs").glob("worker_*.log")),

@@ -135,15 +135,23 @@ def test_preempted_and_requeued_training_ends_like_an_uninterrupted_run(
     jobs = dict(zip(names, submit(executor, [TrainTask(s) for s in specs]), strict=True))
 
     ckpt = "checkpoints/checkpoint_{:08d}.pt"
+    # A requeued job stays PENDING only ~10 s (cred_expire), so both jobs are watched
+    # during every wait: name -> whether its result pickle existed while it was pending.
+    pending: dict[str, bool] = {}
+
+    def watch() -> None:
+        for name in ("signal", "requeue"):
+            if name not in pending and _requeued_and_pending(jobs[name].job_id):
+                pending[name] = jobs[name].paths.result_pickle.exists()
+
     wait_for((runs["signal"] / ckpt.format(2)).exists, 300, "the signal run's checkpoint 2")
     subprocess.run(["scancel", "--signal=USR2", jobs["signal"].job_id], check=True)
-    wait_for((runs["requeue"] / ckpt.format(4)).exists, 300, "the requeue run's checkpoint 4")
+    requeue_ckpt = runs["requeue"] / ckpt.format(4)
+    wait_for(lambda: watch() or requeue_ckpt.exists(), 300, "the requeue run's checkpoint 4")
     subprocess.run(["scontrol", "requeue", jobs["requeue"].job_id], check=True)
-    for name in ("signal", "requeue"):
-        job = jobs[name]
-        wait_for(lambda job=job: _requeued_and_pending(job.job_id), 120, f"{name} requeued")
-        # The interrupted attempt left no result: a waiter must not take it for the outcome.
-        assert not job.paths.result_pickle.exists(), name
+    wait_for(lambda: watch() or len(pending) == 2, 120, "both jobs requeued")
+    # The interrupted attempts left no result: a waiter must not take one for the outcome.
+    assert pending == {"signal": False, "requeue": False}
 
     results = outcomes(list(jobs.values()))
     assert all(r.ok for r in results), results

@@ -137,6 +137,7 @@ def test_killed_pack_resumes_to_identical_result(tiny_raw, tiny_packed, tmp_path
         if sum('"complete": true' in m.read_text() for m in metas) >= 3:
             break
         time.sleep(0.02)
+    assert proc.poll() is None, "the packer finished before this test could kill it"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metadata.parquet").exists(), "killed before the end: no metadata yet"

@@ -20,15 +20,17 @@ from cellblock.slurmlocal import DAEMONS, Layout
 from tests.conftest import ROOT
 
 
-def sacct_states(job_id: str, expect: int, timeout: float = 30.0) -> dict[str, str]:
+def sacct_states(job_id: str, expect: int, timeout: float = 30.0,
+                 env: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
     """``{JobID: State}`` of a job's allocations, once sacct lists ``expect`` of them.
 
-    slurmctld sends job records to slurmdbd asynchronously: sacct lags ``sbatch --wait``.
+    slurmctld sends job records to slurmdbd asynchronously: sacct lags ``sbatch --wait``
+    (and a record still queued when slurmctld stopped arrives after its restart).
     """
     deadline = time.monotonic() + timeout
     while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job_id],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job_id]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
         states = dict(line.split("|")[:2] for line in out.splitlines() if line)
         final = [s for s in states.values() if s not in ("PENDING", "RUNNING", "REQUEUED")]
         if len(final) >= expect or time.monotonic() > deadline:
@@ -144,9 +146,8 @@ def test_restart_keeps_jobs_and_stop_leaves_nothing(slurm_cluster, tmp_path):
         assert set(second.pids) == set(DAEMONS) and second.pids != first.pids
         new_job = subprocess.run(submit, env=env, capture_output=True, text=True, check=True)
         assert int(new_job.stdout.strip()) > old_id  # the job id counter survived
-        sacct = ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", str(old_id)]
-        history = subprocess.run(sacct, env=env, capture_output=True, text=True)
-        assert history.stdout.startswith(f"{old_id}|CANCELLED")
+        history = sacct_states(str(old_id), 1, env=env)
+        assert history.get(str(old_id), "").startswith("CANCELLED"), history
     finally:
         slurmlocal.stop(state)
     assert our_processes(layout) == []

@@ -23,12 +23,14 @@ def moto_endpoint():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        deadline = time.time() + 120
+        while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
+                assert proc.poll() is None, f"moto_server exited with {proc.returncode}"
+                assert time.time() < deadline, f"moto_server not listening on {url} in 120 s"
                 time.sleep(0.1)
         yield url
     finally:
