@@ -3,6 +3,7 @@
 
     submit_train.py --setup 02_train/rxrx1/densenet --folds 0-4 --channel-sets leave-one-out \\
         --data data/rxrx1 --cluster slurm --partition gpu --gpus 1 --cpus 8 --time 12:00:00
+    submit_train.py --setup 02_train/rxrx1/densenet121 --init-from runs/rxrx1/controls_pretrain ...
     submit_train.py status --setup 02_train/rxrx1/densenet
 """
 
@@ -32,6 +33,13 @@ def _submit_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="packed dataset (default: the grid's, from grid.json)")
     p.add_argument("--out", help="grid folder (default: runs/<dataset>/<setup>)")
     p.add_argument("--iterations", type=int, help="iteration to reach (train.schedule_iters)")
+    p.add_argument(
+        "--init-from",
+        metavar="RUN|CHECKPOINT|GRID",
+        help="start new runs from these weights (stage I -> II): a run folder or checkpoint "
+        "for every run, or a grid folder: each run from its run of the same channels (and "
+        "fold, if it has several); default: the grid's, if any",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -71,7 +79,7 @@ def status_main(argv: list[str]) -> int:
 def submit_main(argv: list[str]) -> int:
     args = _submit_parser().parse_args(argv)
     grid = make_grid(args.setup, args.folds, args.channel_sets, args.data, args.out,
-                     args.iterations, parse_overrides(args.set))  # fmt: skip
+                     args.iterations, parse_overrides(args.set), args.init_from)  # fmt: skip
     submission, results = submit_grid(grid, args.cluster, from_args(args), wait=args.wait)
     if submission is None:
         print(f"{grid.out}: all {len(grid.runs())} runs are at iteration {grid.iterations}")

@@ -165,6 +165,59 @@ def test_grid_runs_specs_and_manifest(tiny_packed, tmp_path):
     assert manifest["submissions"] == []
 
 
+def _touch_checkpoint(run_dir: Path, iteration: int) -> None:
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints" / f"checkpoint_{iteration:08d}.pt").write_bytes(b"")
+
+
+def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
+    """Stage I -> II: which run of the source grid starts which run (pure path logic;
+    test_submit_train_on_the_local_executor trains through the same path)."""
+    from cellblock.cluster.grid import save_manifest
+
+    sets = {"data.n_folds": 3}
+    stage1 = make_grid(SETUP, "0", "1,2,3,4,5;2,3,4,5,6", tiny_packed, tmp_path / "s1", 4, sets)
+    save_manifest(stage1)
+    for run in stage1.runs():
+        _touch_checkpoint(run.run_dir, 4)
+    stage2 = make_grid(SETUP, "0-2", "1,2,3,4,5;2,3,4,5,6", tiny_packed, tmp_path / "s2", 6,
+                       sets, tmp_path / "s1")  # fmt: skip
+    for run in stage2.runs():  # one fold in the source: every fold starts from it
+        source = tmp_path / "s1" / channels_name(run.channels) / "fold_0"
+        assert stage2.init_source(run) == source
+        argv = stage2.spec(run).argv()
+        assert argv[argv.index("--init-from") + 1] == str(source)
+    save_manifest(stage2)
+    manifest = json.loads((tmp_path / "s2" / "grid.json").read_text())
+    assert manifest["init_from"] == str(tmp_path / "s1")
+    again = make_grid(SETUP, "0-2", "1,2,3,4,5", None, tmp_path / "s2", 6, sets)
+    assert again.init_from == tmp_path / "s1"  # a resubmission keeps its source
+    # several folds in the source: the same fold, and none for a fold it lacks
+    stage1b = make_grid(SETUP, "0-1", "1,2,3,4,5", tiny_packed, tmp_path / "s1b", 4, sets)
+    save_manifest(stage1b)
+    for run in stage1b.runs():
+        _touch_checkpoint(run.run_dir, 4)
+    grid = make_grid(SETUP, "1", "1,2,3,4,5", tiny_packed, tmp_path / "s3", 6, sets,
+                     tmp_path / "s1b")  # fmt: skip
+    assert grid.init_source(grid.runs()[0]) == tmp_path / "s1b" / "ch1-2-3-4-5" / "fold_1"
+    with pytest.raises(UserError, match=r"no run of channels ch1-2-3-4-5 fold 2.*folds \[0, 1\]"):
+        make_grid(SETUP, "2", "1,2,3,4,5", tiny_packed, tmp_path / "s4", 6, sets, tmp_path / "s1b")
+    with pytest.raises(UserError, match="no run of channels ch1-2-3-4-5-6"):
+        make_grid(SETUP, "0", "all", tiny_packed, tmp_path / "s5", 6, sets, tmp_path / "s1")
+    # a run folder or a checkpoint starts every run; one without checkpoints is refused
+    run = stage1b.runs()[0].run_dir
+    grid = make_grid(SETUP, "0-2", "1,2,3,4,5", tiny_packed, tmp_path / "s6", 6, sets, run)
+    assert {grid.init_source(r) for r in grid.runs()} == {run}
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(UserError, match=r"--init-from: .*empty_run: no checkpoints"):
+        make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, tmp_path / "s7", 6, sets, empty)
+    # a run that has checkpoints of its own resumes: its source is not needed any more
+    target = tmp_path / "s8"
+    _touch_checkpoint(target / "ch1-2-3-4-5" / "fold_0", 2)
+    make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, target, 6, sets, empty)
+
+
 def test_grid_errors_name_the_input(tiny_packed, tmp_path):
     with pytest.raises(UserError, match=r"--setup nowhere: no config\.yaml"):
         make_grid("nowhere", "0", "all", tiny_packed, tmp_path)
@@ -310,6 +363,15 @@ def test_submit_train_on_the_local_executor(tiny_packed, tmp_path):
     assert again.returncode == 0 and "all 1 runs are at iteration 2" in again.stdout
     status = run_script(ROOT / "scripts" / "submit_train.py", "status", "--out", out)
     assert status.returncode == 0 and "2/2" in status.stdout and "COMPLETED" in status.stdout
+    # stage II: a new grid whose runs start from this grid's weights
+    stage2 = tmp_path / "stage2"
+    args2 = [*args[: args.index("--out")], "--out", stage2, *args[args.index("--out") + 2 :]]
+    args2[args2.index("--folds") + 1] = "0"
+    result = run_script(ROOT / "scripts" / "submit_train.py", *args2, "--init-from", out,
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (stage2 / "ch1-2-3-4-5-6" / "fold_0" / "logs" / "train.log").read_text()
+    assert f"initialized from {run_dir / 'checkpoints' / 'checkpoint_00000002.pt'}" in log
 
 
 def test_submit_train_errors_are_one_line(tiny_packed, tmp_path):

@@ -16,6 +16,15 @@ Grid folder (``--out``, default ``runs/<dataset>/<setup>``)::
 
 Submitting again resumes: runs already at the target iteration are skipped, the others
 continue from their latest checkpoint.
+
+Stages (``--init-from``): a new run can start from another run's weights, e.g. stage II
+from stage I (control pretraining). Given a run folder or checkpoint, every run of the
+grid starts from it; given another grid, each run starts from that grid's run of the
+same channel subset, of the same fold where that grid has several::
+
+    stage I grid                        stage II grid
+    ch1-2-3-4-5/fold_0   ---------->    ch1-2-3-4-5/fold_0, fold_1, ... fold_4
+    ch2-3-4-5-6/fold_0   ---------->    ch2-3-4-5-6/fold_0, fold_1, ... fold_4
 """
 
 from __future__ import annotations
@@ -84,6 +93,8 @@ class TrainGrid:
         folds: Validation folds.
         channel_sets: Channel subsets (1-based).
         overrides: ``--set`` values for every run (``{"section.key": value}``).
+        init_from: A run folder, checkpoint or grid folder whose weights start new runs
+            (see the module docstring); None: from the setup's ``net.pretrained``.
     """
 
     setup_dir: Path
@@ -93,6 +104,7 @@ class TrainGrid:
     folds: tuple[int, ...]
     channel_sets: tuple[tuple[int, ...], ...]
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: Path | None = None
 
     def runs(self) -> list[GridRun]:
         """Every run, channel subsets outer, folds inner."""
@@ -109,8 +121,28 @@ class TrainGrid:
             "data.channels": list(run.channels),
             "net.in_channels": len(run.channels),
         }
+        source = self.init_source(run)
         return TrainSpec(str(self.setup_dir), str(self.data), str(run.run_dir), self.iterations,
-                         overrides)  # fmt: skip
+                         overrides, str(source) if source else None)  # fmt: skip
+
+    def init_source(self, run: GridRun) -> Path | None:
+        """The weights ``run`` starts from (None: none; see the module docstring).
+
+        Raises:
+            UserError: ``init_from`` is a grid without a run of ``run``'s channels (and
+                fold, where it has several folds of them).
+        """
+        if self.init_from is None or not (self.init_from / MANIFEST).is_file():
+            return self.init_from
+        same = [r for r in load_manifest(self.init_from)["runs"]
+                if tuple(r["channels"]) == run.channels]  # fmt: skip
+        match = [r for r in same if r["fold"] == run.fold] or (same if len(same) == 1 else [])
+        if not match:
+            folds = sorted(r["fold"] for r in same)
+            raise UserError(f"--init-from {self.init_from}: no run of channels "
+                            f"{channels_name(run.channels)} fold {run.fold} to start from "
+                            f"(that grid has folds {folds} of them)")  # fmt: skip
+        return self.init_from / match[0]["run_dir"]
 
     def describe(self) -> dict[str, Any]:
         """The grid part of ``grid.json``."""
@@ -121,6 +153,7 @@ class TrainGrid:
             "folds": list(self.folds),
             "channel_sets": [list(c) for c in self.channel_sets],
             "overrides": self.overrides,
+            "init_from": str(self.init_from) if self.init_from else None,
             "runs": [
                 {"index": r.index, "channels": list(r.channels), "fold": r.fold,
                  "run_dir": str(r.run_dir.relative_to(self.out)),
@@ -197,6 +230,7 @@ def make_grid(
     out: str | Path | None = None,
     iterations: int | None = None,
     overrides: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainGrid:
     """A grid from command-line values, with the defaults filled in.
 
@@ -210,19 +244,23 @@ def make_grid(
         iterations: Iteration each run trains to (default: the setup's
             ``train.schedule_iters``).
         overrides: ``--set`` values for every run.
+        init_from: A run folder, checkpoint or grid whose weights start the runs that
+            have no checkpoint yet (default: the one in the grid's ``grid.json``).
 
     Raises:
-        UserError: No such setup or dataset, bad folds or channel sets.
+        UserError: No such setup or dataset, bad folds or channel sets, nothing to start
+            a run from in ``init_from``.
     """
     from cellblock.config import load_setup_config
 
     setup_dir = setup_folder(setup)
     out_dir = Path(out).absolute() if out else default_out(setup_dir)
+    previous = load_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {}
     if data is None:
-        try:
-            data = load_manifest(out_dir)["data"]
-        except (UserError, KeyError):
-            raise UserError(f"--data is needed: {out_dir} has no grid naming a dataset") from None
+        if "data" not in previous:
+            raise UserError(f"--data is needed: {out_dir} has no grid naming a dataset")
+        data = previous["data"]
+    init_from = init_from or previous.get("init_from")
     data_dir = Path(data).absolute()
     if not data_dir.is_dir():
         raise UserError(f"--data {data}: no such packed dataset folder")
@@ -232,7 +270,7 @@ def make_grid(
                          ["schedule_iters"])  # fmt: skip
     if iterations < 1:
         raise UserError(f"--iterations: need at least 1, got {iterations}")
-    return TrainGrid(
+    grid = TrainGrid(
         setup_dir=setup_dir,
         data=data_dir,
         out=out_dir,
@@ -240,4 +278,20 @@ def make_grid(
         folds=tuple(parse_folds(folds)),
         channel_sets=tuple(parse_channel_sets(channel_sets, _n_channels(data_dir))),
         overrides=overrides,
+        init_from=Path(init_from).absolute() if init_from else None,
     )
+    _check_init_sources(grid)
+    return grid
+
+
+def _check_init_sources(grid: TrainGrid) -> None:
+    """Every run still to start has a checkpoint to start from (before anything is queued)."""
+    from cellblock.training.checkpoint import resolve_checkpoint
+
+    for run in grid.runs():
+        source = grid.init_source(run)
+        if source is not None and latest_iteration(run.run_dir) == 0:
+            try:
+                resolve_checkpoint(source)
+            except UserError as e:
+                raise UserError(f"--init-from: {e}") from None

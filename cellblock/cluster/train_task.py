@@ -63,6 +63,8 @@ class TrainSpec:
         iterations: Iteration to reach.
         overrides: ``{"section.key": value}`` applied to the setup's config (fold,
             channels, ``--set`` values).
+        init_from: A run folder or checkpoint whose weights start the run (``train.py
+            --init-from``); ignored once the run has a checkpoint of its own.
     """
 
     setup_dir: str
@@ -70,13 +72,15 @@ class TrainSpec:
     run_dir: str
     iterations: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def argv(self) -> list[str]:
         """The equivalent ``train.py`` command line (for people reading a manifest)."""
         sets = [f"--set={k}={json.dumps(v) if isinstance(v, list) else v}"
                 for k, v in self.overrides.items()]  # fmt: skip
+        init = ["--init-from", self.init_from] if self.init_from else []
         return ["python", str(Path(self.setup_dir) / "train.py"), str(self.iterations),
-                "--data", self.data, "--out", self.run_dir, *sets]  # fmt: skip
+                "--data", self.data, "--out", self.run_dir, *init, *sets]  # fmt: skip
 
     def resolved_config(self) -> dict[str, Any]:
         """The run's resolved config (raises ``ConfigError`` naming a bad key or value)."""
@@ -182,7 +186,7 @@ class TrainTask(submitit.helpers.Checkpointable):
             def target() -> None:
                 try:
                     box["result"] = train(config, spec.data, run_dir, spec.iterations,
-                                          stop=self._stop)  # fmt: skip
+                                          init_from=spec.init_from, stop=self._stop)  # fmt: skip
                 except BaseException as e:
                     box["error"] = e
 
