@@ -171,51 +171,70 @@ def _touch_checkpoint(run_dir: Path, iteration: int) -> None:
 
 
 def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
-    """Stage I -> II: which run of the source grid starts which run (pure path logic;
-    test_submit_train_on_the_local_executor trains through the same path)."""
+    """Stage I -> II: which checkpoint starts which run, settled at submission (pure path
+    logic; test_submit_train_on_the_local_executor trains through the same path)."""
     from cellblock.cluster.grid import save_manifest
 
     sets = {"data.n_folds": 3}
-    stage1 = make_grid(SETUP, "0", "1,2,3,4,5;2,3,4,5,6", tiny_packed, tmp_path / "s1", 4, sets)
+    two = "1,2,3,4,5;2,3,4,5,6"
+    stage1 = make_grid(SETUP, "0", two, tiny_packed, tmp_path / "s1", 4, sets)
     save_manifest(stage1)
     for run in stage1.runs():
+        _touch_checkpoint(run.run_dir, 2)
+    with pytest.raises(UserError, match=r"fold_0: at iteration 2 of 4; let that grid finish"):
+        make_grid(SETUP, "0", two, tiny_packed, tmp_path / "s2", 6, sets, tmp_path / "s1")
+    for run in stage1.runs():
         _touch_checkpoint(run.run_dir, 4)
-    stage2 = make_grid(SETUP, "0-2", "1,2,3,4,5;2,3,4,5,6", tiny_packed, tmp_path / "s2", 6,
-                       sets, tmp_path / "s1")  # fmt: skip
+    stage2 = make_grid(SETUP, "0-2", two, tiny_packed, tmp_path / "s2", 6, sets, tmp_path / "s1")
     for run in stage2.runs():  # one fold in the source: every fold starts from it
-        source = tmp_path / "s1" / channels_name(run.channels) / "fold_0"
-        assert stage2.init_source(run) == source
+        want = tmp_path / "s1" / channels_name(run.channels) / "fold_0" / "checkpoints"
+        assert stage2.init_checkpoints[run.index] == str(want / "checkpoint_00000004.pt")
         argv = stage2.spec(run).argv()
-        assert argv[argv.index("--init-from") + 1] == str(source)
+        assert argv[argv.index("--init-from") + 1] == stage2.init_checkpoints[run.index]
     save_manifest(stage2)
     manifest = json.loads((tmp_path / "s2" / "grid.json").read_text())
     assert manifest["init_from"] == str(tmp_path / "s1")
-    again = make_grid(SETUP, "0-2", "1,2,3,4,5", None, tmp_path / "s2", 6, sets)
+    assert manifest["runs"][0]["init_checkpoint"] == stage2.init_checkpoints[0]
+    # The source trains on: a started run keeps its checkpoint, a new one takes the latest.
+    for run in stage1.runs():
+        _touch_checkpoint(run.run_dir, 8)
+    _touch_checkpoint(stage2.runs()[0].run_dir, 2)
+    again = make_grid(SETUP, "0-2", two, None, tmp_path / "s2", 6, sets)
     assert again.init_from == tmp_path / "s1"  # a resubmission keeps its source
-    # several folds in the source: the same fold, and none for a fold it lacks
+    assert again.init_checkpoints[0] == stage2.init_checkpoints[0]
+    assert again.init_checkpoints[1].endswith("checkpoint_00000008.pt")
+    with pytest.raises(UserError, match=r"already started from .*s1; use another --out"):
+        make_grid(SETUP, "0-2", two, None, tmp_path / "s2", 6, sets, stage1.runs()[0].run_dir)
+    # Several folds in the source: the same fold, and none for a fold it lacks.
     stage1b = make_grid(SETUP, "0-1", "1,2,3,4,5", tiny_packed, tmp_path / "s1b", 4, sets)
     save_manifest(stage1b)
     for run in stage1b.runs():
         _touch_checkpoint(run.run_dir, 4)
     grid = make_grid(SETUP, "1", "1,2,3,4,5", tiny_packed, tmp_path / "s3", 6, sets,
                      tmp_path / "s1b")  # fmt: skip
-    assert grid.init_source(grid.runs()[0]) == tmp_path / "s1b" / "ch1-2-3-4-5" / "fold_1"
-    with pytest.raises(UserError, match=r"no run of channels ch1-2-3-4-5 fold 2.*folds \[0, 1\]"):
+    assert "/s1b/ch1-2-3-4-5/fold_1/" in grid.init_checkpoints[0]
+    with pytest.raises(UserError, match=r"ch1-2-3-4-5 fold 2 .*\(folds there: fold_0, fold_1\)"):
         make_grid(SETUP, "2", "1,2,3,4,5", tiny_packed, tmp_path / "s4", 6, sets, tmp_path / "s1b")
-    with pytest.raises(UserError, match="no run of channels ch1-2-3-4-5-6"):
+    with pytest.raises(UserError, match=r"channels ch1-2-3-4-5-6 fold 0 .*\(folds there: none\)"):
         make_grid(SETUP, "0", "all", tiny_packed, tmp_path / "s5", 6, sets, tmp_path / "s1")
-    # a run folder or a checkpoint starts every run; one without checkpoints is refused
+    # A run folder starts every run, if its network fits (net_config.json of the run).
     run = stage1b.runs()[0].run_dir
     grid = make_grid(SETUP, "0-2", "1,2,3,4,5", tiny_packed, tmp_path / "s6", 6, sets, run)
-    assert {grid.init_source(r) for r in grid.runs()} == {run}
+    assert set(grid.init_checkpoints.values()) == {str(run / "checkpoints/checkpoint_00000004.pt")}
+    made = {"backbone": "test_resnet", "in_channels": 5, "embedding_dim": 128, "pool": "avg"}
+    (run / "net_config.json").write_text(json.dumps(made))
+    make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, tmp_path / "s6b", 6, sets, run)
+    with pytest.raises(UserError, match=r"made with net\.in_channels=5, this grid's run needs 6"):
+        make_grid(SETUP, "0", "all", tiny_packed, tmp_path / "s6c", 6, sets, run)
     empty = tmp_path / "empty_run"
     empty.mkdir()
     with pytest.raises(UserError, match=r"--init-from: .*empty_run: no checkpoints"):
         make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, tmp_path / "s7", 6, sets, empty)
-    # a run that has checkpoints of its own resumes: its source is not needed any more
-    target = tmp_path / "s8"
-    _touch_checkpoint(target / "ch1-2-3-4-5" / "fold_0", 2)
-    make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, target, 6, sets, empty)
+    # train.py --init-from a grid folder: the error says what to give instead
+    from cellblock.training.checkpoint import resolve_checkpoint
+
+    with pytest.raises(UserError, match=r"a grid of runs .* e\.g\. .*s1b/ch1-2-3-4-5/fold_0"):
+        resolve_checkpoint(tmp_path / "s1b")
 
 
 def test_grid_errors_name_the_input(tiny_packed, tmp_path):

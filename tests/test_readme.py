@@ -7,6 +7,7 @@ parsed; the script must exist, and every ``--flag`` given to it must appear in i
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -25,14 +26,32 @@ PLACEHOLDER = {"02_train/<dataset>/<setup>/": "02_train/synthetic/tiny/"}
 
 
 def _commands(text: str) -> list[str]:
-    """Lines of ``bash`` blocks (continuations joined, comments dropped) and code spans."""
+    """Lines of ``bash`` blocks (continuations joined, comments dropped, ``$VAR`` of an
+    assignment in the block expanded) and code spans."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        variables: dict[str, str] = {}
         for line in block.replace("\\\n", " ").splitlines():
-            commands.append(re.sub(r"\s#\s.*$", "", line))
+            line = re.sub(r"(^|\s)#.*$", "", line)
+            if m := re.fullmatch(r'(\w+)="([^"]*)"', line.strip()):
+                variables[m.group(1)] = m.group(2)
+            for name, value in variables.items():
+                line = re.sub(rf"\${name}\b", value, line)
+            commands.append(line)
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     commands += [span.replace("\\|", "|") for span in re.findall(r"`([^`\n]+)`", prose)]
     return commands
+
+
+def _run_directly(text: str) -> set[str]:
+    """Scripts a README command starts with (run as ``scripts/x.py``, not ``python ...``)."""
+    starts = set()
+    for command in _commands(text):
+        for part in re.split(r"&&|\|\||;|\$\(|\bdo\b", command):
+            words = part.split()
+            if words and SCRIPT.match(words[0]):
+                starts.add(words[0])
+    return starts
 
 
 def _flags_by_script(text: str) -> dict[str, set[str]]:
@@ -67,6 +86,7 @@ def test_the_parser_sees_the_readme_commands():
     assert {"--run", "--workers", "--cluster-option"} <= FLAGS["03_predict/predict_blockwise.py"]
     assert "--init-from" in FLAGS["scripts/submit_train.py"]
     assert "--set" in FLAGS["02_train/synthetic/tiny/train.py"]
+    assert {"--gpus", "--mem"} <= FLAGS["scripts/submit_train.py"]  # from $GPU
 
 
 @pytest.mark.parametrize("script", sorted(FLAGS))
@@ -78,8 +98,19 @@ def test_readme_script_and_flags_exist(script):
     r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    unknown = sorted(f for f in FLAGS[script] if not re.search(rf"{re.escape(f)}\b", r.stdout))
+    # an option line of argparse's help: "  --flag ARG" or "  -f ARG, --flag ARG"
+    options = re.findall(r"^  (-.*?)(?:  |$)", r.stdout, flags=re.M)
+    defined = {f.split()[0] for line in options for f in line.split(", ")}
+    unknown = sorted(FLAGS[script] - defined)
     assert not unknown, f"README gives {script} flags its --help lacks: {unknown}"
+
+
+def test_scripts_run_directly_are_executable():
+    direct = _run_directly(README.read_text())
+    assert "scripts/submit_train.py" in direct
+    for script in sorted(direct):
+        if "<" not in script:
+            assert os.access(ROOT / script, os.X_OK), f"README runs {script}, not executable"
 
 
 def test_readme_make_targets_exist():

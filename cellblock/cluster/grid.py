@@ -17,14 +17,8 @@ Grid folder (``--out``, default ``runs/<dataset>/<setup>``)::
 Submitting again resumes: runs already at the target iteration are skipped, the others
 continue from their latest checkpoint.
 
-Stages (``--init-from``): a new run can start from another run's weights, e.g. stage II
-from stage I (control pretraining). Given a run folder or checkpoint, every run of the
-grid starts from it; given another grid, each run starts from that grid's run of the
-same channel subset, of the same fold where that grid has several::
-
-    stage I grid                        stage II grid
-    ch1-2-3-4-5/fold_0   ---------->    ch1-2-3-4-5/fold_0, fold_1, ... fold_4
-    ch2-3-4-5-6/fold_0   ---------->    ch2-3-4-5-6/fold_0, fold_1, ... fold_4
+Stages: ``--init-from`` starts new runs from another run's or grid's weights
+(``grid_init``).
 """
 
 from __future__ import annotations
@@ -33,12 +27,13 @@ import json
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cellblock.atomic import atomic_write_text
 from cellblock.cluster.grid_axes import channels_name, parse_channel_sets, parse_folds
+from cellblock.cluster.grid_init import init_checkpoints
 from cellblock.cluster.train_task import TrainSpec
 from cellblock.errors import UserError
 
@@ -94,7 +89,9 @@ class TrainGrid:
         channel_sets: Channel subsets (1-based).
         overrides: ``--set`` values for every run (``{"section.key": value}``).
         init_from: A run folder, checkpoint or grid folder whose weights start new runs
-            (see the module docstring); None: from the setup's ``net.pretrained``.
+            (``grid_init``); None: from the setup's ``net.pretrained``.
+        init_checkpoints: Run index -> the checkpoint file that run starts from, as
+            ``grid_init.init_checkpoints`` settles it.
     """
 
     setup_dir: Path
@@ -105,6 +102,7 @@ class TrainGrid:
     channel_sets: tuple[tuple[int, ...], ...]
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: Path | None = None
+    init_checkpoints: dict[int, str] = field(default_factory=dict)
 
     def runs(self) -> list[GridRun]:
         """Every run, channel subsets outer, folds inner."""
@@ -121,28 +119,8 @@ class TrainGrid:
             "data.channels": list(run.channels),
             "net.in_channels": len(run.channels),
         }
-        source = self.init_source(run)
         return TrainSpec(str(self.setup_dir), str(self.data), str(run.run_dir), self.iterations,
-                         overrides, str(source) if source else None)  # fmt: skip
-
-    def init_source(self, run: GridRun) -> Path | None:
-        """The weights ``run`` starts from (None: none; see the module docstring).
-
-        Raises:
-            UserError: ``init_from`` is a grid without a run of ``run``'s channels (and
-                fold, where it has several folds of them).
-        """
-        if self.init_from is None or not (self.init_from / MANIFEST).is_file():
-            return self.init_from
-        same = [r for r in load_manifest(self.init_from)["runs"]
-                if tuple(r["channels"]) == run.channels]  # fmt: skip
-        match = [r for r in same if r["fold"] == run.fold] or (same if len(same) == 1 else [])
-        if not match:
-            folds = sorted(r["fold"] for r in same)
-            raise UserError(f"--init-from {self.init_from}: no run of channels "
-                            f"{channels_name(run.channels)} fold {run.fold} to start from "
-                            f"(that grid has folds {folds} of them)")  # fmt: skip
-        return self.init_from / match[0]["run_dir"]
+                         overrides, self.init_checkpoints.get(run.index))  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         """The grid part of ``grid.json``."""
@@ -157,6 +135,7 @@ class TrainGrid:
             "runs": [
                 {"index": r.index, "channels": list(r.channels), "fold": r.fold,
                  "run_dir": str(r.run_dir.relative_to(self.out)),
+                 "init_checkpoint": self.init_checkpoints.get(r.index),
                  "train": self.spec(r).argv()}
                 for r in self.runs()
             ],
@@ -280,18 +259,4 @@ def make_grid(
         overrides=overrides,
         init_from=Path(init_from).absolute() if init_from else None,
     )
-    _check_init_sources(grid)
-    return grid
-
-
-def _check_init_sources(grid: TrainGrid) -> None:
-    """Every run still to start has a checkpoint to start from (before anything is queued)."""
-    from cellblock.training.checkpoint import resolve_checkpoint
-
-    for run in grid.runs():
-        source = grid.init_source(run)
-        if source is not None and latest_iteration(run.run_dir) == 0:
-            try:
-                resolve_checkpoint(source)
-            except UserError as e:
-                raise UserError(f"--init-from: {e}") from None
+    return replace(grid, init_checkpoints=init_checkpoints(grid, previous))

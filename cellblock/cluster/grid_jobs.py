@@ -64,8 +64,8 @@ def submit_grid(
         save_manifest(grid)
         return None, None
     folder = new_job_folder(grid.out)
-    executor = make_executor(cluster, folder, options,
-                             binds=[grid.data, grid.out, grid.setup_dir])  # fmt: skip
+    binds = [grid.data, grid.out, grid.setup_dir, *([grid.init_from] if grid.init_from else [])]
+    executor = make_executor(cluster, folder, options, binds=binds)
     calls = [TrainTask(spec) for _, spec in todo]
     if cluster == "slurm":
         jobs = submit(executor, calls)

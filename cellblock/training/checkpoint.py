@@ -125,6 +125,12 @@ def resolve_checkpoint(source: Path | str) -> Path:
         latest = latest_checkpoint(source)
         if latest is not None:
             return latest
+        if (source / "grid.json").is_file():
+            runs = sorted(p.parent for p in source.glob("ch*/fold_*/checkpoints"))
+            example = f", e.g. {runs[0]}" if runs else ""
+            raise UserError(f"{source}: a grid of runs (submit_train.py), not a run: give one "
+                            f"of its runs{example}, or --init-from the grid in "
+                            f"submit_train.py")  # fmt: skip
         raise UserError(f"{source}: no checkpoints in this run folder")
     raise UserError(f"{source}: no such checkpoint or run folder")
 
