@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 SYNTH_ARGS ?=
 export DEMO_DIR SYNTH_ARGS
 
-.PHONY: env system demo test lint bench-io bench-fetch bench-train bench-predict bench-write lock clean
+.PHONY: env system browser demo test lint bench-io bench-fetch bench-train bench-predict bench-write lock clean
 
 env: $(VENV)/.installed
 
@@ -17,7 +17,12 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml scripts/inst
 system:  ## Debian packages of the real services (chromium, SLURM); idempotent
 	scripts/apt_install.sh all
 
-demo: env  ## synthesize -> pack -> summary, on an embedded synthetic RxRx1-style dataset
+browser:  ## Debian chromium + chromium-driver only (the demo's screenshot); idempotent
+	scripts/apt_install.sh browser
+
+# The demo's step 8 renders a plate in headless chromium: `browser` makes a fresh
+# machine ready for it (a no-op once installed), whether or not `make test` ran first.
+demo: env browser  ## the whole pipeline end to end on an embedded synthetic RxRx1-style screen
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/demo.sh
 
 lint: env

@@ -12,7 +12,7 @@ Example:
 import argparse
 
 from cellblock.catalog import checkpoint_entry, remote_of, select_checkpoint
-from cellblock.cli import run
+from cellblock.cli import run, writing
 from cellblock.storage import Remote, download_objects, list_objects, make_client
 
 
@@ -31,7 +31,8 @@ def main() -> None:
     client = make_client(remote, max_connections=args.workers)
     iteration, objects = select_checkpoint(list_objects(client, remote), remote.prefix,
                                            args.iteration)  # fmt: skip
-    s = download_objects(client, remote, objects, args.out, workers=args.workers)
+    with writing(args.out):
+        s = download_objects(client, remote, objects, args.out, workers=args.workers)
     print(
         f"checkpoint iteration {iteration} of {args.setup} from {remote.url} in {args.out}: "
         f"{s['downloaded']} file(s) fetched, {s['skipped']} already present"

@@ -14,7 +14,7 @@ import argparse
 import time
 
 from cellblock.catalog import CATALOG, entry_of, remote_of, select_experiments
-from cellblock.cli import run
+from cellblock.cli import run, writing
 from cellblock.errors import UserError
 from cellblock.https import fetch_archives
 from cellblock.storage import Remote, download_objects, list_objects, make_client
@@ -35,7 +35,16 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=16, help="parallel downloads")
     p.add_argument("--retries", type=int, default=8, help="tries per file (backoff to 8 s)")
     args = p.parse_args()
+    with writing(args.out):
+        fetch(args)
 
+
+def fetch(args: argparse.Namespace) -> None:
+    """Fetch what ``args`` name into ``args.out`` and print a summary.
+
+    Args:
+        args: The parsed command line.
+    """
     wanted = args.experiments.split(",") if args.experiments else None
     start = time.perf_counter()
     if args.dataset:

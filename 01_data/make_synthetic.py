@@ -8,7 +8,7 @@ Example:
 import argparse
 import time
 
-from cellblock.cli import parse_overrides, run
+from cellblock.cli import parse_overrides, run, writing
 from cellblock.synth import PRESETS, preset, write_dataset
 
 
@@ -48,7 +48,8 @@ def main() -> None:
     config = preset(args.preset).replace(**changes, **parse_overrides(args.set))
     experiments = args.experiments.split(",") if args.experiments else None
     start = time.perf_counter()
-    summary = write_dataset(config, args.out, args.layout, experiments, args.workers)
+    with writing(args.out):
+        summary = write_dataset(config, args.out, args.layout, experiments, args.workers)
     print(
         f"wrote {summary['files']} PNGs ({summary['plates']} plates of {summary['plate_wells']} "
         f"wells, {summary['sites']} sites, {summary['classes']} classes) to {args.out} "

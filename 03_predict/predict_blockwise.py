@@ -1,8 +1,17 @@
 #!/usr/bin/env python
 """Predict plates blockwise with daisy: persistent workers, resumable (--help)."""
 
+import sys
+
 from cellblock.blockwise.cli import blockwise_main
-from cellblock.cli import run
+from cellblock.cli import option_value, run, writing
+
+
+def main() -> int:
+    """``blockwise_main``, naming ``--out`` in an OSError that names no file (disk full)."""
+    with writing(option_value(sys.argv[1:], "--out")):
+        return blockwise_main()
+
 
 if __name__ == "__main__":
-    run(blockwise_main)
+    run(main)

@@ -1,8 +1,17 @@
 #!/usr/bin/env python
 """Predict plates in one process without daisy: the reference of predict_blockwise (--help)."""
 
+import sys
+
 from cellblock.blockwise.cli import scan_main
-from cellblock.cli import run
+from cellblock.cli import option_value, run, writing
+
+
+def main() -> int:
+    """``scan_main``, naming ``--out`` in an OSError that names no file (disk full)."""
+    with writing(option_value(sys.argv[1:], "--out")):
+        return scan_main()
+
 
 if __name__ == "__main__":
-    run(scan_main)
+    run(main)

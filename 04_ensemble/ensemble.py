@@ -4,7 +4,7 @@
 import argparse
 import logging
 
-from cellblock.cli import run
+from cellblock.cli import run, writing
 from cellblock.ensemble import COMBINE_MODES, SPLITS, run_ensemble
 from cellblock.ensemble.report import accuracy_line
 from cellblock.errors import UserError
@@ -47,19 +47,20 @@ def main() -> None:
     if args.no_assign and args.no_groups:
         raise UserError("--no-groups only applies with the assignment (drop --no-assign)")
     experiments = [e for e in (args.experiments or "").split(",") if e] or None
-    report = run_ensemble(
-        args.preds,
-        args.data,
-        args.out,
-        args.split,
-        experiments,
-        args.weights,
-        args.combine,
-        plate_step=not args.no_assign,
-        use_groups=not args.no_groups,
-        include_controls=args.include_controls,
-        profile_dim=args.profile_dim,
-    )
+    with writing(args.out):
+        report = run_ensemble(
+            args.preds,
+            args.data,
+            args.out,
+            args.split,
+            experiments,
+            args.weights,
+            args.combine,
+            plate_step=not args.no_assign,
+            use_groups=not args.no_groups,
+            include_controls=args.include_controls,
+            profile_dim=args.profile_dim,
+        )
     log.info("wrote %s, report.json, report.md and plots in %s", report["outputs"]["submission"],
              args.out)  # fmt: skip
     print(accuracy_line(report, args.split))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cellblock.atomic import atomic_write_text
-from cellblock.cli import run
+from cellblock.cli import run, writing
 from cellblock.dataset import PackedDataset
 from cellblock.ensemble import (
     SPLITS,
@@ -50,7 +50,8 @@ def main() -> None:
         raise UserError(f"{args.data}: no answer key for split {args.split!r}; cannot score")
     print(format_breakdown({"accuracy": result}))
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps(result, indent=2, sort_keys=True) + "\n")
+        with writing(args.json):
+            atomic_write_text(Path(args.json), json.dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
 import argparse
 
-from cellblock.cli import run
+from cellblock.cli import run, writing
 from cellblock.dataset import PackedDataset
 from cellblock.ensemble import pseudo_labels, write_pseudo_labels
 
@@ -26,7 +26,8 @@ def main() -> None:
     args = p.parse_args()
     packed = PackedDataset(args.data)
     labels = pseudo_labels(args.ensemble_out, packed, args.min_confidence)
-    path = write_pseudo_labels(labels, args.out, packed.metadata)
+    with writing(args.out):
+        path = write_pseudo_labels(labels, args.out, packed.metadata)
     print(f"wrote {len(labels)} pseudo labels to {path}")
 
 

@@ -18,8 +18,15 @@ __all__ = ["atomic_path", "atomic_write_csv", "atomic_write_parquet", "atomic_wr
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path in ``target``'s folder; rename it to ``target`` on success."""
+def atomic_path(target: Path, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; rename it to ``target`` on success.
+
+    Args:
+        target: The file to write.
+        fsync: Flush the temporary file to disk before the rename. Without it, a power
+            loss soon after can leave ``target`` renamed but empty (the rename reached
+            the disk before the data); worth its cost for files a run resumes from.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -29,10 +36,20 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
+        if fsync:
+            _fsync(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)  # fsync flushes the file, whichever descriptor asks
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write(target: Path, writer: Callable[[Path], None]) -> None:

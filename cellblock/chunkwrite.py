@@ -7,12 +7,14 @@ well under 1.3 ms. The store's arrays have one chunk per well, so a block's well
 whole chunks and each can be written as the zarr v3 spec lays it out::
 
     array folder   {plate}/logits/zarr.json
-    chunk file     {plate}/logits/c/{row}/{col}/0/0   = zstd(little-endian bytes)
+    chunk file     {plate}/logits/c/{row}/{col}/0/0   = zstd(little-endian bytes) + crc32c
 
 Each chunk file is written to a temporary name and renamed (a killed worker leaves no
 half chunk); a chunk equal to the fill value is not stored, as zarr-python does.
-``ChunkWriter.open`` accepts exactly the codec chain ``create_store`` makes (``bytes``
-little-endian, then ``zstd`` or nothing) and returns None for anything else; the caller
+``ChunkWriter.open`` accepts exactly the codec chains ``create_store`` makes (``bytes``
+little-endian, then ``zstd`` or nothing, then the zarr v3 ``crc32c`` checksum: 4 bytes,
+little endian, of the bytes before it; stores made before checksums have none) and
+returns None for anything else; the caller
 falls back to zarr-python (also for another chunk shape). Tests compare the files with
 zarr-python's.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import google_crc32c
 import numcodecs
 import numpy as np
 
@@ -45,6 +48,7 @@ class ChunkWriter:
         self.chunk_shape = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         self.grid = tuple(-(-s // c) for s, c in zip(meta["shape"], self.chunk_shape, strict=True))
         zstd = [c for c in meta["codecs"] if c["name"] == "zstd"]
+        self.checksummed = meta["codecs"][-1]["name"] == "crc32c"
         self.codec = numcodecs.Zstd(zstd[0]["configuration"]["level"]) if zstd else None
         self.separator = meta["chunk_key_encoding"]["configuration"].get("separator", "/")
         self.fill_value = float(meta["fill_value"])  # JSON: a number, "NaN" or "[-]Infinity"
@@ -56,6 +60,7 @@ class ChunkWriter:
             meta = json.loads((Path(path) / "zarr.json").read_text())
             codecs = meta["codecs"]
             names = [c["name"] for c in codecs]
+            names = names[:-1] if names[-1:] == ["crc32c"] else names
             zstd = codecs[1].get("configuration", {}) if names == ["bytes", "zstd"] else {}
             ok = (
                 meta.get("zarr_format") == 3
@@ -103,5 +108,7 @@ class ChunkWriter:
             return
         raw = values.tobytes()
         encoded = self.codec.encode(raw) if self.codec else raw
+        if self.checksummed:
+            encoded = bytes(encoded) + google_crc32c.value(encoded).to_bytes(4, "little")
         with atomic_path(self.chunk_file(coords)) as tmp:
             tmp.write_bytes(encoded)

@@ -22,6 +22,7 @@ any other layout are read with zarr-python. Both return the same bytes.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from cellblock.errors import UserError
+from cellblock.errors import CorruptDataError, UserError
 from cellblock.plates import PlateFormat
 from cellblock.shardread import ShardReader
 
@@ -43,11 +44,22 @@ __all__ = [
     "plate_key",
 ]
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DIMENSION_NAMES = ("row", "col", "site", "channel", "y", "x")
 # RxRx1 stains and the display colours of the RxRx1 tools (rxrx.io), w1..w6.
 RXRX1_CHANNELS = ("Hoechst", "ConA", "Phalloidin", "Syto14", "MitoTracker", "WGA")
 RXRX1_COLORS = ("#1300f9", "#2aff1f", "#ff0019", "#2dfffc", "#fa00fd", "#feff28")
+
+
+@functools.cache
+def _warn_unverified(path: Path) -> None:
+    """Once per dataset and process: its chunks carry no checksums (packed before them)."""
+    log.warning(
+        "%s: packed without chunk checksums (an older cellblock): reads are not verified; "
+        "repack it (01_data/pack_zarr.py --raw RAW --out NEW) to have damage detected",
+        path,
+    )
 
 
 def plate_key(experiment: str, plate: int) -> str:
@@ -231,12 +243,28 @@ class PackedDataset:
         key = plate_key(experiment, plate)
         if key not in self._readers:
             self.plate(experiment, plate)  # a clear error for a missing plate
-            self._readers[key] = ShardReader.open(self.path / "images.zarr" / key)
+            reader = ShardReader.open(self.path / "images.zarr" / key)
+            if reader is not None and not reader.checksummed:
+                _warn_unverified(self.path)
+            self._readers[key] = reader
         return self._readers[key]
 
     def read_site(self, experiment: str, plate: int, row: int, col: int, site: int) -> np.ndarray:
-        """One site's ``(channel, y, x)`` uint8 image; ``site`` is 1-based as in RxRx1."""
+        """One site's ``(channel, y, x)`` uint8 image; ``site`` is 1-based as in RxRx1.
+
+        Raises:
+            CorruptDataError: The site's stored bytes fail their checksum or do not
+                decode; the message names the dataset, plate, well and site.
+        """
         reader = self._reader(experiment, plate)
-        if reader is None:  # not our layout: zarr-python reads anything
-            return self.plate(experiment, plate)[row, col, site - 1]
-        return reader.read_chunk((row, col, site - 1, 0, 0, 0))[0, 0, 0]
+        try:
+            if reader is None:  # not our layout: zarr-python reads anything
+                return self.plate(experiment, plate)[row, col, site - 1]
+            return reader.read_chunk((row, col, site - 1, 0, 0, 0))[0, 0, 0]
+        except (CorruptDataError, ValueError, RuntimeError) as err:  # zarr: ValueError on crc
+            well = self.info.plate_format.well_name(row, col)
+            raise CorruptDataError(
+                f"{self.path}: plate {plate_key(experiment, plate)} well {well} site {site} is "
+                f"damaged ({err}); re-fetch the dataset, or repack it from its PNGs "
+                "(01_data/pack_zarr.py --raw RAW --out NEW)"
+            ) from None

@@ -24,17 +24,19 @@ import numpy as np
 import pandas as pd
 import zarr
 from tqdm import tqdm
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from cellblock.atomic import atomic_write_parquet
-from cellblock.dataset import DIMENSION_NAMES, DatasetInfo, PlateInfo, plate_key
+from cellblock.dataset import DIMENSION_NAMES, DatasetInfo, PackedDataset, PlateInfo, plate_key
 from cellblock.errors import UserError
+from cellblock.locks import hold
 from cellblock.metadata import load_raw_metadata, sites_of
 from cellblock.parallel import ordered_map
 from cellblock.plates import PlateFormat, plate_dir, site_filename
 from cellblock.rawtree import RawGeometry, check_plate_folder, probe_geometry, read_png
+from cellblock.verify import row_checks, verify_rows
 
-__all__ = ["COMPRESSOR", "pack_dataset"]
+__all__ = ["COMPRESSOR", "pack_dataset", "verify_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 @dataclass(frozen=True)
 class _RowJob:
-    """Everything a worker needs to pack (or verify) one plate row."""
+    """Everything a worker needs to pack one plate row."""
 
     zarr_path: str
     key: str  # "EXP/PlateN"
@@ -78,16 +80,6 @@ def _pack_row(job: _RowJob) -> np.ndarray:
         for kind in (0, 1) if negative else (0,):
             sums[kind] += [np.full(len(px), px.shape[1]), px.sum(1), (px * px).sum(1)]
     return sums
-
-
-def _verify_row(job: _RowJob) -> int:
-    stored = zarr.open_array(job.zarr_path, path=job.key, mode="r")[job.row : job.row + 1]
-    expected = _read_row(job)
-    if not np.array_equal(stored, expected):
-        col, site = np.argwhere((stored != expected).any(axis=(0, 3, 4, 5)))[0]
-        well = PlateFormat(job.row + 1, job.n_cols).well_name(job.row, int(col))
-        raise UserError(f"verify: {job.key} well {well} site {site + 1} differs from the PNGs")
-    return len(job.sites)
 
 
 def _stats(sums: np.ndarray) -> dict:
@@ -128,13 +120,20 @@ def pack_dataset(
         out: The dataset folder to create or complete.
         experiments: Only these experiments (default: all in the tables).
         workers: Processes decoding and writing rows.
-        verify: Re-read every packed site and compare with its PNGs.
+        verify: Re-read every packed site (checksums checked) and compare it with its PNGs.
         plate_wells: Plate format; default: from ``synthetic.json`` if present,
             else the smallest standard plate holding every listed well.
         progress: Show progress bars.
+
+    Raises:
+        FolderBusyError: Another packer is writing ``out`` (``out/pack.lock``).
     """
+    with hold(Path(out) / "pack.lock", what=f"dataset folder {out}"):
+        return _pack(Path(raw), Path(out), experiments, workers, verify, plate_wells, progress)
+
+
+def _pack(raw, out, experiments, workers, verify, plate_wells, progress) -> dict:
     start = time.perf_counter()
-    raw, out = Path(raw), Path(out)
     layout, table = load_raw_metadata(raw)
     table = sites_of(table, experiments)
     sites = sorted(set(table["site"]))
@@ -169,7 +168,7 @@ def pack_dataset(
             fill_value=0,
             chunks=(1, 1, 1, *info.plate_shape[3:]),
             shards=(1, *info.plate_shape[1:]),
-            compressors=COMPRESSOR,
+            compressors=(COMPRESSOR, Crc32cCodec()),  # every chunk checksummed
             dimension_names=DIMENSION_NAMES,
             overwrite=True,
         )
@@ -212,9 +211,10 @@ def pack_dataset(
     _write_metadata(out / "metadata.parquet", table)
     n_verified = 0
     if verify:
-        verify_jobs = _verify_jobs(out, raw, layout, table, fmt, geometry, info)
-        _run(_verify_row, verify_jobs, workers, "verify", progress)
-        n_verified = sum(len(j.sites) for j in verify_jobs)
+        folders = {(e, int(p)): raw / plate_dir(layout, g.split.iloc[0], e, p)
+                   for (e, p), g in table.groupby(["experiment", "plate"])}  # fmt: skip
+        checks = row_checks(out, table, folders, geometry)
+        n_verified = verify_rows(checks, workers, progress)
     return {
         "plates_packed": len(todo),
         "plates_skipped": len(skipped),
@@ -260,24 +260,18 @@ def _write_metadata(path: Path, table: pd.DataFrame) -> None:
     atomic_write_parquet(table, path)
 
 
-def _verify_jobs(out, raw, layout, table, fmt, geometry, info) -> list[_RowJob]:
-    jobs = []
-    for (exp, plate, row), g in table.groupby(["experiment", "plate", "row"], sort=True):
-        folder = raw / plate_dir(layout, g.split.iloc[0], exp, plate)
-        jobs.append(
-            _RowJob(
-                str(out / "images.zarr"),
-                plate_key(exp, plate),
-                str(folder),
-                int(row),
-                fmt.n_cols,
-                geometry,
-                info.n_sites,
-                tuple(zip(g.col, g.well, g.site, [False] * len(g), strict=True)),
-            )
-        )
-    return jobs
-
-
 def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def verify_dataset(out: Path, workers: int = 1, progress: bool = True) -> int:
+    """Check every site of the packed dataset ``out`` against its chunk checksum.
+
+    For a copy of a dataset without its PNGs (``pack_zarr.py --verify --out DATASET``).
+    Returns the number of sites checked.
+
+    Raises:
+        CorruptDataError: Naming every damaged site (up to ten) and their count.
+    """
+    table = PackedDataset(out).metadata
+    return verify_rows(row_checks(Path(out), table), workers, progress)

@@ -15,6 +15,7 @@ read back as NaN; ``read_sites`` returns only the sites the dataset has.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from dataclasses import asdict, dataclass
@@ -24,10 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from cellblock.chunkwrite import ChunkWriter
 from cellblock.dataset import PackedDataset, plate_key
-from cellblock.errors import UserError
+from cellblock.errors import CorruptDataError, UserError
+from cellblock.plates import PlateFormat
 
 __all__ = [
     "FORMAT_VERSION",
@@ -42,6 +45,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 ATTR = "cellblock_predictions"
+# zarr's default compressor (zstd level 0), then a crc32c checksum that every reader
+# (ours through zarr-python, tensorstore) verifies: a damaged chunk is an error, not
+# silently wrong logits in a submission
+CHUNK_CODECS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,7 @@ def create_store(
                 chunks=(1, 1, sites, width),
                 dtype=dtype,
                 fill_value=np.nan,
+                compressors=CHUNK_CODECS,
                 dimension_names=("row", "col", "site", "class" if name == "logits" else "dim"),
             )
     return path
@@ -238,9 +246,8 @@ def read_sites(
             raise UserError(f"{path}: no predictions for plate {key} (have {have})")
         where = positions[table.index.get_indexer(part.index)]
         r, c, s = (part[k].to_numpy() for k in ("row", "col", "site"))
-        plate_logits = root[key]["logits"][:]
-        logits[where] = plate_logits[r, c, s - 1]
-        embeddings[where] = root[key]["embeddings"][:][r, c, s - 1]
+        logits[where] = _read_array(root[key]["logits"], path, key)[r, c, s - 1]
+        embeddings[where] = _read_array(root[key]["embeddings"], path, key)[r, c, s - 1]
         missing = np.isnan(logits[where]).any(axis=1)
         if missing.any():
             first = part.iloc[int(np.argmax(missing))]
@@ -249,3 +256,37 @@ def read_sites(
                 f"(e.g. well {first['well']} site {first['site']}); rerun the prediction"
             )
     return info, logits, embeddings
+
+
+def _read_array(array: zarr.Array, store: Path, key: str) -> np.ndarray:
+    """All of one plate's ``logits`` or ``embeddings``, checksums verified.
+
+    Raises:
+        CorruptDataError: A chunk fails its crc32c checksum or does not decode; names the
+            store, plate, array and well.
+    """
+    if not any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs):
+        _warn_unverified(store)
+    try:
+        return array[:]
+    except (ValueError, RuntimeError):  # zarr: ValueError on a crc32c mismatch
+        pass
+    fmt = PlateFormat(array.shape[0], array.shape[1])
+    for row in range(array.shape[0]):  # find the damaged chunk (one per well) to name it
+        for col in range(array.shape[1]):
+            try:
+                array[row, col]
+            except (ValueError, RuntimeError) as err:
+                raise CorruptDataError(
+                    f"{store}: plate {key} {array.basename} of well {fmt.well_name(row, col)} "
+                    f"is damaged ({err}); predict it again (03_predict/predict_blockwise.py "
+                    "--overwrite)"
+                ) from None
+    return array[:]
+
+
+@functools.cache
+def _warn_unverified(store: Path) -> None:
+    """Once per store and process: its chunks carry no checksums (written before them)."""
+    log.warning("%s: predictions written without chunk checksums (an older cellblock): "
+                "reads are not verified", store)  # fmt: skip

@@ -8,25 +8,31 @@ Default run folder: ``<project>/runs/<setup>[/ch<channels>][/fold_<k>]``, where
 ``<setup>`` is the setup folder's path under ``02_train`` (e.g. ``synthetic/tiny``),
 whatever the working directory. ``mknet.py`` writes ``net_config.json`` into that run
 folder (the setup folder stays source only); ``train.py`` writes it there too.
+
+One writer per run folder: ``train.py`` holds ``RUN/train.lock`` (:func:`run_lock`) from
+before it writes anything there until training returns; a second ``train.py`` on the
+same folder is refused at once with the holder's host and pid.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import cellblock
 from cellblock.atomic import atomic_write_text
-from cellblock.cli import parse_overrides
+from cellblock.cli import parse_overrides, writing
 from cellblock.config import load_setup_config
 from cellblock.errors import ConfigError, UserError
+from cellblock.locks import FolderBusyError, hold
 
-__all__ = ["PROJECT_ROOT", "default_run_dir", "mknet_main", "train_main"]
+__all__ = ["PROJECT_ROOT", "default_run_dir", "mknet_main", "run_lock", "train_main"]
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(cellblock.__file__).resolve().parents[1]
@@ -49,6 +55,36 @@ def default_run_dir(setup_dir: Path, channels: Sequence[int] | None, fold: int |
     if fold is not None:
         out = out / f"fold_{fold}"
     return out
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold ``run_dir/train.lock`` while training writes the run folder.
+
+    Data parallel: only rank 0 takes it; it alone writes the folder, and the other
+    ranks of its job would wait for it forever.
+
+    Args:
+        run_dir: The run folder (created if needed).
+        wait_s: Seconds to wait for a holder to end (0: refuse at once).
+
+    Raises:
+        FolderBusyError: Another process holds it (the message names its host and pid).
+    """
+    from cellblock.training.distributed import DistEnv
+
+    if not DistEnv.from_env().is_main:
+        yield
+        return
+    lock, what = Path(run_dir) / "train.lock", f"run folder {run_dir}"
+    if wait_s > 0:
+        try:  # say why we wait before we do
+            with hold(lock, what=what):
+                pass
+        except FolderBusyError as e:
+            log.warning("%s: waiting up to %.0f s", e, wait_s)
+    with hold(lock, what=what, wait_s=wait_s):
+        yield
 
 
 def _channels(text: str) -> list[int]:
@@ -114,6 +150,35 @@ def mknet_main(setup_dir: Path | str, argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _train(
+    config: dict[str, Any],
+    data: str,
+    run_dir: Path,
+    args: argparse.Namespace,
+    stop: threading.Event | None,
+    setup: str,
+) -> dict[str, Any]:
+    """Write ``net_config.json`` (rank 0) and train; arguments as in :func:`train_main`.
+
+    Args:
+        config: The resolved config.
+        data: The packed dataset.
+        run_dir: The run folder (its lock held by the caller).
+        args: The parsed command line (iterations, ``--init-from``).
+        stop: See :func:`train_main`.
+        setup: The setup's name, for ``run.json``.
+    """
+    from cellblock.models import NetConfig, net_config_json
+    from cellblock.training.distributed import DistEnv
+    from cellblock.training.loop import train
+
+    if DistEnv.from_env().is_main:  # the other ranks write nothing
+        net_json = json.dumps(net_config_json(NetConfig.from_dict(config["net"])), indent=2)
+        atomic_write_text(run_dir / "net_config.json", net_json + "\n")
+    return train(config, data, run_dir, args.iterations, init_from=args.init_from, stop=stop,
+                 setup=setup)  # fmt: skip
+
+
 def train_main(
     setup_dir: Path | str, argv: Sequence[str] | None = None, stop: threading.Event | None = None
 ) -> int:
@@ -123,10 +188,10 @@ def train_main(
         setup_dir: The setup folder (holding ``config.yaml``).
         argv: Arguments (default: ``sys.argv[1:]``).
         stop: Checkpoint and return early when set (preemption; see ``training.loop``).
-    """
-    from cellblock.models import NetConfig, net_config_json
-    from cellblock.training.loop import train
 
+    Raises:
+        FolderBusyError: Another process is writing the run folder (``RUN/train.lock``).
+    """
     setup_dir = Path(setup_dir).resolve()
     args = _parser(setup_dir, train=True).parse_args(argv)
     if args.iterations < 1:
@@ -140,11 +205,8 @@ def train_main(
         data = json.loads(recorded.read_text())["dataset"]
     if not Path(data).is_dir():
         raise UserError(f"--data {data}: no such packed dataset folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    net_json = json.dumps(net_config_json(NetConfig.from_dict(config["net"])), indent=2)
-    atomic_write_text(run_dir / "net_config.json", net_json + "\n")
-    result = train(config, data, run_dir, args.iterations, init_from=args.init_from, stop=stop,
-                   setup=setup_name(setup_dir))  # fmt: skip
+    with run_lock(run_dir), writing(run_dir):  # a full disk names the run folder
+        result = _train(config, data, run_dir, args, stop, setup_name(setup_dir))
     if result["stopped"]:
         print(f"{run_dir}: stopped at iteration {result['iteration']} (checkpointed)")
     elif result["trained"] == 0:

@@ -8,11 +8,19 @@ a chunk the way the zarr v3 sharding spec lays it out, and nothing more::
     shard file  c/{row}/0/0/0/0/0  =  [chunk 0 bytes][chunk 1 bytes]...[index][crc32c]
     index       n_chunks x (offset: uint64 LE, nbytes: uint64 LE); all-ones = empty chunk
 
-It reads the index once per shard (pread of the tail, crc32c checked), then one
-pread and one numcodecs Blosc decode per chunk. It accepts exactly the codec chain
-cellblock writes (``sharding_indexed`` -> ``bytes`` + ``blosc``, index ``bytes`` +
-``crc32c`` at the end); ``ShardReader.open`` returns None for anything else, and the
-caller falls back to zarr-python. Tests compare it with zarr-python chunk by chunk.
+    chunk       blosc(bytes) + crc32c(blosc bytes), 4 bytes little endian (zarr v3 crc32c codec)
+
+It reads the index once per shard (pread of the tail, crc32c checked), then per chunk
+one pread, one crc32c check (hardware CRC: ~0.03 ms for a 0.75 MB chunk) and one
+numcodecs Blosc decode. A chunk or index that fails its checksum, or does not decode,
+raises ``CorruptDataError``: silently training on a flipped bit is worse than stopping.
+
+It accepts exactly the codec chains cellblock writes (``sharding_indexed`` -> ``bytes``
++ ``blosc`` + ``crc32c``, index ``bytes`` + ``crc32c`` at the end), and the chain of
+datasets packed before chunk checksums (no ``crc32c`` after ``blosc``:
+``checksummed`` is False); ``ShardReader.open`` returns None for anything else, and
+the caller falls back to zarr-python (which verifies the crc32c codec too). Tests
+compare it with zarr-python chunk by chunk.
 """
 
 from __future__ import annotations
@@ -25,9 +33,15 @@ import google_crc32c
 import numcodecs
 import numpy as np
 
+from cellblock.errors import CorruptDataError
+
 __all__ = ["ShardReader", "chunk_file"]
 
 _EMPTY = np.uint64(2**64 - 1)
+# The CRC-32C of any bytes followed by their own CRC-32C (little endian) is this
+# constant: checking the whole chunk against it needs no copy of the chunk without its
+# last 4 bytes (0.03 ms instead of 0.1 ms for a 0.75 MB chunk).
+_CRC32C_RESIDUE = 0x48674BC7
 
 
 def chunk_file(array: Path, coords: tuple[int, ...], separator: str = "/") -> Path:
@@ -63,6 +77,7 @@ class ShardReader:
             s // c for s, c in zip(self.shard_shape, self.chunk_shape, strict=True)
         )
         self.n_chunks = int(np.prod(self.chunks_per_shard))
+        self.checksummed = len(shard["codecs"]) == 3  # [bytes, blosc, crc32c]
         blosc = shard["codecs"][1]["configuration"]
         shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc["shuffle"]]
         self.codec = numcodecs.Blosc(blosc["cname"], blosc["clevel"], shuffle, blosc["blocksize"])
@@ -83,7 +98,8 @@ class ShardReader:
                 and meta["chunk_key_encoding"]["name"] == "default"
                 and len(codecs) == 1
                 and codecs[0]["name"] == "sharding_indexed"
-                and [c["name"] for c in shard["codecs"]] == ["bytes", "blosc"]
+                and [c["name"] for c in shard["codecs"]]
+                in (["bytes", "blosc", "crc32c"], ["bytes", "blosc"])
                 and [c["name"] for c in shard["index_codecs"]] == ["bytes", "crc32c"]
                 and shard["index_codecs"][0].get("configuration", {}).get("endian", "little")
                 == "little"
@@ -100,14 +116,26 @@ class ShardReader:
     def _shard_index(self, fd: int, shard: tuple[int, ...]) -> np.ndarray:
         if shard not in self._index:
             size = 16 * self.n_chunks + 4
-            tail = os.pread(fd, size, os.fstat(fd).st_size - size)
+            file_size = os.fstat(fd).st_size
+            if file_size < size:
+                raise CorruptDataError(
+                    f"{self._shard_file(shard)}: truncated shard ({file_size} bytes)"
+                )
+            tail = os.pread(fd, size, file_size - size)
             if google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
-                raise OSError(f"{self._shard_file(shard)}: shard index checksum mismatch")
+                raise CorruptDataError(
+                    f"{self._shard_file(shard)}: shard index fails its crc32c checksum"
+                )
             self._index[shard] = np.frombuffer(tail[:-4], dtype="<u8").reshape(-1, 2)
         return self._index[shard]
 
     def read_chunk(self, coords: tuple[int, ...]) -> np.ndarray:
-        """The chunk at chunk-grid ``coords``, shaped ``chunk_shape``."""
+        """The chunk at chunk-grid ``coords``, shaped ``chunk_shape``.
+
+        Raises:
+            CorruptDataError: The chunk (or its shard's index) fails its checksum or does
+                not decode; the message names the shard file and the chunk.
+        """
         shard = tuple(c // n for c, n in zip(coords, self.chunks_per_shard, strict=True))
         inner = tuple(c % n for c, n in zip(coords, self.chunks_per_shard, strict=True))
         out = np.empty(self.chunk_shape, self.dtype)
@@ -126,5 +154,13 @@ class ShardReader:
             data = os.pread(fd, int(nbytes), int(offset))
         finally:
             os.close(fd)
-        self.codec.decode(data, out=out)
+        where = f"{self._shard_file(shard)}: chunk {inner}"
+        if self.checksummed:
+            if len(data) < 4 or google_crc32c.value(data) != _CRC32C_RESIDUE:
+                raise CorruptDataError(f"{where} fails its crc32c checksum")
+            data = memoryview(data)[:-4]
+        try:
+            self.codec.decode(data, out=out)
+        except (RuntimeError, ValueError) as err:  # blosc: "error during blosc decompression"
+            raise CorruptDataError(f"{where} does not decode ({err})") from None
         return out

@@ -12,6 +12,7 @@ role); they are never logged. The endpoint is ``Remote.endpoint_url``, else
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -189,6 +190,13 @@ def _verified(tmp: Path, obj, name, manifest, digests: dict) -> bool:
     return etag_matches(tmp, etag)  # multipart: needs the part size, so re-read
 
 
+# Errors of the local file system being written (disk full, quota, permissions,
+# read-only): a retry cannot help.
+_LOCAL_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
 def _fetch_one(client, remote, obj, path, name, manifest, attempts, on_bytes) -> None:
     tmp = path.with_name(f".{path.name}.part")
     what = f"s3://{remote.bucket}/{obj.key}"
@@ -210,6 +218,12 @@ def _fetch_one(client, remote, obj, path, name, manifest, attempts, on_bytes) ->
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
                 StorageError, OSError) as e:  # fmt: skip
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in _LOCAL_ERRNOS:
+                # the local disk, not the network: retrying cannot help; the edge
+                # (cellblock.cli.run) reports it in one line naming the file
+                if e.filename is None:
+                    e.filename = str(tmp)
+                raise
             fatal = isinstance(e, botocore.exceptions.ClientError) and e.response.get(
                 "Error", {}
             ).get("Code") in ("AccessDenied", "NoSuchKey", "NoSuchBucket", "403", "404")
@@ -294,9 +308,16 @@ def _read_manifest(client, remote: Remote, objects: list[RemoteObject]) -> Manif
     return Manifest.from_json(text, f"s3://{remote.bucket}/{key}")
 
 
+# downloads in progress, writers' lock files (cellblock.locks), checkpoints set aside
+_LOCAL_ONLY = (".part", ".lock", ".corrupt")
+
+
 def upload_folder(client, remote: Remote, folder: Path, workers: int = 8,
                   progress: bool = True) -> dict:  # fmt: skip
     """Upload every file of ``folder`` under ``remote.prefix``, then ``manifest.json``.
+
+    Local-only files are skipped: ``*.part`` downloads, ``*.lock`` files, ``*.corrupt``
+    checkpoints.
 
     The manifest goes last, so a reader that sees it sees every file it lists.
     """
@@ -304,7 +325,7 @@ def upload_folder(client, remote: Remote, folder: Path, workers: int = 8,
     names = sorted(
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
-        if p.is_file() and p.name != MANIFEST_NAME and not p.name.endswith(".part")
+        if p.is_file() and p.name != MANIFEST_NAME and not p.name.endswith(_LOCAL_ONLY)
     )
     if not names:
         raise StorageError(f"{folder}: nothing to publish")

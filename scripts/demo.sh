@@ -12,11 +12,19 @@
 # screenshot) -> ensemble (plate groups, per-plate assignment, submission, report).
 # The store is stopped on exit, whatever happens. The last line printed is the
 # held-out accuracy before and after the plate assignment.
+#
+# Step 8 needs Debian chromium + chromium-driver: `make demo` installs them first
+# (`make browser`, i.e. scripts/apt_install.sh browser); run directly, this script
+# checks for them before step 1 rather than failing after the training.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 demo="${DEMO_DIR:-$root/demo}"
 workers="${WORKERS:-2}"
 py="${PYTHON:-python}"
+for bin in /usr/bin/chromium /usr/bin/chromedriver; do
+  [ -x "$bin" ] || { echo "demo.sh: $bin not found: step 8 needs Debian chromium + chromium-driver" \
+    "(scripts/apt_install.sh browser, or make demo, which runs it)" >&2; exit 1; }
+done
 mkdir -p "$demo"
 demo="$(cd "$demo" && pwd)"
 start=$(date +%s)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from cellblock.cli import run
+from cellblock.cli import run, writing
 from cellblock.cluster import add_arguments, cancel_on_exit, from_args, make_executor, outcomes
 from cellblock.cluster.jobs import submit_command
 from cellblock.errors import UserError
@@ -68,10 +68,11 @@ def main() -> int:
     out = _out_of(predict_args)
     options = dataclasses.replace(from_args(args), sif="")  # not $CELLBLOCK_SIF either
     folder = out / "logs" / "driver" / time.strftime("%Y%m%d-%H%M%S")
-    executor = make_executor(args.cluster, folder, options)
     command = [sys.executable, str(DRIVER), *predict_args]
-    # The driver's stdout (the summary) is its job's .out file; unbuffered so it is live.
-    job = submit_command(executor, command, {"PYTHONUNBUFFERED": "1"}, cwd=os.getcwd())
+    with writing(folder):  # the job's script and pickles
+        executor = make_executor(args.cluster, folder, options)
+        # The driver's stdout (the summary) is its job's .out file; unbuffered so it is live.
+        job = submit_command(executor, command, {"PYTHONUNBUFFERED": "1"}, cwd=os.getcwd())
     print(f"submitted the driver as job {job.job_id}: {shlex.join(command)}")
     print(f"log: {job.paths.stdout} (errors and progress: {job.paths.stderr})")
     if not args.wait:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cellblock.cli import parse_overrides, run
+from cellblock.cli import parse_overrides, run, writing
 from cellblock.cluster import add_arguments, from_args
 from cellblock.cluster.grid import default_out, load_manifest, make_grid, setup_folder
 from cellblock.cluster.grid_jobs import format_status, grid_status, submit_grid
@@ -80,7 +80,8 @@ def submit_main(argv: list[str]) -> int:
     args = _submit_parser().parse_args(argv)
     grid = make_grid(args.setup, args.folds, args.channel_sets, args.data, args.out,
                      args.iterations, parse_overrides(args.set), args.init_from)  # fmt: skip
-    submission, results = submit_grid(grid, args.cluster, from_args(args), wait=args.wait)
+    with writing(grid.out):  # grid.json, the runs' folders and job files
+        submission, results = submit_grid(grid, args.cluster, from_args(args), wait=args.wait)
     if submission is None:
         print(f"{grid.out}: all {len(grid.runs())} runs are at iteration {grid.iterations}")
         return 0

@@ -6,6 +6,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from cellblock.dataset import PackedDataset
+from cellblock.errors import CorruptDataError
 from cellblock.shardread import ShardReader
 
 
@@ -50,5 +51,5 @@ def test_corrupt_shard_index_is_reported(tiny_packed, tmp_path):
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0xFF  # flip a bit in the index
     shard.write_bytes(bytes(data))
-    with pytest.raises(OSError, match="checksum mismatch"):
+    with pytest.raises(CorruptDataError, match="shard index fails its crc32c checksum"):
         ShardReader.open(dst).read_chunk((row, 0, 0, 0, 0, 0))

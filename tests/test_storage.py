@@ -310,3 +310,20 @@ def test_server_dying_mid_fetch_fails_cleanly(published, tmp_path):
     assert not list(out.rglob("*.part")), "a temp file was left behind"
     for path in out.rglob("*.png"):  # whatever has its final name is whole
         assert path.read_bytes() == (published / path.relative_to(out)).read_bytes()
+
+
+@pytest.mark.slow
+def test_full_disk_fails_at_once_in_one_line(s3_server, published, tmp_path):
+    """ENOSPC is the local disk's fault: no retries with backoff, one line naming the file."""
+    from tests.test_disk_full import tmpfs
+
+    with tmpfs(tmp_path / "small", 1) as small:
+        start = time.monotonic()
+        result = run(FETCH, s3_server, *fetch_args(s3_server, small / "out"))
+        elapsed = time.monotonic() - start
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert "Traceback" not in result.stderr and "retrying" not in result.stderr
+        assert lines[-1].startswith(f"error: {small / 'out'}") and "no space left" in lines[-1]
+        assert elapsed < 20, elapsed  # 8 attempts with backoff would take ~30 s per file
+        assert not list((small / "out").rglob("*.part"))

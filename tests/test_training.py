@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -118,15 +117,8 @@ def test_misspelt_or_unknown_config_is_an_error(tmp_path, tiny_packed):
         load_setup_config(SETUP, {"lr": 0.1})
 
 
-def test_corrupt_and_incompatible_checkpoints(run12, tiny_packed, tmp_path):
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    bad = run / "checkpoints" / "checkpoint_00000003.pt"
-    good = (run12 / "checkpoints" / "checkpoint_00000012.pt").read_bytes()
-    for content in (b"not a checkpoint", good[: len(good) // 2]):
-        bad.write_bytes(content)
-        with pytest.raises(UserError, match=re.escape(f"{bad}: not a readable checkpoint")):
-            train_main(SETUP, args(6, tiny_packed, run))
+def test_incompatible_checkpoints(run12, tiny_packed):
+    # unreadable checkpoints are set aside on resume: tests/test_faults_training.py
     with pytest.raises(UserError, match="made for 69 classes, this run has 30"):
         train_main(SETUP, args(20, tiny_packed, run12, "--set", "net.num_classes=30"))
     with pytest.raises(UserError, match="made for 6 channels, this run has 3"):

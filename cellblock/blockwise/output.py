@@ -18,7 +18,6 @@ folder): only the paths above are ever deleted.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import shutil
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 from cellblock.blockwise.plan import Plan
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
+from cellblock.locks import hold
 from cellblock.predictions import create_store, open_info
 
 __all__ = ["driver_lock", "prepare_output"]
@@ -39,14 +39,9 @@ def driver_lock(plan: Plan) -> Iterator[None]:
     """Hold ``PRED/blockwise/driver.lock``: one driver per output folder at a time.
 
     Raises:
-        UserError: Another driver holds it.
+        FolderBusyError: Another driver holds it (the message names its host and pid).
     """
-    plan.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(plan.state_dir / "driver.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{plan.out}: another prediction is writing here now") from None
+    with hold(plan.state_dir / "driver.lock", what=f"prediction output {plan.out}"):
         yield
 
 

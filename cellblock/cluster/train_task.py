@@ -22,6 +22,12 @@ DataLoader worker dies of SIGTERM, so the loop fails) would be read by a waiting
 ``job.result()`` as the job's outcome although a requeued attempt is still to come. A
 requeued job resumes from its latest checkpoint; a cancelled one ends CANCELLED.
 
+One writer per run folder: the task holds ``RUN/train.lock`` (``setup_cli.run_lock``)
+before it writes anything there. Unlike ``train.py`` it waits for a holder, up to
+``_LOCK_WAIT_S``: a requeued or resubmitted attempt can start while the previous one is
+still writing its last checkpoint and dying. A holder still alive then fails the job
+with ``FolderBusyError`` naming it (another run on the same folder, not a dying attempt).
+
 Logs: the run folder gets ``logs/train.log`` (this run's log records, appended by
 every attempt) and ``logs/<jobid>.out`` / ``.err`` links to the job's own files.
 """
@@ -42,6 +48,7 @@ from typing import Any
 import submitit
 
 from cellblock.atomic import atomic_write_text
+from cellblock.setup_cli import run_lock
 
 __all__ = ["TrainSpec", "TrainTask"]
 
@@ -50,6 +57,10 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # After SIGTERM SLURM kills the job within KillWait (30-60 s on most clusters); should it
 # not, the attempt gives up this much later and fails.
 _TERMINATED_WAIT_S = 600.0
+# A previous attempt of this task (requeued, resubmitted) may still hold the run folder's
+# lock while it writes its last checkpoint and SLURM kills it (KillWait, 30-60 s; a
+# checkpoint of a large network on a busy parallel file system takes a while more).
+_LOCK_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,11 @@ class TrainTask(submitit.helpers.Checkpointable):
         self.__init__(state["spec"])
 
     def __call__(self) -> dict[str, Any]:
-        """Train up to ``spec.iterations``; return ``train``'s summary (plus ``run_dir``)."""
+        """Train up to ``spec.iterations``; return ``train``'s summary (plus ``run_dir``).
+
+        Raises:
+            FolderBusyError: Another process still held the run folder after ``_LOCK_WAIT_S``.
+        """
         from cellblock.models import NetConfig, net_config_json
         from cellblock.training.loop import train
 
@@ -176,7 +191,8 @@ class TrainTask(submitit.helpers.Checkpointable):
             _fork_hook_installed = True
         spec = self.spec
         run_dir = Path(spec.run_dir)
-        with _run_logs(run_dir), self._sigterm_guard():
+        # the lock first: not even a log line beside a live run
+        with run_lock(run_dir, wait_s=_LOCK_WAIT_S), _run_logs(run_dir), self._sigterm_guard():
             config = spec.resolved_config()
             net_json = json.dumps(net_config_json(NetConfig.from_dict(config["net"])), indent=2)
             atomic_write_text(run_dir / "net_config.json", net_json + "\n")

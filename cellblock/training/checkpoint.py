@@ -4,14 +4,23 @@
 scheduler states, the iteration, the RNG states of torch, numpy, Python and the batch
 augmentation, the resolved config and the code version. Only tensors and plain Python
 types are stored, so ``torch.load(weights_only=True)`` reads it (no pickled objects run
-code on load). A corrupt file, or one made for other classes or channels, is a
-``UserError`` naming the file.
+code on load). A file that cannot be read (truncated, not a zip, not ours) is an
+``UnreadableCheckpointError``, one made for other classes or channels a ``UserError``; both
+name the file.
+
+Resuming a run (:func:`resume_point`) sets an unreadable checkpoint aside as
+``checkpoint_N.pt.corrupt`` and continues from the newest intact one: a disk that
+filled up or a node that lost power while the last checkpoint was written costs the
+iterations since the one before, not the run. Prediction keeps refusing such a file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
+import os
 import pickle
 import random
 import re
@@ -28,19 +37,27 @@ from cellblock.atomic import atomic_path
 from cellblock.errors import UserError
 
 __all__ = [
+    "UnreadableCheckpointError",
     "checkpoint_path",
+    "checkpoints",
     "code_version",
     "get_rng_state",
     "latest_checkpoint",
     "load_checkpoint",
     "resolve_checkpoint",
+    "resume_point",
     "save_checkpoint",
+    "set_aside",
     "set_rng_state",
 ]
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"checkpoint_(\d+)\.pt$")
 REQUIRED = ("model", "iteration", "config")
+
+
+class UnreadableCheckpointError(UserError):
+    """A checkpoint file that cannot be read: truncated, not a zip, not a cellblock one."""
 
 
 @functools.cache
@@ -102,14 +119,20 @@ def checkpoint_path(run_dir: Path | str, iteration: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"checkpoint_{iteration:08d}.pt"
 
 
-def latest_checkpoint(run_dir: Path | str) -> Path | None:
-    """The checkpoint with the highest iteration in ``run_dir``, or None."""
+def checkpoints(run_dir: Path | str) -> list[Path]:
+    """The checkpoints of ``run_dir``, lowest iteration first (``.corrupt`` ones excluded)."""
     found = [
         (int(m.group(1)), p)
         for p in (Path(run_dir) / "checkpoints").glob("checkpoint_*.pt")
         if (m := _NAME.search(p.name))
     ]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path | str) -> Path | None:
+    """The checkpoint with the highest iteration in ``run_dir``, or None."""
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def resolve_checkpoint(source: Path | str) -> Path:
@@ -173,8 +196,13 @@ def save_checkpoint(
     if ranks is not None:
         state["ranks"] = ranks
     state.update(extra or {})
-    with atomic_path(target) as tmp:
-        torch.save(state, tmp)
+    # Serialized in memory first: writing the bytes ourselves makes a full disk a plain
+    # OSError (errno ENOSPC), where torch.save to a path raises an opaque RuntimeError;
+    # fsync before the rename: a power loss cannot leave a renamed but empty checkpoint.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_path(target, fsync=True) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
     log.info("iteration %d: saved %s", iteration, target)
     return target
 
@@ -188,19 +216,21 @@ def load_checkpoint(path: Path | str, expect: dict[str, Any] | None = None) -> d
             ``net.in_channels`` must equal its own.
 
     Raises:
-        UserError: Naming ``path``: not a readable checkpoint (corrupt, truncated,
-            not ours), or made for other classes or channels.
+        UnreadableCheckpointError: Naming ``path``: not a readable checkpoint (corrupt,
+            truncated, missing, not ours).
+        UserError: Naming ``path``: made for another backbone, classes or channels.
     """
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+        raise UnreadableCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     except zipfile.BadZipFile as e:
-        raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+        raise UnreadableCheckpointError(f"{path}: not a readable checkpoint ({e})") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
-        raise UserError(f"{path}: not a cellblock checkpoint (need keys {', '.join(REQUIRED)})")
+        need = ", ".join(REQUIRED)
+        raise UnreadableCheckpointError(f"{path}: not a cellblock checkpoint (need keys {need})")
     if expect is not None:
         check_compatible(state["config"], expect, path)
     return state
@@ -219,3 +249,50 @@ def check_compatible(stored: dict[str, Any], expect: dict[str, Any], path: Path 
                 f"{path}: checkpoint made for {have.get(key)} {what}, this run has "
                 f"{want[key]} (net.{key}); use another run folder (--out)"
             )
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint to ``<name>.corrupt`` (replacing an older one).
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        Its new name.
+    """
+    aside = path.with_name(path.name + ".corrupt")
+    with contextlib.suppress(FileNotFoundError):  # already gone: nothing to keep
+        os.replace(path, aside)
+    return aside
+
+
+def resume_point(
+    run_dir: Path | str, expect: dict[str, Any], rename: bool = True
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest intact checkpoint of ``run_dir`` and its state; (None, None) if none.
+
+    Unreadable checkpoints newer than it are set aside (:func:`set_aside`) with a
+    warning naming them.
+
+    Args:
+        run_dir: The run folder.
+        expect: This run's resolved config (see :func:`load_checkpoint`).
+        rename: Set unreadable files aside. Data parallel: rank 0 alone renames; the
+            other ranks skip the same files (one rank 0 renamed already is missing to
+            them, which is unreadable too), so every rank resumes from the same one.
+
+    Raises:
+        UserError: The newest readable checkpoint was made for another backbone,
+            classes or channels (never set aside: the run folder is the wrong one).
+    """
+    skipped = False
+    for path in reversed(checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path, expect=expect)
+        except UnreadableCheckpointError as e:
+            skipped = True
+            if rename:
+                log.warning("%s; set aside as %s", e, set_aside(path).name)
+    if skipped:
+        log.warning("%s: no intact checkpoint left: training from scratch", run_dir)
+    return None, None

@@ -29,6 +29,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _whole(row: list[str], columns: list[str]) -> bool:
+    """A complete row: a power loss can leave a partial last line (``"1"`` of ``"12,..."``)."""
+    return len(row) == len(columns) and row[0].isdigit()
+
+
 class CsvLog:
     """An append-only CSV with an ``iteration`` column, truncated to a resume point.
 
@@ -45,7 +50,7 @@ class CsvLog:
                 rows = list(csv.reader(f))
             if rows:
                 self.columns = rows[0]
-                keep = [r for r in rows[1:] if r and int(r[0]) <= resume_from]
+                keep = [r for r in rows[1:] if _whole(r, self.columns) and int(r[0]) <= resume_from]
                 text = "".join(",".join(r) + "\n" for r in [self.columns, *keep])
                 atomic_write_text(self.path, text)
         elif self.path.exists():

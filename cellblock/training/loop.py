@@ -150,6 +150,12 @@ def train(
 ) -> dict[str, Any]:
     """Train up to iteration ``iterations``, resuming from ``run_dir``'s latest checkpoint.
 
+    An unreadable checkpoint (truncated by a full disk or a crash) is renamed to
+    ``.corrupt`` and the run resumes from the newest intact one; ``log.csv``, ``val.csv``
+    and TensorBoard drop the rows after it, so the curve reads as one uninterrupted run.
+    ``train.py`` and ``TrainTask`` hold the run folder's lock around this call
+    (``setup_cli.run_lock``): one writer per run folder.
+
     Args:
         setup_config: The resolved config (``cellblock.config.load_setup_config``).
         dataset_path: The packed dataset.
@@ -170,8 +176,9 @@ def train(
     resolved, t = cfg.to_resolved(), cfg.train
     env = DistEnv.from_env()
     run_dir = Path(run_dir)
-    latest = ckpt.latest_checkpoint(run_dir)
-    state = ckpt.load_checkpoint(latest, expect=resolved) if latest else None
+    # an unreadable latest checkpoint is set aside (by rank 0) and the run resumes from
+    # the one before; a checkpoint of other classes or channels is an error
+    latest, state = ckpt.resume_point(run_dir, resolved, rename=env.is_main)
     start = state["iteration"] if state else 0
     if start >= iterations:
         log.info("%s: already at iteration %d (asked for %d); nothing to do", run_dir, start,

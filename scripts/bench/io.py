@@ -8,11 +8,12 @@ experiment (512 x 512 x 6, 384-well plates):
   packed  PackedDataset.read_site, the loaders' path (cellblock.shardread: pread + decode)
   zarr    zarr-python's own read of the same chunk (arr[row, col, site]), for reference
   codec   the codec alone (numcodecs Blosc) on the same compressed bytes, in memory
+  +crc    the codec plus the chunk's crc32c check, in memory (what the checksum costs)
 
 each in one process and in N DataLoader-style worker processes (each opens its
 own reader once, then reads its share of the sites). Writes a markdown table and
 JSON to scripts/bench/results/. Targets (DESIGN §5): packed >= 5x png per site,
-and packed >= 0.8x codec.
+and packed >= 0.8x codec (packed verifies every chunk's crc32c; codec does not).
 
     python scripts/bench/io.py [--sites 200] [--workers 2] [--data bench_data/io]
 """
@@ -23,12 +24,14 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
 
+import google_crc32c
 import numcodecs
 import numpy as np
 import PIL
@@ -38,6 +41,7 @@ from cellblock.dataset import PackedDataset
 from cellblock.pack import COMPRESSOR, pack_dataset
 from cellblock.plates import site_path
 from cellblock.rawtree import read_png
+from cellblock.shardread import ShardReader
 from cellblock.synth import preset, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +55,9 @@ def prepare(data: Path, workers: int) -> tuple[Path, Path]:
     raw, packed = data / "raw", data / "dataset"
     if not (raw / "train.csv").is_file():
         write_dataset(CONFIG, raw, experiments=[EXPERIMENT], workers=workers)
+    reader = ShardReader.open(packed / "images.zarr" / EXPERIMENT / "Plate1")
+    if reader is not None and not reader.checksummed:  # packed before chunk checksums
+        shutil.rmtree(packed)
     pack_dataset(raw, packed, workers=workers)  # skips complete plates
     return raw, packed
 
@@ -58,7 +65,7 @@ def prepare(data: Path, workers: int) -> tuple[Path, Path]:
 def chunk_bytes(
     packed: Path, exp: str, plate: int, row: int, col: int, site: int, n_cols: int, n_sites: int
 ) -> bytes:
-    """The compressed bytes of one site's chunk, located through the shard index."""
+    """The stored bytes of one site's chunk (Blosc frame + crc32c), via the shard index."""
     shard = (
         packed
         / "images.zarr"
@@ -124,11 +131,20 @@ def _read_zarr(s: Site) -> int:
 
 
 def _read_codec(s: Site) -> int:
-    raw = _state["codec"].decode(_state["blobs"][s.index])
+    raw = _state["codec"].decode(memoryview(_state["blobs"][s.index])[:-4])
     return int(np.frombuffer(raw, np.uint8)[0])
 
 
-READERS = {"png": _read_png, "packed": _read_packed, "zarr": _read_zarr, "codec": _read_codec}
+def _read_codec_crc(s: Site) -> int:
+    blob = _state["blobs"][s.index]
+    if google_crc32c.value(blob[:-4]) != int.from_bytes(blob[-4:], "little"):  # as read_site
+        raise AssertionError("crc32c mismatch")
+    raw = _state["codec"].decode(memoryview(blob)[:-4])
+    return int(np.frombuffer(raw, np.uint8)[0])
+
+
+READERS = {"png": _read_png, "packed": _read_packed, "zarr": _read_zarr, "codec": _read_codec,
+           "crc": _read_codec_crc}  # fmt: skip
 
 
 def _worker_run(args) -> int:
@@ -166,6 +182,7 @@ def environment() -> dict:
         "pillow": PIL.__version__,
         "numpy": np.__version__,
         "date": time.strftime("%Y-%m-%d"),
+        "load average (1 min, at the end)": round(os.getloadavg()[0], 1),  # a busy machine?
         "codec": COMPRESSOR.to_dict(),
         "site": "6 x 512 x 512 uint8, 384-well plates",
     }
@@ -196,7 +213,7 @@ def main() -> None:
     ]
     _init(str(raw), str(packed), blobs)
     for s, blob in zip(sites[:5], blobs[:5], strict=True):  # the codec path decodes zarr's bytes
-        decoded = np.frombuffer(_state["codec"].decode(blob), np.uint8).reshape(6, 512, 512)
+        decoded = np.frombuffer(_state["codec"].decode(blob[:-4]), np.uint8).reshape(6, 512, 512)
         assert np.array_equal(decoded, ds.read_site(s.experiment, s.plate, s.row, s.col, s.site))
 
     ctx = get_context("fork")
@@ -214,8 +231,8 @@ def main() -> None:
     mb = 6 * 512 * 512 / 1e6
     rows = []
     for workers in (1, args.workers):
-        png, packed, zr, codec = (med[(n, workers)] for n in READERS)
-        rows.append((workers, png, packed, zr, codec, packed / png, packed / codec))
+        png, packed, zr, codec, crc = (med[(n, workers)] for n in READERS)
+        rows.append((workers, png, packed, zr, codec, crc, packed / png, packed / codec))
     env = environment()
     lines = [
         "# IO benchmark: packed zarr vs PNG decode vs raw codec",
@@ -223,16 +240,19 @@ def main() -> None:
         f"`python scripts/bench/io.py --sites {args.sites} --workers {args.workers}` "
         f"(sites/s, median of {args.rounds} interleaved rounds, warm page cache).",
         "",
-        "| processes | PNG | packed (read_site) | zarr-python | codec only "
+        "| processes | PNG | packed (read_site) | zarr-python | codec only | codec + crc32c "
         "| packed / PNG | packed / codec |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {w} | {p:.1f} | {k:.1f} | {z:.1f} | {c:.1f} | **{kp:.1f}x** | **{kc:.2f}** |"
-            for w, p, k, z, c, kp, kc in rows
+            f"| {w} | {p:.1f} | {k:.1f} | {z:.1f} | {c:.1f} | {cc:.1f} | **{kp:.1f}x** "
+            f"| **{kc:.2f}** |"
+            for w, p, k, z, c, cc, kp, kc in rows
         ],
         "",
         f"Targets: packed / PNG >= 5x, packed / codec >= 0.80. One site = {mb:.2f} MB "
-        f"(packed, 1 process: {rows[0][2] * mb:.0f} MB/s).",
+        f"(packed, 1 process: {rows[0][2] * mb:.0f} MB/s). packed and zarr-python verify "
+        "each chunk's crc32c; the crc32c check alone costs "
+        f"{1e3 / rows[0][5] - 1e3 / rows[0][4]:.2f} ms per site (codec + crc32c vs codec).",
         "",
         "Environment: "
         + ", ".join(f"{k} {v}" for k, v in env.items() if k != "codec")

@@ -6,8 +6,8 @@ chunk each) before it releases the block. Side by side in one run, on RxRx1 widt
 (1,139 classes, 512-wide embeddings, 2 sites, a 384-well plate):
 
   zarr     zarr-python 3 setitem per well (array[row, col] = values), arrays opened once
-  writer   cellblock.chunkwrite.ChunkWriter (what write_wells uses): the same bytes,
-           encoded with numcodecs and renamed into place
+  writer   cellblock.chunkwrite.ChunkWriter (what write_wells uses): the same bytes
+           (zstd + crc32c), encoded with numcodecs and renamed into place
 
 Interleaved rounds, a fresh store each; median ms per well. An H100 predicting
 1,500 sites/s needs a well stored in well under 1.3 ms (750 wells/s).
@@ -33,6 +33,7 @@ import zarr
 
 from cellblock.chunkwrite import ChunkWriter
 from cellblock.cli import run
+from cellblock.predictions import CHUNK_CODECS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "scripts" / "bench" / "results"
@@ -44,7 +45,8 @@ def new_plate(folder: Path) -> dict[str, zarr.Array]:
     """The two arrays of one plate, laid out as ``cellblock.predictions.create_store`` does."""
     return {
         name: zarr.create_array(folder / name, shape=(ROWS, COLS, SITES, width),
-                                chunks=(1, 1, SITES, width), dtype=dtype, fill_value=np.nan)
+                                chunks=(1, 1, SITES, width), dtype=dtype, fill_value=np.nan,
+                                compressors=CHUNK_CODECS)
         for name, (width, dtype) in WIDTHS.items()
     }  # fmt: skip
 

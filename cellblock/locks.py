@@ -1,0 +1,100 @@
+"""One writer per folder: an exclusive lock file that names its holder.
+
+A stage that writes a folder (a training run, a packed dataset, a prediction) holds
+``FOLDER/<name>.lock`` while it works::
+
+    RUN/train.lock      {"host": "node12", "pid": 4711, "started": "2026-12-01T21:40:02Z",
+                         "command": "train.py 3000 --out RUN"}
+
+The lock is a ``flock`` on that file, so the kernel releases it when the process ends,
+however it ends (kill -9, node reboot on a local disk, a SLURM requeue): there is
+never a stale lock to delete by hand. The file itself stays behind; its content only
+means something while somebody holds the lock. A second writer either refuses at once
+(``wait_s=0``, what a person at a terminal wants) or waits for the holder to end (a
+requeued or resubmitted SLURM task whose previous attempt is still shutting down).
+
+Network file systems: ``flock`` is honoured across nodes on Lustre (mounted with
+``flock``), GPFS and NFSv4; on a file system without it, two nodes can both get the
+lock. Keep run folders on the cluster's shared parallel file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from cellblock.errors import UserError
+
+__all__ = ["FolderBusyError", "hold", "holder"]
+
+_POLL_S = 0.5
+
+
+class FolderBusyError(UserError):
+    """Another live process holds the folder's lock."""
+
+
+def holder(lock_file: Path | str) -> str:
+    """Who holds (or last held) ``lock_file``, in words: ``host node1, pid 42, since ...``."""
+    try:
+        info = json.loads(Path(lock_file).read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process (it has not written its name yet)"
+    command = f": {info['command']}" if info.get("command") else ""
+    return f"host {info.get('host')}, pid {info.get('pid')}, since {info.get('started')}{command}"
+
+
+@contextlib.contextmanager
+def hold(lock_file: Path | str, *, what: str, wait_s: float = 0.0) -> Iterator[Path]:
+    """Hold ``lock_file`` exclusively for the duration of the ``with`` block.
+
+    Args:
+        lock_file: The lock file (created with its folder if needed), e.g. ``RUN/train.lock``.
+        what: What the folder is, for the error: e.g. ``"run folder RUN"``.
+        wait_s: Seconds to wait for a holder to end; 0 = refuse at once.
+
+    Yields:
+        ``lock_file``.
+
+    Raises:
+        FolderBusyError: Still held by another process after ``wait_s`` seconds; the message
+            names the holder.
+    """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    # "a+": never truncate before we hold it (the holder's name is in there)
+    with open(lock_file, "a+") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    waited = f" (waited {wait_s:.0f} s)" if wait_s else ""
+                    raise FolderBusyError(
+                        f"{what}: in use by {holder(lock_file)}{waited}; wait for it to end "
+                        "or stop it, or use another folder"
+                    ) from None
+                time.sleep(_POLL_S)
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:500],
+        }
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(me) + "\n")
+        handle.flush()
+        yield lock_file
