@@ -1,10 +1,16 @@
-"""File integrity: S3 ETags (single and multipart) and the publisher's checksum manifest.
+"""File integrity: S3 ETags (single and multipart), the publisher's checksum manifest,
+and ``.sha256`` sidecar files beside files whose format has no checksum of its own.
 
 An S3 ETag is the MD5 of the object for a single-part upload, and for a multipart
 upload ``md5(md5(part1) + md5(part2) + ...)-N``, which depends on the part size the
 uploader chose. So ``cellblock`` publishers also write ``manifest.json`` beside the
 objects (``{"files": {relative key: {"size": n, "sha256": hex}}}``); a fetch checks
 a file against the manifest when there is one, else against the ETag.
+
+A sidecar ``NAME.sha256`` holds ``<hex>  NAME`` (the ``sha256sum`` format, so
+``sha256sum -c checkpoint_00001000.pt.sha256`` checks it by hand). torch checkpoints
+need one: ``torch.load`` reads a zip whose record checksums it never verifies, so a
+flipped bit in a weight loads silently.
 """
 
 from __future__ import annotations
@@ -15,9 +21,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellblock.atomic import atomic_write_text
 from cellblock.errors import UserError
 
-__all__ = ["MANIFEST_NAME", "Manifest", "etag_matches", "file_digest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "Manifest",
+    "etag_matches",
+    "file_digest",
+    "sidecar_matches",
+    "sidecar_path",
+    "write_sidecar",
+]
 
 MANIFEST_NAME = "manifest.json"
 _MiB = 1024 * 1024
@@ -100,3 +115,29 @@ class Manifest:
             return None
         path = Path(path)
         return path.stat().st_size == entry["size"] and file_digest(path) == entry["sha256"]
+
+
+def sidecar_path(path: Path | str) -> Path:
+    """``NAME.sha256`` beside ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_sidecar(path: Path | str, data: bytes | memoryview) -> Path:
+    """Write ``NAME.sha256`` for ``path``, whose content is ``data`` (atomic)."""
+    path = Path(path)
+    target = sidecar_path(path)
+    atomic_write_text(target, f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+    return target
+
+
+def sidecar_matches(path: Path | str, data: bytes) -> bool | None:
+    """Whether ``data`` (the content of ``path``) matches its sidecar; None if there is none.
+
+    A sidecar that cannot be parsed counts as a mismatch.
+    """
+    try:
+        text = sidecar_path(path).read_text()
+    except FileNotFoundError:
+        return None
+    return text.split(maxsplit=1)[:1] == [hashlib.sha256(data).hexdigest()]

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cellblock.checksums import sidecar_path
 from cellblock.cli import parse_overrides
 from cellblock.cluster import train_task
 from cellblock.cluster.train_task import TrainSpec, TrainTask
@@ -323,3 +324,19 @@ def test_a_write_that_fails_is_a_plain_oserror_and_leaves_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["OSError", "EFBIG", "OSError"], r.stdout + r.stderr
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []  # no temp file, no target
+
+
+def test_flipped_bit_in_a_checkpoint_is_caught_by_its_sidecar(run12, tiny_packed, tmp_path):
+    """torch.load reads a flipped weight silently; the .sha256 sidecar does not."""
+    run = _copy_run(run12, tmp_path / "run")
+    latest = run / CKPT.format(12)
+    assert sidecar_path(latest).read_text().endswith(f"  {latest.name}\n")
+    data = bytearray(latest.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    latest.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rf"{re.escape(str(latest))}: .*differ from .*\.sha256"):
+        Predictor(latest, None)  # prediction refuses it, naming the file
+    assert train_main(SETUP, args(12, tiny_packed, run)) == 0  # resumes from 9
+    assert (run / (CKPT.format(12) + ".corrupt")).read_bytes() == bytes(data)
+    _same_curve(run, run12)
+    assert ckpt.load_checkpoint(latest)["iteration"] == 12  # rewritten, with a new sidecar

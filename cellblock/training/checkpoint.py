@@ -4,9 +4,11 @@
 scheduler states, the iteration, the RNG states of torch, numpy, Python and the batch
 augmentation, the resolved config and the code version. Only tensors and plain Python
 types are stored, so ``torch.load(weights_only=True)`` reads it (no pickled objects run
-code on load). A file that cannot be read (truncated, not a zip, not ours) is an
-``UnreadableCheckpointError``, one made for other classes or channels a ``UserError``; both
-name the file.
+code on load); a ``.sha256`` sidecar beside each catches a flipped bit, which
+``torch.load`` (it never checks the zip's CRCs) would load silently. A file that cannot
+be read (truncated, not a zip, not ours, not matching its sidecar) is an
+``UnreadableCheckpointError``, one made for other classes or channels a ``UserError``;
+both name the file.
 
 Resuming a run (:func:`resume_point`) sets an unreadable checkpoint aside as
 ``checkpoint_N.pt.corrupt`` and continues from the newest intact one: a disk that
@@ -34,6 +36,7 @@ import torch
 
 import cellblock
 from cellblock.atomic import atomic_path
+from cellblock.checksums import sidecar_matches, sidecar_path, write_sidecar
 from cellblock.errors import UserError
 
 __all__ = [
@@ -199,10 +202,14 @@ def save_checkpoint(
     # Serialized in memory first: writing the bytes ourselves makes a full disk a plain
     # OSError (errno ENOSPC), where torch.save to a path raises an opaque RuntimeError;
     # fsync before the rename: a power loss cannot leave a renamed but empty checkpoint.
+    # A sidecar sha256 (torch never checks the zip's own CRCs): the old one goes first,
+    # so a crash between the two writes leaves an unverified file, never a false alarm.
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    sidecar_path(target).unlink(missing_ok=True)
     with atomic_path(target, fsync=True) as tmp:
         tmp.write_bytes(buffer.getbuffer())
+    write_sidecar(target, buffer.getbuffer())
     log.info("iteration %d: saved %s", iteration, target)
     return target
 
@@ -222,7 +229,10 @@ def load_checkpoint(path: Path | str, expect: dict[str, Any] | None = None) -> d
     """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+        if sidecar_matches(path, data) is False:
+            raise ValueError(f"bytes differ from {sidecar_path(path).name}")
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnreadableCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
@@ -263,6 +273,7 @@ def set_aside(path: Path) -> Path:
     aside = path.with_name(path.name + ".corrupt")
     with contextlib.suppress(FileNotFoundError):  # already gone: nothing to keep
         os.replace(path, aside)
+    sidecar_path(path).unlink(missing_ok=True)  # it vouches for the file set aside
     return aside
 
 
