@@ -117,7 +117,9 @@ def test_second_train_py_on_a_run_folder_is_refused_at_once(run12, tiny_packed, 
     assert took < 60, f"the refusal took {took:.0f} s"
     assert first.returncode == 0, err[-3000:]
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == [Path(CKPT.format(i)).name for i in (3, 6, 9, 12)]
+    assert names == [
+        Path(CKPT.format(i)).name + ext for i in (3, 6, 9, 12) for ext in ("", ".sha256")
+    ]
     for i in (3, 6, 9, 12):
         assert ckpt.load_checkpoint(run / CKPT.format(i))["iteration"] == i
     assert list(pd.read_csv(run / "log.csv")["iteration"]) == list(range(1, 13))

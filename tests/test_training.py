@@ -55,7 +55,7 @@ def test_train_script_writes_run(tiny_packed, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "validation accuracy" in r.stdout
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert names == ["checkpoint_00000003.pt", "checkpoint_00000004.pt"]
+    assert names == [f"checkpoint_0000000{i}.pt{ext}" for i in (3, 4) for ext in ("", ".sha256")]
     log = pd.read_csv(out / "log.csv")
     assert list(log["iteration"]) == [1, 2, 3, 4]
     assert {"loss", "lr", "img_per_s"} <= set(log.columns) and (log["img_per_s"] > 0).all()
