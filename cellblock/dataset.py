@@ -1,198 +1,91 @@
 """A packed dataset: ``metadata.parquet`` + ``images.zarr``. Where a plate is read.
 
-Layout (DESIGN §2)::
+Layout (DESIGN §2; every plate an OME-Zarr 0.5 HCS plate, ``cellblock.omezarr``)::
 
     DATASET/
-      metadata.parquet        one row per site (cellblock.metadata.SITE_COLUMNS)
-      images.zarr/            zarr v3 group; attrs["cellblock"] = DatasetInfo
-        {EXPERIMENT}/Plate{p} uint8 (row, col, site, channel, y, x)
-                              chunk = one site, shard = one plate row;
-                              attrs["cellblock"] = PlateInfo (cell type, statistics)
+      metadata.parquet          one row per site (cellblock.metadata.SITE_COLUMNS)
+      images.zarr/              zarr v3 group; attrs["cellblock"] = DatasetInfo
+        {EXPERIMENT}/           zarr v3 group
+          Plate{p}/             HCS plate (store "directory"), or Plate{p}.ozx (store
+                                "zip", cellblock.platestore); attrs["cellblock"] = PlateInfo
+            {ROW}/{COL}/{F}/0   uint8 (c, y, x): site F + 1 of well {ROW}{COL}
 
-A plate array can be opened with nothing but zarr-python::
+Any zarr v3 reader opens a field with nothing else::
 
-    zarr.open_array("DATASET/images.zarr/HEPG2-01/Plate1", mode="r")[1, 1, 0]  # B02, site 1
+    zarr.open_array("DATASET/images.zarr/HEPG2-01/Plate1/B/02/0/0", mode="r")[:]  # B02, s1
 
 Site reads (the hot path of training and prediction) go through
-``cellblock.shardread``, a minimal reader of the exact sharded layout we write,
-measured ~2x faster than zarr-python per site (scripts/bench/io.py); arrays in
-any other layout are read with zarr-python. Both return the same bytes.
+``cellblock.fieldread``, one file read (or one ``pread`` in a zipped plate) and one
+decode per site; fields in any other layout are read with zarr-python. Both return the
+same pixels. ``plate()`` gives the old 6-D view ``(row, col, site, channel, y, x)`` of
+a plate for code that wants whole plates.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
 
+from cellblock.datasetinfo import (
+    FORMAT_VERSION,
+    RXRX1_CHANNELS,
+    RXRX1_COLORS,
+    UPGRADE_HINT,
+    DatasetInfo,
+    PlateInfo,
+)
 from cellblock.errors import CorruptDataError, UserError
-from cellblock.plates import PlateFormat
-from cellblock.shardread import ShardReader
+from cellblock.fieldread import FieldReader
+from cellblock.omezarr import field_name
+from cellblock.platestore import PlateFiles, open_plate, plate_path
 
 __all__ = [
     "DIMENSION_NAMES",
     "FORMAT_VERSION",
+    "RXRX1_CHANNELS",
+    "RXRX1_COLORS",
+    "UPGRADE_HINT",
     "DatasetInfo",
     "PackedDataset",
     "PlateInfo",
+    "PlateView",
     "plate_key",
 ]
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
-DIMENSION_NAMES = ("row", "col", "site", "channel", "y", "x")
-# RxRx1 stains and the display colours of the RxRx1 tools (rxrx.io), w1..w6.
-RXRX1_CHANNELS = ("Hoechst", "ConA", "Phalloidin", "Syto14", "MitoTracker", "WGA")
-RXRX1_COLORS = ("#1300f9", "#2aff1f", "#ff0019", "#2dfffc", "#fa00fd", "#feff28")
+DIMENSION_NAMES = ("row", "col", "site", "channel", "y", "x")  # of PlateView
 
 
 @functools.cache
 def _warn_unverified(path: Path) -> None:
     """Once per dataset and process: its chunks carry no checksums (packed before them)."""
     log.warning(
-        "%s: packed without chunk checksums (an older cellblock): reads are not verified; "
-        "repack it (01_data/pack_zarr.py --raw RAW --out NEW) to have damage detected",
+        "%s: packed without chunk checksums (an older cellblock): reads are not "
+        "verified; repack it (01_data/pack_zarr.py --raw RAW --out NEW) to have "
+        "damage detected",
         path,
     )
 
 
 def plate_key(experiment: str, plate: int) -> str:
-    """Path of a plate array inside images.zarr: ``"HEPG2-01/Plate1"``."""
+    """Path of a plate inside images.zarr (less a zip's ``.ozx``): ``"HEPG2-01/Plate1"``."""
     return f"{experiment}/Plate{int(plate)}"
 
 
-def _require(obj: dict, key: str, kind: type, where: str) -> Any:
-    if key not in obj:
-        raise UserError(f"{where}: missing key {key!r}")
-    if not isinstance(obj[key], kind):
-        raise UserError(f"{where}: key {key!r} should be {kind.__name__}, got {obj[key]!r}")
-    return obj[key]
+@dataclass
+class _Plate:
+    """One opened plate: its files, root attributes, first field, and fast reader."""
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Dataset-wide facts, stored in ``images.zarr`` attrs under ``"cellblock"``.
-
-    Args:
-        plate_wells: Wells per plate (96, 384 or 1536).
-        n_sites: Sites per well.
-        channels: Channel names, in order.
-        colors: Display colour per channel (``#rrggbb``).
-        image_size: ``(height, width)`` in pixels.
-        format_version: Version of this layout.
-    """
-
-    plate_wells: int
-    n_sites: int
-    channels: tuple[str, ...]
-    colors: tuple[str, ...]
-    image_size: tuple[int, int]
-    format_version: int = FORMAT_VERSION
-    dimension_names: tuple[str, ...] = DIMENSION_NAMES
-
-    @classmethod
-    def for_channels(
-        cls, plate_wells: int, n_sites: int, n_channels: int, image_size
-    ) -> DatasetInfo:
-        """RxRx1 names and colours for 6 channels, ``w1..wN`` and grey otherwise."""
-        if n_channels == len(RXRX1_CHANNELS):
-            names, colors = RXRX1_CHANNELS, RXRX1_COLORS
-        else:
-            names = tuple(f"w{i}" for i in range(1, n_channels + 1))
-            colors = ("#ffffff",) * n_channels
-        return cls(plate_wells, n_sites, names, colors, tuple(int(s) for s in image_size))
-
-    @property
-    def plate_format(self) -> PlateFormat:
-        return PlateFormat.from_n_wells(self.plate_wells)
-
-    @property
-    def plate_shape(self) -> tuple[int, ...]:
-        fmt = self.plate_format
-        return (fmt.n_rows, fmt.n_cols, self.n_sites, len(self.channels), *self.image_size)
-
-    def to_json(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_json(cls, obj: dict, where: str = "images.zarr attrs") -> DatasetInfo:
-        version = _require(obj, "format_version", int, where)
-        if version != FORMAT_VERSION:
-            raise UserError(
-                f"{where}: format_version {version}, this cellblock reads {FORMAT_VERSION}"
-            )
-        channels = tuple(_require(obj, "channels", list, where))
-        colors = tuple(_require(obj, "colors", list, where))
-        size = tuple(_require(obj, "image_size", list, where))
-        if len(colors) != len(channels) or len(size) != 2:
-            raise UserError(f"{where}: channels/colors/image_size are inconsistent")
-        return cls(
-            plate_wells=_require(obj, "plate_wells", int, where),
-            n_sites=_require(obj, "n_sites", int, where),
-            channels=channels,
-            colors=colors,
-            image_size=(int(size[0]), int(size[1])),
-        )
-
-
-@dataclass(frozen=True)
-class PlateInfo:
-    """Per-plate facts, stored in the plate array's attrs under ``"cellblock"``.
-
-    Args:
-        experiment: e.g. ``"HEPG2-01"``.
-        plate: 1-based plate number.
-        cell_type: e.g. ``"HEPG2"``.
-        split: ``"train"`` or ``"test"``.
-        n_sites: Imaged sites on the plate.
-        stats: ``{"all": {"mean": [...], "std": [...], "n_sites": n},
-            "negative_control": {...}}``: per-channel pixel statistics over all
-            imaged wells and over negative-control wells (for normalization).
-        complete: True once every row of the plate has been written.
-    """
-
-    experiment: str
-    plate: int
-    cell_type: str
-    split: str
-    n_sites: int
-    stats: dict = field(default_factory=dict)
-    complete: bool = False
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict, where: str) -> PlateInfo:
-        kwargs = {
-            k: _require(obj, k, kind, where)
-            for k, kind in [
-                ("experiment", str),
-                ("plate", int),
-                ("cell_type", str),
-                ("split", str),
-                ("n_sites", int),
-                ("stats", dict),
-                ("complete", bool),
-            ]
-        }
-        return cls(**kwargs)
-
-    def channel_stats(self, kind: str = "all") -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel ``(mean, std)`` over all wells or ``"negative_control"`` wells."""
-        if kind not in self.stats:
-            raise UserError(
-                f"plate {self.experiment}/Plate{self.plate}: no {kind!r} statistics "
-                f"(has {sorted(self.stats)})"
-            )
-        s = self.stats[kind]
-        return np.asarray(s["mean"], np.float32), np.asarray(s["std"], np.float32)
+    files: PlateFiles
+    attrs: dict
+    template: str | None  # the first imaged field, e.g. "B/02/0"
+    reader: FieldReader | None
 
 
 class PackedDataset:
@@ -200,16 +93,27 @@ class PackedDataset:
 
     Args:
         path: The dataset folder (holding ``metadata.parquet`` and ``images.zarr``).
+
+    Raises:
+        UserError: Not a packed dataset, or one of the previous layout (with the
+            command that converts it).
     """
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._readers: dict[str, ShardReader | None] = {}
-        zpath = self.path / "images.zarr"
-        if not (zpath / "zarr.json").is_file():
-            raise UserError(f"{zpath}: not a packed dataset (run 01_data/pack_zarr.py)")
-        self.root = zarr.open_group(zpath, mode="r")
-        self.info = DatasetInfo.from_json(dict(self.root.attrs).get("cellblock", {}), str(zpath))
+        self.images = self.path / "images.zarr"
+        try:
+            root = json.loads((self.images / "zarr.json").read_text())
+        except (OSError, ValueError):
+            raise UserError(
+                f"{self.images}: not a packed dataset (run 01_data/pack_zarr.py)"
+            ) from None
+        attrs = root.get("attributes", {}).get("cellblock", {})
+        self.info = DatasetInfo.from_json(attrs, str(self.images))
+        self._plates: dict[str, _Plate] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_plates": {}}  # each process opens its own files
 
     @functools.cached_property
     def metadata(self) -> pd.DataFrame:
@@ -219,48 +123,74 @@ class PackedDataset:
         return pd.read_parquet(path)
 
     def plate_keys(self) -> list[str]:
-        """``"EXP/PlateN"`` of every plate array in the dataset, sorted."""
+        """``"EXP/PlateN"`` of every written plate of the dataset, sorted."""
         keys = []
-        for exp_name, group in self.root.groups():
-            keys += [f"{exp_name}/{name}" for name, _ in group.arrays()]
+        for exp in sorted(p for p in self.images.iterdir() if (p / "zarr.json").is_file()):
+            for p in exp.glob("Plate*"):
+                if (p.is_dir() and (p / "zarr.json").is_file()) or p.suffix == ".ozx":
+                    keys.append(f"{exp.name}/{p.name.removesuffix('.ozx')}")
         return sorted(keys)
 
-    @functools.cache  # noqa: B019 - the dataset object lives as long as its cache
-    def plate(self, experiment: str, plate: int) -> zarr.Array:
-        """The plate's array ``(row, col, site, channel, y, x)``."""
+    def plate_path(self, experiment: str, plate: int) -> Path:
+        """The plate's folder or ``.ozx`` file."""
+        return plate_path(self.images, plate_key(experiment, plate), self.info.store)
+
+    def _plate(self, experiment: str, plate: int) -> _Plate:
         key = plate_key(experiment, plate)
-        try:
-            return zarr.open_array(self.root.store, path=key, mode="r")
-        except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
-            available = ", ".join(self.plate_keys()) or "none"
-            raise UserError(f"no plate {key} in {self.path}; available: {available}") from None
+        if key not in self._plates:
+            path = self.plate_path(experiment, plate)
+            files = open_plate(path) if path.exists() else None
+            raw = files.read("zarr.json") if files is not None else None
+            if raw is None:
+                available = ", ".join(self.plate_keys()) or "none"
+                raise UserError(f"no plate {key} in {self.path}; available: {available}")
+            attrs = json.loads(raw).get("attributes", {})
+            wells = attrs.get("ome", {}).get("plate", {}).get("wells", [])
+            template, reader = None, None
+            if wells:
+                well = json.loads(files.read(f"{wells[0]['path']}/zarr.json") or b"{}")
+                images = well.get("attributes", {}).get("ome", {}).get("well", {}).get("images")
+                template = f"{wells[0]['path']}/{images[0]['path']}" if images else None
+            if template is not None:
+                reader = FieldReader.open(files, f"{template}/0")
+                if reader is not None and not reader.checksummed:
+                    _warn_unverified(self.path)
+            self._plates[key] = _Plate(files, attrs, template, reader)
+        return self._plates[key]
+
+    def plate(self, experiment: str, plate: int) -> PlateView:
+        """The plate as one lazy array ``(row, col, site, channel, y, x)``."""
+        self._plate(experiment, plate)  # a clear error for a missing plate
+        return PlateView(self, experiment, int(plate))
 
     def plate_info(self, experiment: str, plate: int) -> PlateInfo:
-        attrs = dict(self.plate(experiment, plate).attrs).get("cellblock", {})
-        return PlateInfo.from_json(attrs, f"{self.path}/images.zarr/{plate_key(experiment, plate)}")
+        attrs = self._plate(experiment, plate).attrs.get("cellblock", {})
+        return PlateInfo.from_json(attrs, str(self.plate_path(experiment, plate)))
 
-    def _reader(self, experiment: str, plate: int) -> ShardReader | None:
-        key = plate_key(experiment, plate)
-        if key not in self._readers:
-            self.plate(experiment, plate)  # a clear error for a missing plate
-            reader = ShardReader.open(self.path / "images.zarr" / key)
-            if reader is not None and not reader.checksummed:
-                _warn_unverified(self.path)
-            self._readers[key] = reader
-        return self._readers[key]
+    def omero(self, experiment: str, plate: int) -> dict:
+        """The OME ``omero`` metadata (channel labels, colours, windows) of the plate's
+        fields ({} if it has none)."""
+        p = self._plate(experiment, plate)
+        if p.template is None:
+            return {}
+        meta = json.loads(p.files.read(f"{p.template}/zarr.json") or b"{}")
+        return meta.get("attributes", {}).get("ome", {}).get("omero", {})
 
     def read_site(self, experiment: str, plate: int, row: int, col: int, site: int) -> np.ndarray:
         """One site's ``(channel, y, x)`` uint8 image; ``site`` is 1-based as in RxRx1.
 
+        A site never imaged reads as zeros.
+
         Raises:
-            CorruptDataError: The site's stored bytes fail their checksum or do not
-                decode; the message names the dataset, plate, well and site.
+            CorruptDataError: The site's stored bytes fail their checksum or do not decode;
+                the message names the dataset, plate, well and site.
         """
-        reader = self._reader(experiment, plate)
+        p = self._plate(experiment, plate)
+        name = field_name(self.info.plate_format, row, col, site)
         try:
-            if reader is None:  # not our layout: zarr-python reads anything
-                return self.plate(experiment, plate)[row, col, site - 1]
-            return reader.read_chunk((row, col, site - 1, 0, 0, 0))[0, 0, 0]
+            if p.reader is not None:
+                return p.reader.read(name)
+            return self._read_with_zarr(p, name)  # not our layout: zarr-python reads it
         except (CorruptDataError, ValueError, RuntimeError) as err:  # zarr: ValueError on crc
             well = self.info.plate_format.well_name(row, col)
             raise CorruptDataError(
@@ -268,3 +198,54 @@ class PackedDataset:
                 f"damaged ({err}); re-fetch the dataset, or repack it from its PNGs "
                 "(01_data/pack_zarr.py --raw RAW --out NEW)"
             ) from None
+
+    def _read_with_zarr(self, p: _Plate, name: str) -> np.ndarray:
+        import zarr
+        from zarr.storage import ZipStore
+
+        if p.files.read(f"{name}/0/zarr.json") is None:
+            return np.zeros((len(self.info.channels), *self.info.image_size), np.uint8)
+        zipped = p.files.path.suffix == ".ozx"
+        store = ZipStore(p.files.path, mode="r") if zipped else p.files.path
+        return zarr.open_array(store, path=f"{name}/0", mode="r")[:]
+
+
+class PlateView:
+    """A plate as one lazy, read-only ``(row, col, site, channel, y, x)`` uint8 array.
+
+    Integers and slices on the first three axes choose sites (read with ``read_site``;
+    sites never imaged are zeros); anything numpy takes on the rest.
+
+    Args:
+        packed: The dataset.
+        experiment: e.g. ``"HEPG2-01"``.
+        plate: 1-based plate number.
+    """
+
+    def __init__(self, packed: PackedDataset, experiment: str, plate: int):
+        self.packed, self.experiment, self.plate = packed, experiment, plate
+        self.shape = packed.info.plate_shape
+        self.dtype, self.ndim = np.dtype(np.uint8), len(self.shape)
+
+    def __getitem__(self, item) -> np.ndarray:
+        item = item if isinstance(item, tuple) else (item,)
+        if any(i is Ellipsis for i in item):
+            at = item.index(Ellipsis)
+            item = item[:at] + (slice(None),) * (self.ndim - len(item) + 1) + item[at + 1 :]
+        head = list(item[:3]) + [slice(None)] * max(0, 3 - len(item))
+        picks, squeeze = [], []
+        for axis, (index, size) in enumerate(zip(head, self.shape[:3], strict=True)):
+            if isinstance(index, slice):
+                picks.append(range(*index.indices(size)))
+            elif isinstance(index, int | np.integer) and -size <= index < size:
+                picks.append([int(index) % size])
+                squeeze.append(axis)
+            else:
+                raise IndexError(f"PlateView index {index!r} on axis {axis} (size {size})")
+        out = np.zeros((*map(len, picks), *self.shape[3:]), self.dtype)
+        for i, r in enumerate(picks[0]):
+            for j, c in enumerate(picks[1]):
+                for k, s in enumerate(picks[2]):
+                    out[i, j, k] = self.packed.read_site(self.experiment, self.plate, r, c, s + 1)
+        out = out.squeeze(axis=tuple(squeeze)) if squeeze else out
+        return out[(slice(None),) * (3 - len(squeeze)) + tuple(item[3:])]

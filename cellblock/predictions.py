@@ -3,10 +3,15 @@
 Layout (DESIGN §2)::
 
     predictions.zarr/                 root attrs "cellblock_predictions": PredictionInfo
-      {EXPERIMENT}/Plate{p}/
+      {EXPERIMENT}/Plate{p}/          the plate's path in the dataset's images.zarr too
         logits        float32 (row, col, site, n_classes)   fill NaN: never predicted
         embeddings    float16 (row, col, site, D)           fill NaN
-        attrs "cellblock": {"experiment", "plate"}
+        attrs "cellblock": {"experiment", "plate", "rows", "columns"}
+
+``rows`` and ``columns`` name the row and col indices as the dataset's OME-Zarr plate
+names them (``ome.plate.rows/columns``: ``A``.., ``01``..), and site ``s`` is field
+``s - 1``, so the prediction of ``logits[r, c, s]`` belongs to the field
+``images.zarr/{EXPERIMENT}/Plate{p}/{rows[r]}/{columns[c]}/{s}``.
 
 Chunk = one well (all its sites), so any block of whole wells writes whole chunks and two
 workers never touch the same chunk. Wells a plate does not use are never written and
@@ -30,6 +35,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from cellblock.chunkwrite import ChunkWriter
 from cellblock.dataset import PackedDataset, plate_key
 from cellblock.errors import CorruptDataError, UserError
+from cellblock.omezarr import row_col_names
 from cellblock.plates import PlateFormat
 
 __all__ = [
@@ -160,7 +166,9 @@ def create_store(
             continue
         experiment, plate = key.split("/Plate")
         group = root.require_group(key)
-        group.attrs["cellblock"] = {"experiment": experiment, "plate": int(plate)}
+        row_names, col_names = row_col_names(packed.info.plate_format)
+        group.attrs["cellblock"] = {"experiment": experiment, "plate": int(plate),
+                                    "rows": row_names, "columns": col_names}  # fmt: skip
         for name, width, dtype in (
             ("logits", info.n_classes, "float32"),
             ("embeddings", info.embedding_dim, "float16"),

@@ -1,9 +1,11 @@
-"""A fast reader for single chunks of the sharded zarr v3 arrays that ``pack`` writes.
+"""A fast reader of single chunks of the previous layout's sharded plate arrays.
 
-Why this exists: reading one 1.5 MB site through zarr-python 3.1 costs ~2.5 ms of
-Python overhead on top of a ~2.4 ms decode, and tensorstore still adds ~0.7 ms
-(scripts/bench/io.py). A site read is the hot path of training, so this module reads
-a chunk the way the zarr v3 sharding spec lays it out, and nothing more::
+The previous layout (format 1, before OME-Zarr) held each plate as one 6-D array
+``(row, col, site, channel, y, x)``, chunk = one site, shard = one plate row.
+``01_data/pack_zarr.py --upgrade`` reads such datasets through this module (and
+``cellblock.chunkwrite`` uses ``chunk_file``); the current layout is read by
+``cellblock.fieldread``. The chunk is read the way the zarr v3 sharding spec lays it
+out, and nothing more::
 
     shard file  c/{row}/0/0/0/0/0  =  [chunk 0 bytes][chunk 1 bytes]...[index][crc32c]
     index       n_chunks x (offset: uint64 LE, nbytes: uint64 LE); all-ones = empty chunk
@@ -11,7 +13,7 @@ a chunk the way the zarr v3 sharding spec lays it out, and nothing more::
     chunk       blosc(bytes) + crc32c(blosc bytes), 4 bytes little endian (zarr v3 crc32c codec)
 
 It reads the index once per shard (pread of the tail, crc32c checked), then per chunk
-one pread, one crc32c check (hardware CRC: ~0.03 ms for a 0.75 MB chunk) and one
+one pread, one crc32c check (hardware CRC: ~0.1 ms for a 0.75 MB chunk) and one
 numcodecs Blosc decode. A chunk or index that fails its checksum, or does not decode,
 raises ``CorruptDataError``: silently training on a flipped bit is worse than stopping.
 
@@ -30,18 +32,14 @@ import os
 from pathlib import Path
 
 import google_crc32c
-import numcodecs
 import numpy as np
 
+from cellblock.chunkcodec import decode_chunk, numcodec
 from cellblock.errors import CorruptDataError
 
 __all__ = ["ShardReader", "chunk_file"]
 
 _EMPTY = np.uint64(2**64 - 1)
-# The CRC-32C of any bytes followed by their own CRC-32C (little endian) is this
-# constant: checking the whole chunk against it needs no copy of the chunk without its
-# last 4 bytes (0.03 ms instead of 0.1 ms for a 0.75 MB chunk).
-_CRC32C_RESIDUE = 0x48674BC7
 
 
 def chunk_file(array: Path, coords: tuple[int, ...], separator: str = "/") -> Path:
@@ -78,9 +76,7 @@ class ShardReader:
         )
         self.n_chunks = int(np.prod(self.chunks_per_shard))
         self.checksummed = len(shard["codecs"]) == 3  # [bytes, blosc, crc32c]
-        blosc = shard["codecs"][1]["configuration"]
-        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc["shuffle"]]
-        self.codec = numcodecs.Blosc(blosc["cname"], blosc["clevel"], shuffle, blosc["blocksize"])
+        self.codec = numcodec(shard["codecs"][1])
         self.fill_value = meta["fill_value"]
         self.separator = meta["chunk_key_encoding"]["configuration"].get("separator", "/")
         self._index: dict[tuple[int, ...], np.ndarray | None] = {}
@@ -133,8 +129,8 @@ class ShardReader:
         """The chunk at chunk-grid ``coords``, shaped ``chunk_shape``.
 
         Raises:
-            CorruptDataError: The chunk (or its shard's index) fails its checksum or does
-                not decode; the message names the shard file and the chunk.
+            CorruptDataError: The chunk (or its shard's index) fails its checksum or does not
+                decode; the message names the shard file and the chunk.
         """
         shard = tuple(c // n for c, n in zip(coords, self.chunks_per_shard, strict=True))
         inner = tuple(c % n for c, n in zip(coords, self.chunks_per_shard, strict=True))
@@ -155,12 +151,4 @@ class ShardReader:
         finally:
             os.close(fd)
         where = f"{self._shard_file(shard)}: chunk {inner}"
-        if self.checksummed:
-            if len(data) < 4 or google_crc32c.value(data) != _CRC32C_RESIDUE:
-                raise CorruptDataError(f"{where} fails its crc32c checksum")
-            data = memoryview(data)[:-4]
-        try:
-            self.codec.decode(data, out=out)
-        except (RuntimeError, ValueError) as err:  # blosc: "error during blosc decompression"
-            raise CorruptDataError(f"{where} does not decode ({err})") from None
-        return out
+        return decode_chunk(data, self.codec, out, self.checksummed, where)

@@ -28,5 +28,13 @@ PY
 # build on a GPU host (see shared notes/torch.md).
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
     -r "$root/requirements.txt" -c "$root/constraints.txt"
+# Packages whose declared dependencies cannot resolve with the stack's pins, installed
+# without them: the "# no-deps: NAME==VERSION" lines of requirements.txt (what they
+# import is pinned there).
+nodeps=$(sed -n 's/^# no-deps: *//p' "$root/requirements.txt")
+if [ -n "$nodeps" ]; then
+    # shellcheck disable=SC2086  # one argument per pin
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps $nodeps
+fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -e "$root"
 echo "cellblock installed in $venv"

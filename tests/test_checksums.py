@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,11 @@ import pytest
 import zarr
 
 from cellblock.chunkwrite import ChunkWriter
-from cellblock.dataset import PackedDataset, plate_key
+from cellblock.dataset import PackedDataset
 from cellblock.errors import CorruptDataError
-from cellblock.pack import COMPRESSOR
+from cellblock.omezarr import chunk_name, field_name
+from cellblock.pack import pack_dataset
 from cellblock.predictions import read_sites
-from cellblock.shardread import ShardReader, chunk_file
 from tests.conftest import ROOT, run_script
 from tests.test_ensemble_combine import crafted_store, split_plates
 
@@ -34,22 +35,29 @@ TRAIN = ROOT / "02_train" / "synthetic" / "tiny" / "train.py"
 SITE_RE = r"plate \S+/Plate\d+ well [A-Z]+\d\d site \d"
 
 
-def _site_chunk(ds_path: Path, experiment: str, plate: int, row: int, col: int, site: int):
-    """``(shard file, offset, nbytes)`` of one site's chunk, from the shard index."""
-    reader = ShardReader.open(ds_path / "images.zarr" / plate_key(experiment, plate))
-    shard = chunk_file(reader.path, (row, 0, 0, 0, 0, 0))
-    n = reader.n_chunks
-    index = np.frombuffer(shard.read_bytes()[-(16 * n + 4) : -4], "<u8").reshape(n, 2)
-    offset, nbytes = index[col * reader.chunks_per_shard[2] + site - 1]
-    return shard, int(offset), int(nbytes)
+def _field(ds_path: Path, experiment: str, plate: int, row: int, col: int, site: int) -> str:
+    """A site's field path in its plate, e.g. ``"B/02/0"``."""
+    return field_name(PackedDataset(ds_path).info.plate_format, row, col, site)
 
 
 def flip_site(ds_path: Path, experiment: str, plate: int, row: int, col: int, site: int) -> None:
-    """Flip one byte in the middle of a site's compressed chunk (the index stays intact)."""
-    shard, offset, nbytes = _site_chunk(ds_path, experiment, plate, row, col, site)
-    data = bytearray(shard.read_bytes())
-    data[offset + nbytes // 2] ^= 0x40
-    shard.write_bytes(bytes(data))
+    """Flip one byte in the middle of a site's compressed chunk (a folder or a zip member)."""
+    ds = PackedDataset(ds_path)
+    name = chunk_name(_field(ds_path, experiment, plate, row, col, site))
+    path = ds.plate_path(experiment, plate)
+    if path.is_dir():
+        chunk = path / name
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        chunk.write_bytes(bytes(data))
+        return
+    with zipfile.ZipFile(path) as zf:  # the member is STORED: its bytes lie in the file
+        info = zf.getinfo(name)
+        stored = zf.read(name)
+    whole = bytearray(path.read_bytes())
+    at = whole.index(stored, info.header_offset)
+    whole[at + len(stored) // 2] ^= 0x40
+    path.write_bytes(bytes(whole))
 
 
 @pytest.fixture
@@ -63,11 +71,14 @@ def damaged(tiny_packed, tmp_path):
 
 
 def test_packed_chunks_carry_crc32c(tiny_packed):
-    key = PackedDataset(tiny_packed).plate_keys()[0]
-    meta = json.loads((tiny_packed / "images.zarr" / key / "zarr.json").read_text())
-    inner = [c["name"] for c in meta["codecs"][0]["configuration"]["codecs"]]
-    assert inner == ["bytes", "blosc", "crc32c"]
-    assert ShardReader.open(tiny_packed / "images.zarr" / key).checksummed
+    ds = PackedDataset(tiny_packed)
+    key = ds.plate_keys()[0]
+    for level_json in (tiny_packed / "images.zarr" / key).glob("*/*/*/*/zarr.json"):
+        meta = json.loads(level_json.read_text())  # every level of every field
+        assert [c["name"] for c in meta["codecs"]] == ["bytes", "zstd", "crc32c"]
+    exp, plate = key.split("/Plate")
+    ds.plate(exp, int(plate))
+    assert ds._plates[key].reader.checksummed
 
 
 def test_flipped_byte_is_a_named_error_from_read_site(damaged):
@@ -89,14 +100,13 @@ def test_zarr_python_alone_rejects_the_damaged_chunk(damaged):
     code = (
         "import sys, zarr\n"
         "a = zarr.open_array(sys.argv[1], mode='r')\n"
-        "try:\n    a[int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])]\n"
+        "try:\n    a[:]\n"
         "except ValueError as e:\n    print('rejected', e); sys.exit(3)\n"
     )
-    array = copy / "images.zarr" / plate_key(s.experiment, int(s.plate))
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(array), str(s.row), str(s.col), str(s.site - 1)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    field = _field(copy, s.experiment, int(s.plate), int(s.row), int(s.col), int(s.site))
+    array = PackedDataset(copy).plate_path(s.experiment, int(s.plate)) / field / "0"
+    result = subprocess.run([sys.executable, "-c", code, str(array)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 3, result.stdout + result.stderr
     assert "checksum" in result.stdout
 
@@ -136,27 +146,37 @@ def test_training_loader_stops_on_a_damaged_site(tiny_packed, tmp_path):
 
 
 def test_unverified_old_dataset_still_reads_with_a_warning(tiny_packed, tmp_path, caplog):
-    """A plate packed before chunk checksums (blosc only) reads, and says it is unverified."""
+    """Fields written without chunk checksums (zstd only) read, and say they are unverified."""
     copy = tmp_path / "dataset"
     shutil.copytree(tiny_packed, copy)
     key = PackedDataset(copy).plate_keys()[0]
-    old = zarr.open_array(copy / "images.zarr" / key, mode="r")
-    pixels, attrs = old[:], dict(old.attrs)
-    shutil.rmtree(copy / "images.zarr" / key)
-    array = zarr.create_array(
-        copy / "images.zarr" / key, shape=old.shape, dtype="uint8", chunks=old.chunks,
-        shards=old.shards, compressors=COMPRESSOR, fill_value=0,
-        dimension_names=old.metadata.dimension_names,
-    )  # fmt: skip
-    array[:] = pixels
-    array.attrs.update(attrs)
+    pixels = PackedDataset(copy).plate(*key.split("/Plate"))[:]  # PlateView("EXP", "N")
+    for level in (copy / "images.zarr" / key).glob("*/*/*/[0-9]"):
+        old = zarr.open_array(level, mode="r")
+        data = old[:]
+        shutil.rmtree(level)
+        zarr.create_array(level, shape=data.shape, chunks=data.shape, dtype="uint8",
+                          fill_value=0, compressors=zarr.codecs.ZstdCodec(level=3),
+                          dimension_names=("c", "y", "x"))[:] = data  # fmt: skip
     ds = PackedDataset(copy)
     s = ds.metadata[ds.metadata.experiment == key.split("/")[0]].iloc[0]
     with caplog.at_level(logging.WARNING):
         got = ds.read_site(s.experiment, int(s.plate), int(s.row), int(s.col), int(s.site))
-    assert ds._readers[key] is not None and not ds._readers[key].checksummed
+    assert ds._plates[key].reader is not None and not ds._plates[key].reader.checksummed
     np.testing.assert_array_equal(got, pixels[s.row, s.col, s.site - 1])
     assert "without chunk checksums" in caplog.text
+
+
+def test_flipped_byte_in_a_zipped_plate_is_a_named_error(tiny_raw, tmp_path):
+    out = tmp_path / "zipped"
+    pack_dataset(tiny_raw, out, experiments=["RPE-02"], progress=False, store="zip")
+    s = PackedDataset(out).metadata.iloc[3]
+    flip_site(out, s.experiment, int(s.plate), int(s.row), int(s.col), int(s.site))
+    with pytest.raises(CorruptDataError, match=f"well {s.well} site {s.site} is damaged"):
+        PackedDataset(out).read_site(s.experiment, int(s.plate), int(s.row), int(s.col),
+                                     int(s.site))  # fmt: skip
+    result = run_script(PACK, "--out", out, "--verify")
+    assert result.returncode == 1 and "1 damaged or differing site" in result.stderr
 
 
 # --- predictions ------------------------------------------------------------------------

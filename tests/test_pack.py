@@ -1,4 +1,4 @@
-"""Packing PNG trees into zarr: pixel identity, layout contract, resume."""
+"""Packing PNG trees into OME-Zarr plates: pixel identity, layout contract, resume."""
 
 import json
 import re
@@ -6,19 +6,21 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
-import zarr
 
-from cellblock.dataset import DIMENSION_NAMES, PackedDataset
+from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.metadata import SITE_COLUMNS
+from cellblock.omezarr import LEVELS, downsample
 from cellblock.pack import pack_dataset
 from cellblock.plates import site_path
 from cellblock.rawtree import read_png
 from cellblock.synth import write_dataset
 from tests.conftest import ROOT, TINY, run_script
+from tests.old_layout import files
 
 
 def test_random_sites_of_every_plate_are_pixel_identical(tiny_raw, tiny_packed):
@@ -43,42 +45,62 @@ def test_random_sites_of_every_plate_are_pixel_identical(tiny_raw, tiny_packed):
 
 
 def test_plain_zarr_python_in_another_process_reads_the_documented_path(tiny_packed):
+    meta = PackedDataset(tiny_packed).metadata
+    s = meta[(meta.experiment == "HUVEC-01") & (meta.plate == 3)].iloc[0]
+    field = f"{s.well[0]}/{s.well[1:]}/{s.site - 1}"  # B02 site 1 -> B/02/0
     code = (
         "import sys, json, zarr\n"
-        "a = zarr.open_array(sys.argv[1] + '/images.zarr/HUVEC-01/Plate3', mode='r')\n"
-        "print(json.dumps({'shape': a.shape, 'dims': a.metadata.dimension_names,"
-        " 'dtype': str(a.dtype), 'chunks': a.chunks, 'shards': a.shards,"
-        " 'zarr_format': a.metadata.zarr_format, 'sum': int(a[:].sum())}))\n"
+        "levels = []\n"
+        "for level in range(3):\n"
+        "    a = zarr.open_array(sys.argv[1] + '/images.zarr/HUVEC-01/Plate3/' + sys.argv[2]"
+        " + f'/{level}', mode='r')\n"
+        "    levels.append({'shape': a.shape, 'dims': a.metadata.dimension_names,"
+        " 'dtype': str(a.dtype), 'chunks': a.chunks, 'zarr_format': a.metadata.zarr_format,"
+        " 'sum': int(a[:].sum())})\n"
+        "print(json.dumps(levels))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tiny_packed)], capture_output=True, text=True, check=True
-    )
-    info = json.loads(out.stdout)
-    assert info["shape"] == [8, 12, 2, 6, 32, 32]  # 96-well plate, 2 sites, 6 channels
-    assert tuple(info["dims"]) == DIMENSION_NAMES
-    assert info["dtype"] == "uint8" and info["zarr_format"] == 3
-    assert info["chunks"] == [1, 1, 1, 6, 32, 32]  # one site
-    assert info["shards"] == [1, 12, 2, 6, 32, 32]  # one plate row
-    assert info["sum"] > 0
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_packed), field],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    levels = json.loads(out.stdout)
+    assert [lv["shape"] for lv in levels] == [[6, 32, 32], [6, 8, 8], [6, 2, 2]]  # 1, 1/4, 1/16
+    assert all(lv["chunks"] == lv["shape"] for lv in levels)  # one chunk per level
+    assert all(tuple(lv["dims"]) == ("c", "y", "x") for lv in levels)
+    assert all(lv["dtype"] == "uint8" and lv["zarr_format"] == 3 for lv in levels)
+    assert levels[0]["sum"] > 0
+
+
+def test_pyramid_levels_are_block_means_of_the_site(tiny_packed):
+    import zarr
+
+    meta = PackedDataset(tiny_packed).metadata
+    s = meta.iloc[7]
+    field = tiny_packed / "images.zarr" / s.experiment / f"Plate{s.plate}" / s.well[0] / s.well[1:]
+    full = zarr.open_array(field / str(s.site - 1) / "0", mode="r")[:]
+    for level, factor in enumerate(LEVELS):
+        got = zarr.open_array(field / str(s.site - 1) / str(level), mode="r")[:]
+        np.testing.assert_array_equal(got, downsample(full, factor))
+    blocks = full.reshape(6, 8, 4, 8, 4).astype(float).mean((2, 4))
+    assert np.abs(downsample(full, 4) - blocks).max() <= 0.5
 
 
 def test_empty_wells_are_not_written(tiny_packed):
     ds = PackedDataset(tiny_packed)
     meta = ds.metadata
     sites = meta[(meta.experiment == "U2OS-02") & (meta.plate == 2)]
-    array = ds.plate("U2OS-02", 2)
-    used_rows = set(sites.row)
-    for row in range(8):
-        shard = tiny_packed / "images.zarr" / "U2OS-02" / "Plate2" / "c" / str(row)
-        assert shard.exists() == (row in used_rows), f"row {row}"
+    plate = tiny_packed / "images.zarr" / "U2OS-02" / "Plate2"
     used = set(zip(sites.row, sites.col, strict=True))
+    fmt = ds.info.plate_format
+    for r in range(8):
+        for c in range(12):
+            well = fmt.well_name(r, c)
+            assert (plate / well[0] / well[1:]).exists() == ((r, c) in used), well
+    ome = json.loads((plate / "zarr.json").read_text())["attributes"]["ome"]["plate"]
+    assert sorted(w["path"] for w in ome["wells"]) == sorted(
+        f"{fmt.well_name(r, c)[0]}/{fmt.well_name(r, c)[1:]}" for r, c in used
+    )
+    array = ds.plate("U2OS-02", 2)
     empty = [(r, c) for r in range(8) for c in range(12) if (r, c) not in used]
     assert empty and all(not array[r, c].any() for r, c in empty)
-    # a shard holds only the chunks of used wells: its size is far below a full row
-    row = min(used_rows)
-    n_used = sum(1 for r, _ in used if r == row)
-    shard = tiny_packed / "images.zarr" / "U2OS-02" / "Plate2" / "c" / str(row) / "0/0/0/0/0"
-    assert shard.stat().st_size < (n_used + 0.5) * 2 * 6 * 32 * 32
 
 
 def test_plate_statistics_in_attrs(tiny_raw, tiny_packed):
@@ -107,14 +129,19 @@ def test_rerun_skips_complete_plates_and_redoes_incomplete(tiny_raw, tmp_path):
     out = tmp_path / "ds"
     first = pack_dataset(tiny_raw, out, experiments=["RPE-01"], progress=False)
     assert first["plates_packed"] == 4
+    ref = {k: v for k, v in files(out / "images.zarr").items() if k.startswith("RPE-01/")}
     again = pack_dataset(tiny_raw, out, experiments=["RPE-01"], progress=False)
     assert (again["plates_packed"], again["plates_skipped"]) == (0, 4)
-    plate = zarr.open_array(out / "images.zarr" / "RPE-01" / "Plate2", mode="r+")
-    attrs = dict(plate.attrs)["cellblock"]
-    plate.attrs["cellblock"] = {**attrs, "complete": False}  # as if killed mid-plate
+    meta = out / "images.zarr" / "RPE-01" / "Plate2" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["cellblock"]["complete"] = False  # as if killed mid-plate
+    meta.write_text(json.dumps(doc))
+    (out / "images.zarr" / "RPE-01" / "Plate2" / "B" / "stray").write_text("left by a crash")
     third = pack_dataset(tiny_raw, out, experiments=["RPE-01", "RPE-02"], progress=False)
     assert (third["plates_packed"], third["plates_skipped"]) == (5, 3)
     assert set(PackedDataset(out).metadata.experiment) == {"RPE-01", "RPE-02"}
+    redone = files(out / "images.zarr")
+    assert {k: v for k, v in redone.items() if k.startswith("RPE-01/")} == ref  # same bytes
 
 
 @pytest.mark.slow
@@ -133,7 +160,7 @@ def test_killed_pack_resumes_to_identical_result(tiny_raw, tiny_packed, tmp_path
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
-        metas = (out / "images.zarr").glob("*/Plate*/zarr.json")
+        metas = (out / "images.zarr").glob("*/Plate*/zarr.json")  # written last: complete
         if sum('"complete": true' in m.read_text() for m in metas) >= 3:
             break
         time.sleep(0.02)
@@ -165,3 +192,43 @@ def test_v1_layout_packs_to_the_same_pixels(tiny_packed, tmp_path):
     a, b = PackedDataset(out), PackedDataset(tiny_packed)
     for plate in range(1, 5):
         np.testing.assert_array_equal(a.plate("U2OS-01", plate)[:], b.plate("U2OS-01", plate)[:])
+
+
+def test_zip_store_holds_the_same_tree_in_one_file_per_plate(tiny_raw, tiny_packed, tmp_path):
+    out = tmp_path / "zipped"
+    summary = pack_dataset(tiny_raw, out, experiments=["HUVEC-02"], workers=2, verify=True,
+                           progress=False, store="zip")  # fmt: skip
+    assert summary["store"] == "zip" and summary["sites_verified"] == summary["sites"]
+    plates = sorted((out / "images.zarr" / "HUVEC-02").iterdir())
+    assert [p.name for p in plates] == [f"Plate{i}.ozx" for i in range(1, 5)] + ["zarr.json"]
+    for i in range(1, 5):
+        folder = tiny_packed / "images.zarr" / "HUVEC-02" / f"Plate{i}"
+        with zipfile.ZipFile(out / "images.zarr" / "HUVEC-02" / f"Plate{i}.ozx") as zf:
+            infos = zf.infolist()
+            assert all(info.compress_type == zipfile.ZIP_STORED for info in infos)
+            names = [info.filename for info in infos]
+            json_first = [n.endswith("zarr.json") for n in names]
+            assert json_first == sorted(json_first, reverse=True)  # RFC-9: zarr.json first
+            assert names[0] == "zarr.json" and json.loads(zf.comment)["ome"]["version"] == "0.5"
+            assert {n: zf.read(n) for n in names} == files(folder)  # the same tree, byte for byte
+    a, b = PackedDataset(out), PackedDataset(tiny_packed)
+    assert a.info.store == "zip" and a.plate_keys() == [f"HUVEC-02/Plate{i}" for i in range(1, 5)]
+    for plate in range(1, 5):
+        np.testing.assert_array_equal(a.plate("HUVEC-02", plate)[:], b.plate("HUVEC-02", plate)[:])
+    with pytest.raises(UserError, match="different geometry or store"):
+        pack_dataset(tiny_raw, out, experiments=["HUVEC-02"], progress=False)
+
+
+def test_zstd_level_from_the_command_line_changes_bytes_not_pixels(tiny_raw, tiny_packed, tmp_path):
+    out = tmp_path / "fast"
+    r = run_script(ROOT / "01_data/pack_zarr.py", "--raw", tiny_raw, "--out", out,
+                   "--experiments", "HEPG2-01", "--zstd-level", "3", "--verify")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    plate = json.loads((out / "images.zarr/HEPG2-01/Plate1/zarr.json").read_text())
+    field = f"HEPG2-01/Plate1/{plate['attributes']['ome']['plate']['wells'][0]['path']}/0/0"
+    meta = json.loads((out / "images.zarr" / field / "zarr.json").read_text())
+    assert [c.get("configuration", {}).get("level") for c in meta["codecs"]][1] == 3
+    fast, slow = (p / "images.zarr" / field / "c/0/0/0" for p in (out, tiny_packed))
+    assert fast.read_bytes() != slow.read_bytes()
+    a, b = PackedDataset(out), PackedDataset(tiny_packed)
+    np.testing.assert_array_equal(a.plate("HEPG2-01", 1)[:], b.plate("HEPG2-01", 1)[:])

@@ -78,7 +78,18 @@ def test_roundtrip_layout_and_provenance(packed, tmp_path):
     assert zarr.open_array(path / key / "embeddings").dtype == np.float16
     meta = json.loads((path / key / "zarr.json").read_text())
     exp, plate = key.split("/Plate")
-    assert meta["attributes"]["cellblock"] == {"experiment": exp, "plate": int(plate)}
+    assert meta["attributes"]["cellblock"] == {
+        "experiment": exp, "plate": int(plate),
+        "rows": list("ABCDEFGH"), "columns": [f"{c:02d}" for c in range(1, 13)],
+    }  # fmt: skip
+    # the same row/column names as the dataset's OME-Zarr plate: a prediction's indices
+    # name its field's path
+    attrs = meta["attributes"]["cellblock"]
+    r, c = wells[0]
+    field = packed.plate_path(exp, int(plate)) / attrs["rows"][r] / attrs["columns"][c] / "0"
+    assert (field / "zarr.json").is_file() and packed.info.plate_format.well_name(r, c) == (
+        attrs["rows"][r] + attrs["columns"][c]
+    )
     # wells the plate does not use are never written: no chunk on disk, NaN on read
     chunks = sorted(p.relative_to(path / key / "logits") for p in
                     (path / key / "logits" / "c").rglob("*") if p.is_file())  # fmt: skip

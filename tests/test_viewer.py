@@ -360,3 +360,86 @@ def test_overlay_sources_errors(packed, tmp_path):
     _write_store(packed, tmp_path / "pred")
     with pytest.raises(UserError, match="no predictions for plate HEPG2-01/Plate2"):
         load_calls(tmp_path / "pred", packed, EXPERIMENT, 2)
+
+
+# ---------------------------------------------------------------- OME-Zarr through zarr3://
+
+
+def test_data_server_answers_cors_range_and_nothing_outside(tiny_packed, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from cellblock.viewer.dataserver import DataServer
+
+    (tmp_path / "secret").write_text("not served")
+    data = DataServer(tiny_packed).start()
+    try:
+        url = f"{data.url}/images.zarr/zarr.json"
+        whole = (tiny_packed / "images.zarr" / "zarr.json").read_bytes()
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200 and r.read() == whole
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert r.headers["Accept-Ranges"] == "bytes"
+        for header, want, span in (("bytes=2-9", whole[2:10], "2-9"),
+                                   ("bytes=-5", whole[-5:], f"{len(whole) - 5}-{len(whole) - 1}"),
+                                   ("bytes=10-", whole[10:], f"10-{len(whole) - 1}")):  # fmt: skip
+            req = urllib.request.Request(url, headers={"Range": header})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 206 and r.read() == want, header
+                assert r.headers["Content-Range"] == f"bytes {span}/{len(whole)}"
+        req = urllib.request.Request(url, method="OPTIONS", headers={
+            "Origin": "http://x", "Access-Control-Request-Headers": "range"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 204 and "Range" in r.headers["Access-Control-Allow-Headers"]
+        for bad in ("/../secret", "/images.zarr", "/nope.json", "/%2e%2e/secret"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(data.url + bad, timeout=10)
+            assert err.value.code == 404, bad
+    finally:
+        data.stop()
+
+
+@pytest.fixture(scope="module")
+def zipped(tiny_raw, tmp_path_factory) -> PackedDataset:
+    from cellblock.pack import pack_dataset
+
+    out = tmp_path_factory.mktemp("zipped") / "dataset"
+    pack_dataset(tiny_raw, out, experiments=[EXPERIMENT], progress=False, store="zip")
+    return PackedDataset(out)
+
+
+@pytest.mark.parametrize("store", ["directory", "zip"])
+def test_served_zarr3_field_shows_the_cells_in_their_colours(packed, zipped, browser, store):
+    """neuroglancer's own zarr3:// source, over HTTP: the composite in the OME colours."""
+    from cellblock.viewer.dataserver import DataServer
+    from cellblock.viewer.fields import show_fields
+
+    ds = packed if store == "directory" else zipped
+    site = ds.metadata[(ds.metadata.experiment == EXPERIMENT) & (ds.metadata.plate == PLATE)]
+    site = site.iloc[0]
+    data = DataServer(ds.path).start()
+    try:
+        viewer = _viewer()
+        displays = show_fields(viewer, ds, EXPERIMENT, PLATE, data.url, wells=[site.well])
+        sources = viewer.state.layers["fields"].source
+        assert len(sources) == 2 and all(data.url in s.url and "zarr3:" in s.url for s in sources)
+        grid = TileGrid.for_plate(ds.info.plate_shape)
+        y, x = grid.site_origin(int(site.row), int(site.col), int(site.site))
+        zoom = 4
+        size = (grid.width * zoom, grid.height * zoom)
+        with viewer.txn() as s:
+            s.position = [x + grid.width / 2, y + grid.height / 2]
+            s.cross_section_scale = 1 / zoom
+            s.show_scale_bar = False
+        shot = browser.capture(viewer, size=size)[..., :3].astype(float)
+    finally:
+        data.stop()
+    omero = ds.omero(EXPERIMENT, PLATE)
+    assert [d.name for d in displays] == [c["label"] for c in omero["channels"]]
+    assert [d.color.lstrip("#").upper() for d in displays] == [
+        c["color"] for c in omero["channels"]
+    ]
+    raw = ds.read_site(EXPERIMENT, PLATE, int(site.row), int(site.col), int(site.site))
+    expect = np.repeat(np.repeat(composite_rgb(raw, displays) * 255, zoom, 0), zoom, 1)
+    assert shot.std() > 20
+    assert np.abs(shot - expect).mean() < 12  # the cells, in RxRx1's colours, in place

@@ -219,3 +219,42 @@ def test_view_batch_screenshot(tmp_path):
 
     r = run_script(VIEW_BATCH, tmp_path / "nope.hdf", "--screenshot", shot)
     assert r.returncode == 1 and "no such snapshot" in r.stderr
+
+
+def test_serve_puts_the_dataset_on_http_and_the_fields_in_neuroglancer(tiny_packed):
+    """--serve: the folder over HTTP (CORS), a viewer whose sources are zarr3:// fields."""
+    import json
+
+    proc = subprocess.Popen(
+        [sys.executable, str(VIEW_DATA), "--data", str(tiny_packed), "--plate", PLATE, "--serve"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line.strip())
+            if line.startswith("viewer URL:"):
+                break
+        keys = ("dataset served", "neuroglancer state")
+        found = {k: line.split(" at ", 1)[1].split()[0] for line in seen
+                 for k in keys if line.startswith(k)}  # fmt: skip
+        assert set(found) == {"dataset served", "neuroglancer state"}, seen
+        base = found["dataset served"].rstrip("/")
+        assert base.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(found["neuroglancer state"], timeout=30) as reply:
+            state = json.loads(reply.read())
+        sources = state["layers"][0]["source"]
+        meta = PackedDataset(tiny_packed).metadata
+        assert len(sources) == len(meta[(meta.experiment == "HEPG2-01") & (meta.plate == 1)])
+        url = sources[0]["url"]
+        assert url.startswith(f"zarr3://{base}/images.zarr/HEPG2-01/Plate1/"), url
+        with urllib.request.urlopen(url.removeprefix("zarr3://") + "zarr.json", timeout=30) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert json.loads(r.read())["attributes"]["ome"]["multiscales"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

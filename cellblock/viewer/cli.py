@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,9 @@ from cellblock.dataset import PackedDataset
 from cellblock.training.snapshots import read_snapshot
 from cellblock.viewer import server
 from cellblock.viewer.batch import show_snapshot
+from cellblock.viewer.dataserver import DataServer
 from cellblock.viewer.display import CONTRASTS
+from cellblock.viewer.fields import show_fields
 from cellblock.viewer.montage import plate_montage
 from cellblock.viewer.mosaic import TileGrid
 from cellblock.viewer.overlay import load_calls, summarize_calls
@@ -31,6 +34,8 @@ examples:
       --predictions demo/ensemble --screenshot plate.png --montage overview.png
   view_data.py --data DATASET --plate U2OS-01/Plate2 --bind 0.0.0.0 --port 8080
         (reachable from other machines: anyone who can reach this one sees the data)
+  view_data.py --data demo/dataset --plate HEPG2-01/Plate1 --serve [--wells B02,C03]
+        (the dataset folder over HTTP; neuroglancer reads the OME-Zarr fields itself)
 """
 
 
@@ -131,12 +136,25 @@ def view_data_main(argv: Sequence[str] | None = None) -> int:
         metavar="UM",
         help="pixel size in micrometres, for a physical scale bar",
     )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the dataset folder over HTTP (CORS, Range requests) and show the "
+        "plate's OME-Zarr fields through neuroglancer's own zarr3:// source",
+    )
+    p.add_argument("--wells", help="with --serve: only these wells, e.g. B02,C03")
     _serve_arguments(p)
     args = p.parse_args(argv)
 
     packed = PackedDataset(args.data)
     experiment, plate = parse_plate(args.plate)
     packed.plate(experiment, plate)  # a missing plate: error listing the available ones
+    if args.pixel_size is None:
+        args.pixel_size = packed.info.pixel_size_um
+    if args.serve:
+        if args.predictions is not None or args.montage is not None:
+            p.error("--serve shows the OME-Zarr fields only: drop --predictions/--montage")
+        return _serve_fields(args, packed, experiment, plate)
     calls = None
     if args.predictions is not None:
         calls = load_calls(args.predictions, packed, experiment, plate)
@@ -158,6 +176,28 @@ def view_data_main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.screenshot}", flush=True)
         return 0
     _serve(viewer, f"{args.plate} of {args.data}")
+    return 0
+
+
+def _serve_fields(args: argparse.Namespace, packed: PackedDataset, experiment: str, plate: int
+                  ) -> int:  # fmt: skip
+    """``--serve``: the dataset folder over HTTP, a viewer of its ``zarr3://`` fields."""
+    wells = [w.strip() for w in args.wells.split(",")] if args.wells else None
+    data = DataServer(args.data, args.bind).start()
+    try:
+        viewer = _viewer(args)
+        size = args.size or (SERVE_VIEWPORT if args.screenshot is None else (1600, 1000))
+        show_fields(viewer, packed, experiment, plate, data.url, wells, args.contrast, size)
+        state_url = data.add("/cellblock/state.json", json.dumps(viewer.state.to_json()).encode())
+        if args.screenshot is not None:
+            screenshot(viewer, args.screenshot, size)
+            print(f"wrote {args.screenshot}", flush=True)
+            return 0
+        print(f"dataset served at {data.url}/ (CORS, Range requests)", flush=True)
+        print(f"neuroglancer state (zarr3:// sources) at {state_url}", flush=True)
+        _serve(viewer, f"{args.plate} of {args.data} through zarr3://")
+    finally:
+        data.stop()
     return 0
 
 

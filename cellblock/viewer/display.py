@@ -6,12 +6,14 @@ display colour, and the coloured channels are added and clipped. The neuroglance
 (``layers.py``) and the static montage (``montage.py``) both use it, so the browser and
 the PNG show the same colours.
 
-Ranges:
-    ``plate``   (default) ``[mean - std / 2, mean + 3 std]`` of the plate's own pixel
-                statistics (written by pack): the background (about the median of a
-                fluorescence image, a little under the mean) black, bright structures at
-                full colour; every well of a plate on the same scale, so failing wells
-                and gradients across the plate show.
+Names, colours and ranges come from the plate's OME metadata (``ome.omero`` of its
+fields: labels, colours, windows; ``dataset_displays``), the same metadata napari and
+neuroglancer's own OME-Zarr reader show. Ranges:
+    ``plate``   (default) the OME windows, ``[mean - std / 2, mean + 3 std]`` of the
+                plate's own pixel statistics (``omezarr.windows``, written by pack): the
+                background (about the median of a fluorescence image, a little under the
+                mean) black, bright structures at full colour; every well of a plate on
+                the same scale, so failing wells and gradients across the plate show.
     ``rxrx1``   the fixed ranges of rxrx1-utils (same scale on every plate, so plates
                 compare; meant for real RxRx1 images).
 """
@@ -23,13 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellblock.dataset import RXRX1_CHANNELS, RXRX1_COLORS, DatasetInfo, PlateInfo
+from cellblock.dataset import RXRX1_CHANNELS, RXRX1_COLORS, DatasetInfo, PackedDataset, PlateInfo
 from cellblock.errors import UserError
+from cellblock.omezarr import windows
 
 __all__ = [
     "CONTRASTS",
     "ChannelDisplay",
     "composite_rgb",
+    "dataset_displays",
+    "ome_displays",
     "percentile_displays",
     "plate_displays",
     "snapshot_displays",
@@ -88,22 +93,55 @@ def plate_displays(
     if contrast not in CONTRASTS:
         raise UserError(f"contrast {contrast!r}: expected one of {', '.join(CONTRASTS)}")
     n = len(info.channels)
-    if contrast == "rxrx1":
-        if tuple(info.channels) != RXRX1_CHANNELS:
-            raise UserError(f"contrast 'rxrx1' needs the 6 RxRx1 channels, not {info.channels}")
-        lows, highs = [0.0] * n, list(RXRX1_RANGES)
-    elif plate_info is not None and "all" in plate_info.stats:
-        mean, std = plate_info.channel_stats("all")
-        lows = [float(max(0.0, m - s / 2)) for m, s in zip(mean, std, strict=True)]
-        highs = [
-            float(min(255.0, max(lo + 1.0, m + 3 * s)))
-            for lo, m, s in zip(lows, mean, std, strict=True)
-        ]
-    else:  # a plate packed without statistics: the full uint8 range
-        lows, highs = [0.0] * n, [255.0] * n
-    return [
-        ChannelDisplay(i, info.channels[i], info.colors[i], lows[i], highs[i]) for i in range(n)
-    ]
+    window = windows(plate_info.stats if plate_info is not None else {}, n)  # as pack writes
+    return _ranged([ChannelDisplay(i, info.channels[i], info.colors[i], *window[i])
+                    for i in range(n)], contrast)  # fmt: skip
+
+
+def _ranged(displays: list[ChannelDisplay], contrast: str) -> list[ChannelDisplay]:
+    if contrast != "rxrx1":
+        return displays
+    if tuple(d.name for d in displays) != RXRX1_CHANNELS:
+        names = tuple(d.name for d in displays)
+        raise UserError(f"contrast 'rxrx1' needs the 6 RxRx1 channels, not {names}")
+    return [ChannelDisplay(d.index, d.name, d.color, 0.0, high)
+            for d, high in zip(displays, RXRX1_RANGES, strict=True)]  # fmt: skip
+
+
+def ome_displays(omero: dict, contrast: str = "plate") -> list[ChannelDisplay]:
+    """The displays an OME ``omero`` block describes (labels, colours, windows).
+
+    Args:
+        omero: ``ome.omero`` of a field (``{"channels": [{"label", "color", "window"}]}``).
+        contrast: ``"plate"`` (the windows) or ``"rxrx1"`` (module docstring).
+    """
+    if contrast not in CONTRASTS:
+        raise UserError(f"contrast {contrast!r}: expected one of {', '.join(CONTRASTS)}")
+    out = []
+    for i, ch in enumerate(omero["channels"]):
+        window = ch.get("window", {})
+        low, high = float(window.get("start", 0.0)), float(window.get("end", 255.0))
+        color = "#" + str(ch.get("color", "FFFFFF")).lower()
+        out.append(ChannelDisplay(i, str(ch.get("label", f"w{i + 1}")), color, low,
+                                  high if high > low else low + 1.0))  # fmt: skip
+    return _ranged(out, contrast)
+
+
+def dataset_displays(
+    packed: PackedDataset, experiment: str, plate: int, contrast: str = "plate"
+) -> list[ChannelDisplay]:
+    """A packed plate's displays, from its OME metadata (else its cellblock attributes).
+
+    Args:
+        packed: The dataset.
+        experiment: e.g. ``"HEPG2-01"``.
+        plate: 1-based plate number.
+        contrast: ``"plate"`` or ``"rxrx1"``.
+    """
+    omero = packed.omero(experiment, plate)
+    if omero.get("channels") and len(omero["channels"]) == len(packed.info.channels):
+        return ome_displays(omero, contrast)
+    return plate_displays(packed.info, packed.plate_info(experiment, plate), contrast)
 
 
 def percentile_displays(

@@ -24,7 +24,7 @@ from PIL import Image
 from cellblock.atomic import atomic_path
 from cellblock.dataset import PackedDataset, plate_key
 from cellblock.plates import PlateFormat
-from cellblock.viewer.display import composite_rgb, plate_displays
+from cellblock.viewer.display import composite_rgb, dataset_displays
 from cellblock.viewer.mosaic import PlateMosaic, TileGrid
 from cellblock.viewer.overlay import summarize_calls
 
@@ -50,7 +50,7 @@ def montage_image(
         ``(rgb (Y, X, 3) uint8, grid)``: the overview and its geometry.
     """
     mosaic = PlateMosaic(packed, experiment, plate, cache_bytes=0)
-    displays = plate_displays(packed.info, packed.plate_info(experiment, plate), contrast)
+    displays = dataset_displays(packed, experiment, plate, contrast)
     height, width = packed.info.image_size
     scale = max(1, -(-max(height, width) // site_px))
     grid = TileGrid.for_plate(packed.info.plate_shape, scale)

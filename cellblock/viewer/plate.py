@@ -19,7 +19,7 @@ import pandas as pd
 
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.viewer.display import plate_displays
+from cellblock.viewer.display import dataset_displays
 from cellblock.viewer.layers import TileNote, add_image_layers, frame, tile_layer
 from cellblock.viewer.mosaic import PlateMosaic, TileGrid
 from cellblock.viewer.overlay import calls_layer
@@ -102,7 +102,7 @@ def show_plate(
         The mosaic the viewer serves (its ``grid`` maps wells to pixels).
     """
     mosaic = PlateMosaic(packed, experiment, plate)
-    displays = plate_displays(packed.info, packed.plate_info(experiment, plate), contrast)
+    displays = dataset_displays(packed, experiment, plate, contrast)
     with viewer.txn() as state:
         state.layers.clear()
         add_image_layers(state, mosaic, displays, pixel_size_um)

@@ -1,0 +1,261 @@
+"""Encode plate rows in worker processes and write whole plates (``cellblock.pack``'s engine).
+
+One job per plate row, in worker processes; the parent alone writes::
+
+    pixels of row B --3 levels, zstd + crc32c--> members (name, bytes) + per-channel sums
+      (PNGs, or a previous-layout array: PlateSource)
+    parent: members -> plate folder or .ozx (platestore); after the plate's last row:
+            well and field groups (omero windows from the statistics), then the
+            plate zarr.json with PlateInfo(complete=True)
+
+A plate is complete once its ``zarr.json`` says so (a zip: once it exists). Every byte
+written is a function of the pixels (fixed member order, no timestamps), so a rerun,
+a resumed run and an upgrade give the same files as a fresh pack.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cellblock.atomic import atomic_write_text
+from cellblock.dataset import plate_key
+from cellblock.datasetinfo import DatasetInfo, PlateInfo
+from cellblock.errors import UserError
+from cellblock.omezarr import (
+    LEVELS,
+    FieldCodec,
+    array_json,
+    chunk_name,
+    downsample,
+    field_name,
+    group_json,
+    image_attrs,
+    plate_attrs,
+    well_attrs,
+    windows,
+)
+from cellblock.parallel import ordered_map
+from cellblock.plates import PlateFormat, site_filename
+from cellblock.platestore import open_plate, plate_path, plate_writer
+from cellblock.rawtree import RawGeometry, read_png
+from cellblock.shardread import ShardReader
+
+__all__ = ["CODEC", "PlateSource", "is_complete", "pack_plates"]
+
+log = logging.getLogger(__name__)
+
+
+# zstd 16: the dataset, pyramid included, is smaller than its PNGs while a site still
+# decodes in ~2.5 ms; blosc-zstd-3 + bitshuffle (the previous layout) was 1.3x larger
+# than the PNGs. scripts/bench/io.py measures the options side by side.
+CODEC = FieldCodec(level=16, checksum=True)
+
+
+@dataclass(frozen=True)
+class PlateSource:
+    """Where a plate's pixels come from: a raw PNG folder, or a previous-layout array.
+
+    Args:
+        kind: ``"png"`` (a raw plate folder) or ``"v1"`` (a format-1 plate array).
+        path: The folder or array.
+        geometry: Channels and image size.
+    """
+
+    kind: str
+    path: str
+    geometry: RawGeometry
+
+
+@dataclass(frozen=True)
+class _RowJob:
+    """Everything a worker needs to encode one plate row."""
+
+    key: str  # "EXP/PlateN"
+    row: int
+    fmt: PlateFormat
+    sites: tuple[tuple[int, str, int, bool], ...]  # (col, well, site, is_negative_control)
+    source: PlateSource
+    codec: FieldCodec
+
+
+_v1_readers: dict[str, ShardReader] = {}  # per process: the shard indexes read once
+
+
+def _read_site(job: _RowJob, col: int, well: str, site: int) -> np.ndarray:
+    g, src = job.source.geometry, job.source
+    if src.kind == "png":
+        return np.stack(
+            [
+                read_png(Path(src.path) / site_filename(well, site, ch + 1), g.height, g.width)
+                for ch in range(g.n_channels)
+            ]
+        )
+    if src.path not in _v1_readers:
+        reader = ShardReader.open(Path(src.path))
+        if reader is None:
+            raise UserError(f"{src.path}: not a plate of the previous cellblock layout")
+        _v1_readers[src.path] = reader
+    return _v1_readers[src.path].read_chunk((job.row, col, site - 1, 0, 0, 0))[0, 0, 0]
+
+
+def _encode_row(job: _RowJob) -> tuple[list[tuple[str, bytes]], np.ndarray]:
+    """Members of one row's fields, and sums ``(2 kinds, 3 [n, sum, sumsq], C)``."""
+    members, sums = [], np.zeros((2, 3, job.source.geometry.n_channels))
+    for col, well, site, negative in job.sites:
+        image = _read_site(job, col, well, site)
+        field = field_name(job.fmt, job.row, col, site)
+        for level, factor in enumerate(LEVELS):
+            data = downsample(image, factor)
+            members.append((f"{field}/{level}/zarr.json", array_json(data.shape, job.codec)))
+            members.append((chunk_name(field, level), job.codec.encode(data)))
+        px = image.reshape(len(image), -1).astype(np.float64)
+        for kind in (0, 1) if negative else (0,):
+            sums[kind] += [np.full(len(px), px.shape[1]), px.sum(1), (px * px).sum(1)]
+    return members, sums
+
+
+def _stats(sums: np.ndarray) -> dict:
+    out = {}
+    for kind, name in enumerate(("all", "negative_control")):
+        n, s, ss = sums[kind]
+        if n[0] == 0:
+            continue
+        mean = s / n
+        std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
+        out[name] = {"mean": mean.tolist(), "std": std.tolist(), "n_pixels": int(n[0])}
+    return out
+
+
+def _finish_plate(writer, key: str, sub: pd.DataFrame, sums: np.ndarray, info: DatasetInfo):
+    """Write the groups of a plate whose fields are all written, then its zarr.json."""
+    fmt = info.plate_format
+    exp, plate = str(sub.experiment.iloc[0]), int(sub.plate.iloc[0])
+    plate_info = PlateInfo(
+        exp,
+        plate,
+        str(sub.cell_type.iloc[0]),
+        str(sub.split.iloc[0]),
+        len(sub),
+        _stats(sums),
+        complete=True,
+    )
+    window = windows(plate_info.stats, len(info.channels))
+    wells = sub.groupby(["row", "col"], sort=True)
+    for (row, col), g in wells:
+        fields = sorted(int(s) - 1 for s in g.site)
+        well = fmt.well_name(int(row), int(col))
+        writer.write(f"{well[:-2]}/{well[-2:]}/zarr.json", group_json({"ome": well_attrs(fields)}))
+        for site in sorted(int(s) for s in g.site):
+            attrs = image_attrs(
+                f"{key}/{well}/s{site}",
+                list(info.channels),
+                list(info.colors),
+                window,
+                info.pixel_size_um,
+            )
+            writer.write(
+                f"{field_name(fmt, int(row), int(col), site)}/zarr.json", group_json({"ome": attrs})
+            )
+    for row in sorted(set(sub.row)):
+        writer.write(f"{fmt.well_name(int(row), 0)[:-2]}/zarr.json", group_json({}))
+    ome = plate_attrs(fmt, key, [(int(r), int(c)) for r, c in wells.groups], info.n_sites)
+    writer.commit(group_json({"ome": ome, "cellblock": plate_info.to_json()}))
+
+
+def is_complete(images: Path, key: str, store: str) -> bool:
+    """Whether plate ``key`` of ``images`` has been written whole."""
+    path = plate_path(images, key, store)
+    try:
+        raw = open_plate(path).read("zarr.json") if path.exists() else None
+    except OSError:
+        return False
+    return bool(raw) and bool(json.loads(raw)["attributes"].get("cellblock", {}).get("complete"))
+
+
+def pack_plates(
+    images: Path,
+    info: DatasetInfo,
+    plates: list[tuple[pd.DataFrame, PlateSource]],
+    codec: FieldCodec = CODEC,
+    workers: int = 1,
+    progress: bool = True,
+    desc: str = "pack",
+) -> tuple[list[str], list[str]]:
+    """Write plates into ``images`` (an images.zarr whose root is written).
+
+    Args:
+        images: The images.zarr folder.
+        info: The dataset's info (geometry, channels, store).
+        plates: Per plate, its site-table rows and where its pixels come from.
+        codec: The field arrays' codec.
+        workers: Processes encoding rows.
+        progress: Show a progress bar.
+        desc: The progress bar's label.
+
+    Returns:
+        ``(packed, skipped)`` plate keys (skipped: complete already).
+    """
+    fmt, jobs, todo, skipped = info.plate_format, [], {}, []
+    for sub, source in plates:
+        sub = sub.sort_values(["row", "col", "site"])  # the same bytes whatever the table order
+        key = plate_key(sub.experiment.iloc[0], int(sub.plate.iloc[0]))
+        if is_complete(images, key, info.store):
+            skipped.append(key)
+            continue
+        exp_group = images / key.split("/")[0] / "zarr.json"
+        if not exp_group.is_file():
+            atomic_write_text(exp_group, group_json({}).decode())
+        rows = [
+            _RowJob(
+                key,
+                int(row),
+                fmt,
+                tuple(
+                    zip(
+                        g.col.astype(int),
+                        g.well,
+                        g.site.astype(int),
+                        g.well_type == "negative_control",
+                        strict=True,
+                    )
+                ),
+                source,
+                codec,
+            )
+            for row, g in sub.groupby("row", sort=True)
+        ]
+        todo[key] = {"rows": len(rows), "sums": 0.0, "sub": sub, "writer": None}
+        jobs += rows
+    if skipped:
+        log.info("skipping %d complete plate(s): %s", len(skipped), ", ".join(skipped))
+    total = sum(len(j.sites) for j in jobs)
+    open_writers = []
+    try:
+        with tqdm(total=total, unit="site", desc=desc, disable=not progress) as bar:
+            for job, (members, sums) in zip(
+                jobs, ordered_map(_encode_row, jobs, workers), strict=True
+            ):
+                entry = todo[job.key]
+                if entry["writer"] is None:
+                    entry["writer"] = plate_writer(images, job.key, info.store)
+                    open_writers.append(entry["writer"])
+                for name, data in members:
+                    entry["writer"].write(name, data)
+                entry["rows"] -= 1
+                entry["sums"] = entry["sums"] + sums
+                if entry["rows"] == 0:
+                    _finish_plate(entry["writer"], job.key, entry["sub"], entry["sums"], info)
+                    open_writers.remove(entry["writer"])
+                bar.update(len(job.sites))
+    except BaseException:
+        for writer in open_writers:
+            writer.abort()
+        raise
+    return list(todo), skipped
