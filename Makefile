@@ -53,5 +53,15 @@ lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
 	{ head -2 constraints.txt; /tmp/cellblock-lock/bin/pip freeze | grep -viE '^(torch|nvidia|triton)'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
+# cell.sif at the project root from containers/cell.def (the stack of scripts/install.sh, as
+# `make env`), with the host's apptainer/singularity or else a local Apptainer set up by
+# scripts/apptainer_local.sh. CONTAINER_ARGS: containers/build.sh's options; this build
+# machine (no Docker Hub): CONTAINER_ARGS="--cpu --debootstrap --zstd --find-links
+# /opt/wheels --ca-certs /usr/local/share/ca-certificates".
+CONTAINER_ARGS ?=
+.PHONY: container
+container:  ## cell.sif from containers/cell.def (PyPI's CUDA torch unless CONTAINER_ARGS=--cpu ...)
+	eval "$$(scripts/apptainer_local.sh install)" && containers/build.sh $(CONTAINER_ARGS)
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

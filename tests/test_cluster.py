@@ -51,7 +51,9 @@ def check_golden(name: str, text: str, replacements: dict[str, str]) -> None:
 
 @pytest.fixture
 def fake_runtimes(tmp_path, monkeypatch):
-    """A PATH holding stand-ins named apptainer/singularity (made on request)."""
+    """A PATH holding stand-ins named apptainer/singularity (made on request); a
+    runtime the user chose ($CELLBLOCK_APPTAINER) would take precedence, so it is unset."""
+    monkeypatch.delenv(container.RUNTIME_ENV, raising=False)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
 

@@ -1,11 +1,15 @@
 """Running a command inside the project's Apptainer/Singularity image (``cell.sif``).
 
 ``wrap(argv, sif, binds)`` turns ``["python", "train.py", ...]`` into
-``[apptainer|singularity, "exec", "--nv", "-B", "<data>,<runs>", sif, "python", ...]``:
-whichever runtime is on PATH (Apptainer first; Singularity CE/PRO use the same command
-line). ``--nv`` binds the host's NVIDIA driver into the image (only a warning on a
-machine without one). Host folders the job reads or writes must be bound, at the same
-path, unless Apptainer binds them by default ($HOME, /tmp, the working directory).
+``[RUNTIME, "exec", "--nv", "-B", "<data>,<runs>", sif, "python", ...]``. The runtime is
+``$CELLBLOCK_APPTAINER`` (a command name or a path, e.g. the project's
+``scripts/apptainer.sh``, which runs a local Apptainer where the host has none) or else
+whichever of ``apptainer`` and ``singularity`` is on PATH (Apptainer first; Singularity
+CE/PRO use the same command line). ``--nv`` binds the host's NVIDIA driver into the image;
+on a machine without one Apptainer binds nothing and the job runs on CPU
+(``scripts/apptainer.sh`` says so in a warning). Host folders the job reads or writes
+must be bound, at the same path, unless Apptainer binds them by default ($HOME, /tmp,
+the working directory).
 
 The image comes from ``--sif PATH`` or, when that is not given, ``$CELLBLOCK_SIF``;
 ``--sif ''`` runs natively even when the variable is set.
@@ -21,25 +25,40 @@ from pathlib import Path
 
 from cellblock.errors import UserError
 
-__all__ = ["RUNTIMES", "SIF_ENV", "bind_list", "find_runtime", "python_command", "resolve_sif",
-           "wrap"]  # fmt: skip
+__all__ = ["RUNTIMES", "RUNTIME_ENV", "SIF_ENV", "bind_list", "find_runtime", "python_command",
+           "resolve_sif", "wrap"]  # fmt: skip
 
 RUNTIMES = ("apptainer", "singularity")
+RUNTIME_ENV = "CELLBLOCK_APPTAINER"
 SIF_ENV = "CELLBLOCK_SIF"
 
 
 def find_runtime() -> str:
-    """``apptainer`` or ``singularity``, whichever is on PATH (Apptainer first).
+    """The container runtime's command: ``$CELLBLOCK_APPTAINER``, else ``apptainer`` or
+    ``singularity``, whichever is on PATH (Apptainer first).
+
+    A command name stays a name (found on PATH where the job runs); a path is made
+    absolute, since jobs start in other working directories.
 
     Raises:
-        UserError: Neither is installed.
+        UserError: ``$CELLBLOCK_APPTAINER`` names no executable; neither runtime is
+            installed.
     """
+    chosen = os.environ.get(RUNTIME_ENV, "").strip()
+    if chosen:
+        if shutil.which(chosen) is None:
+            raise UserError(
+                f"${RUNTIME_ENV} {chosen}: no such command (set it to apptainer, "
+                "singularity or a path such as scripts/apptainer.sh, or unset it)"
+            )
+        return os.path.abspath(chosen) if os.sep in chosen else chosen
     for name in RUNTIMES:
         if shutil.which(name):
             return name
     raise UserError(
         "--sif: neither apptainer nor singularity is on PATH (load its module, e.g. "
-        "`module load apptainer`, or run without --sif)"
+        f"`module load apptainer`, or set ${RUNTIME_ENV}: where none is installable, "
+        '`eval "$(scripts/apptainer_local.sh install)"`; or run without --sif)'
     )
 
 
@@ -98,7 +117,7 @@ def wrap(
             image's own interpreter (its venv is first on the image's PATH).
         sif: The image file.
         binds: Host folders to bind (see :func:`bind_list`).
-        runtime: ``apptainer`` or ``singularity`` (default: :func:`find_runtime`).
+        runtime: The runtime's command (default: :func:`find_runtime`).
     """
     runtime = runtime or find_runtime()
     cmd = [runtime, "exec", "--nv"]
