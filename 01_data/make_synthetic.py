@@ -26,6 +26,21 @@ def main() -> None:
     p.add_argument("--plate-wells", type=int, choices=[96, 384, 1536])
     p.add_argument("--effect-size", type=float, help="siRNA phenotype strength")
     p.add_argument("--batch-strength", type=float, help="experiment/plate effect strength")
+    p.add_argument(
+        "--sirnas-per-gene",
+        type=int,
+        help="siRNAs sharing a target gene (writes relationships.csv; default 1)",
+    )
+    p.add_argument(
+        "--genes-per-pathway",
+        type=int,
+        help="genes sharing a pathway (writes relationships.csv; default 1)",
+    )
+    p.add_argument(
+        "--negative-controls",
+        type=int,
+        help="negative-control wells per plate (RxRx1 and default: 1)",
+    )
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other settings")
     p.add_argument("--experiments", help="comma-separated subset, e.g. HEPG2-01,U2OS-02")
     p.add_argument("--layout", default="kaggle", choices=["kaggle", "v1"])
@@ -43,6 +58,9 @@ def main() -> None:
         "plate_wells",
         "effect_size",
         "batch_strength",
+        "sirnas_per_gene",
+        "genes_per_pathway",
+        "negative_controls",
     )
     changes = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     config = preset(args.preset).replace(**changes, **parse_overrides(args.set))

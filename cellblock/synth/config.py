@@ -36,6 +36,12 @@ class SynthConfig:
     batch_strength: float = 1.0  # scales all experiment/plate effects (gain, offset, light, noise)
     cell_variation: float = 0.18  # cell-to-cell std of every (log) trait
     coverage: float = 0.35  # share of the field covered by cells (sets cells per site)
+    # Known relationships (benchmarks; off by default, leaving the default bytes unchanged):
+    sirnas_per_gene: int = 1  # siRNAs sharing a target gene (consecutive shuffled treatments)
+    genes_per_pathway: int = 1  # genes sharing a pathway
+    gene_share: float = 0.7  # share of an siRNA's phenotype that is its gene's
+    pathway_share: float = 0.5  # share of a gene's phenotype that is its pathway's
+    negative_controls: int = 1  # negative-control wells per plate (RxRx1: 1; a null needs more)
 
     def __post_init__(self) -> None:
         if self.n_treatments < 4 or self.n_treatments % 4:
@@ -53,6 +59,39 @@ class SynthConfig:
         for name in ("effect_size", "batch_strength", "cell_variation", "coverage"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
+        for name in ("sirnas_per_gene", "genes_per_pathway", "negative_controls"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.n_treatments % self.sirnas_per_gene:
+            raise ConfigError(f"sirnas_per_gene={self.sirnas_per_gene} must divide "
+                              f"n_treatments={self.n_treatments}")  # fmt: skip
+        if self.n_genes % self.genes_per_pathway:
+            raise ConfigError(f"genes_per_pathway={self.genes_per_pathway} must divide the "
+                              f"{self.n_genes} genes")  # fmt: skip
+        for name in ("gene_share", "pathway_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1]")
+
+    @property
+    def n_genes(self) -> int:
+        """Target genes of the treatments (``n_treatments`` when every siRNA has its own)."""
+        return self.n_treatments // self.sirnas_per_gene
+
+    @property
+    def has_relationships(self) -> bool:
+        """Whether siRNAs share genes or genes share pathways (``relationships.csv``)."""
+        return self.sirnas_per_gene > 1 or self.genes_per_pathway > 1
+
+    def non_default_extras(self) -> dict[str, object]:
+        """The relationship / control settings that differ from their defaults.
+
+        ``synthetic.json`` lists only these of them, so that datasets made before they
+        existed keep their bytes.
+        """
+        defaults = SynthConfig()
+        return {
+            k: getattr(self, k) for k in EXTRA_FIELDS if getattr(self, k) != getattr(defaults, k)
+        }
 
     @property
     def n_classes(self) -> int:
@@ -62,7 +101,7 @@ class SynthConfig:
     @property
     def wells_per_plate(self) -> int:
         """One treatment group plus every control (RxRx1: 277 + 31 = 308)."""
-        return self.n_treatments // 4 + self.n_positive_controls + 1
+        return self.n_treatments // 4 + self.n_positive_controls + self.negative_controls
 
     def experiments(self) -> dict[str, list[str]]:
         """Experiment names per cell type, e.g. ``{"HEPG2": ["HEPG2-01", ...], ...}``."""
@@ -92,6 +131,9 @@ class SynthConfig:
             )
         return dataclasses.replace(self, **changes)
 
+
+EXTRA_FIELDS = ("sirnas_per_gene", "genes_per_pathway", "gene_share", "pathway_share",
+                "negative_controls")  # fmt: skip
 
 PRESETS: dict[str, SynthConfig] = {
     # The real RxRx1 dimensions: 1,139 classes, 308 of 384 wells, 512 px, 51 experiments.

@@ -8,7 +8,15 @@ The structure follows RxRx1:
   carries exactly one group (each treatment once) plus every control, and the 4
   groups rotate across the experiment's 4 plates (experiment ``e``: plate ``p``
   holds group ``(p - 1 + shift_e) % 4``);
-* well positions are shuffled per plate over the inner wells.
+* well positions are shuffled per plate over the inner wells;
+* optionally (``sirnas_per_gene``, ``genes_per_pathway``) known relationships: the
+  treatments fall into genes of ``sirnas_per_gene`` siRNAs and the genes into pathways;
+  an siRNA's phenotype is ``gene_share`` its gene's and the rest its own, a gene's is
+  ``pathway_share`` its pathway's and the rest its own (each mixed phenotype keeps the
+  length of the siRNA's own), as siRNAs of one gene share most of a phenotype and genes
+  of one complex some. Their draws come from a stream of their own, so the default
+  screen's bytes do not change;
+* ``negative_controls`` negative-control wells per plate (RxRx1: 1).
 
 Randomness is keyed, not sequential (``numpy.random.SeedSequence(seed, spawn_key)``):
 an experiment, plate or site draws the same numbers whether the whole dataset or a
@@ -20,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from cellblock.plates import PLATE_FORMATS, PlateFormat
 from cellblock.synth.config import CELL_TYPES, SynthConfig
@@ -28,7 +37,7 @@ from cellblock.synth.traits import N_TRAITS
 __all__ = ["Design", "PlateDesign", "keyed_rng"]
 
 # Spawn-key namespaces, so that streams of different purposes never collide.
-_GLOBAL, _EXPERIMENT, _PLATE, _SITE = 0, 1, 2, 3
+_GLOBAL, _EXPERIMENT, _PLATE, _SITE, _RELATIONS = 0, 1, 2, 3, 4
 
 
 def keyed_rng(seed: int, *key: int) -> np.random.Generator:
@@ -106,6 +115,10 @@ class Design:
             size = config.effect_size * (config.control_effect if is_control else 1.0)
             signs = rng.choice([-1.0, 1.0], size=len(traits))
             self.phenotypes[label, traits] = signs * size * rng.uniform(0.7, 1.3, len(traits))
+        self.genes = np.arange(n)  # target gene of each treatment
+        self.pathways = np.arange(n)  # pathway of each gene
+        if config.has_relationships:
+            self._plant_relationships()
         self.phenotypes *= config.cell_variation
         # Cell types respond to the same siRNA with different strength (as in RxRx1).
         self.sensitivity = rng.uniform(0.6, 1.4, size=(len(CELL_TYPES), config.n_classes, 1))
@@ -115,6 +128,53 @@ class Design:
             for cell_type, names in config.experiments().items()
             for name in names
         ]
+
+    def _sparse_phenotypes(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` phenotypes drawn as a treatment's: a few traits, signed, +-30%."""
+        cfg = self.config
+        out = np.zeros((count, N_TRAITS))
+        for i in range(count):
+            traits = rng.choice(N_TRAITS, size=min(cfg.traits_per_treatment, N_TRAITS),
+                                replace=False)  # fmt: skip
+            signs = rng.choice([-1.0, 1.0], size=len(traits))
+            out[i, traits] = signs * cfg.effect_size * rng.uniform(0.7, 1.3, len(traits))
+        return out
+
+    def _plant_relationships(self) -> None:
+        """Genes and pathways (module docstring), mixed into the treatments' phenotypes."""
+        cfg, n = self.config, self.config.n_treatments
+        rng = keyed_rng(cfg.seed, _RELATIONS)
+        self.genes = np.empty(n, dtype=np.int64)
+        self.genes[rng.permutation(n)] = np.arange(n) // cfg.sirnas_per_gene
+        n_genes = cfg.n_genes
+        self.pathways = np.empty(n_genes, dtype=np.int64)
+        self.pathways[rng.permutation(n_genes)] = np.arange(n_genes) // cfg.genes_per_pathway
+        pathway = self._sparse_phenotypes(rng, n_genes // cfg.genes_per_pathway)
+        gene = self._sparse_phenotypes(rng, n_genes)
+        gene = (1 - cfg.pathway_share) * gene + cfg.pathway_share * pathway[self.pathways]
+        own = self.phenotypes[:n]
+        mixed = (1 - cfg.gene_share) * own + cfg.gene_share * gene[self.genes]
+        length = np.linalg.norm(own, axis=1, keepdims=True)
+        self.phenotypes[:n] = (
+            mixed * length / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+        )
+
+    def relationships(self) -> pd.DataFrame:
+        """Known pairs, as CORUM/StringDB tables list them: ``sirna_a < sirna_b``.
+
+        ``relationship`` is ``same_gene`` (two siRNAs of one target) or ``same_pathway``
+        (siRNAs of two genes of one pathway). Empty when none were planted.
+        """
+        rows = []
+        n = self.config.n_treatments
+        pathway = self.pathways[self.genes]
+        for a in range(n):
+            for b in range(a + 1, n):
+                if self.genes[a] == self.genes[b]:
+                    rows.append((a, b, "same_gene"))
+                elif pathway[a] == pathway[b]:
+                    rows.append((a, b, "same_pathway"))
+        return pd.DataFrame(rows, columns=["sirna_a", "sirna_b", "relationship"])
 
     @property
     def experiment_names(self) -> list[str]:
@@ -152,7 +212,8 @@ class Design:
         morph_drift = exp_rng.normal(0.0, 0.25 * cfg.cell_variation * strength, N_TRAITS)
         rng = keyed_rng(cfg.seed, _PLATE, exp_index, plate)
         group = (plate - 1 + shift) % 4
-        labels = np.concatenate([self.groups[group], self.controls])
+        extra = [self.config.n_classes - 1] * (cfg.negative_controls - 1)
+        labels = np.concatenate([self.groups[group], self.controls, extra]).astype(np.int64)
         inner = self.plate_format.inner_wells()
         chosen = sorted(rng.choice(len(inner), size=len(labels), replace=False))
         wells = {inner[i]: int(lab) for i, lab in zip(chosen, rng.permutation(labels), strict=True)}

@@ -8,6 +8,8 @@ Kaggle layout (what ``make_synthetic.py`` writes by default)::
     OUT/pixel_stats.csv  sample_submission.csv
     OUT/test_labels.csv     answer key of test.csv (not in Kaggle's release)
     OUT/synthetic.json      the generator's config, for provenance
+    OUT/relationships.csv   known relationships (sirna_a, sirna_b, relationship), only
+                            when siRNAs share genes or genes share pathways
 
 v1.0 layout: ``OUT/images/{EXP}/Plate{p}/...`` and one ``OUT/metadata.csv``.
 Work is split by plate row across processes; tables are written last (atomically),
@@ -31,7 +33,7 @@ from tqdm import tqdm
 from cellblock.atomic import atomic_write_csv, atomic_write_text
 from cellblock.parallel import ordered_map
 from cellblock.plates import id_code, plate_dir, site_filename
-from cellblock.synth.config import SynthConfig
+from cellblock.synth.config import EXTRA_FIELDS, SynthConfig
 from cellblock.synth.design import Design, PlateDesign
 from cellblock.synth.render import render_site
 from cellblock.synth.traits import BASE
@@ -204,7 +206,10 @@ def _write_tables(
         "generator": "cellblock.synth",
         "layout": layout,
         "plate_wells": design.plate_format.n_wells,
-        "config": dataclasses.asdict(cfg),
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in EXTRA_FIELDS}
+        | cfg.non_default_extras(),
     }
+    if cfg.has_relationships:
+        atomic_write_csv(design.relationships(), out / "relationships.csv")
     atomic_write_text(out / "synthetic.json", json.dumps(info, indent=2) + "\n")
     log.info("wrote tables to %s (pid %d)", out, os.getpid())
