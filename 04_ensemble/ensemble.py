@@ -6,8 +6,9 @@ import logging
 
 from cellblock.cli import run, writing
 from cellblock.ensemble import COMBINE_MODES, SPLITS, run_ensemble
-from cellblock.ensemble.report import accuracy_line
+from cellblock.ensemble.report import accuracy_line, map_line
 from cellblock.errors import UserError
+from cellblock.profiling import ALIGNMENTS, DEFAULT_ALIGN
 
 log = logging.getLogger("cellblock")
 
@@ -41,7 +42,14 @@ def main() -> None:
     p.add_argument("--profile-dim", type=int, default=512,
                    help="widest per-well profile; wider embeddings keep their leading "
                    "principal components (default 512)")  # fmt: skip
+    p.add_argument("--align", default=DEFAULT_ALIGN, choices=ALIGNMENTS,
+                   help="alignment of profiles.parquet, fitted on control wells "
+                   "(default standardize)")  # fmt: skip
+    p.add_argument("--null-size", type=int, default=10000,
+                   help="copairs null size of the summary's mAP (default 10000)")  # fmt: skip
     args = p.parse_args()
+    if args.null_size < 1:
+        raise UserError(f"--null-size {args.null_size}: need a positive size")
     if args.profile_dim < 1:
         raise UserError(f"--profile-dim {args.profile_dim}: need a positive width")
     if args.no_assign and args.no_groups:
@@ -60,9 +68,12 @@ def main() -> None:
             use_groups=not args.no_groups,
             include_controls=args.include_controls,
             profile_dim=args.profile_dim,
+            align=args.align,
+            null_size=args.null_size,
         )
     log.info("wrote %s, report.json, report.md and plots in %s", report["outputs"]["submission"],
              args.out)  # fmt: skip
+    print(map_line(report))
     print(accuracy_line(report, args.split))
 
 

@@ -185,7 +185,8 @@ def run(main: Callable[[], int | None]) -> None:
         main: The script's main function.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for chatty in ("botocore", "boto3", "s3transfer", "urllib3"):  # their INFO is noise here
+    # their INFO is noise here (copairs logs every step of every mAP)
+    for chatty in ("botocore", "boto3", "s3transfer", "urllib3", "copairs"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         code = main()

@@ -157,26 +157,34 @@ class Predictor:
                 yield np.stack([f.result() for f in futures]), dataset.index[a:b]
 
     @torch.inference_mode()
-    def _forward(self, images: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, images: np.ndarray, index: np.ndarray, transforms: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        transforms = self.transforms if transforms is None else transforms
         x = torch.from_numpy(images).to(self.device, non_blocking=True)
         x = self.normalize(x, torch.from_numpy(index))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = embeddings = None
-        for k in self.transforms:
+        for k in transforms:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 out = self.net(d4(x, k) if k else x)
             lg, em = out.logits.float(), out.embeddings.float()
             logits = lg if logits is None else logits + lg
             embeddings = em if embeddings is None else embeddings + em
-        n = len(self.transforms)
+        n = len(transforms)
         return logits / n, embeddings / n
 
-    def predict_rows(self, rows: Sequence | pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    def predict_rows(
+        self, rows: Sequence | pd.Index, transforms: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits and embeddings of site-table rows.
 
         Args:
             rows: Index labels of ``packed.metadata``.
+            transforms: Dihedral elements to average over instead of the TTA's (``d4``
+                numbering; ``(k,)`` gives the view ``k`` alone, as the rotation benchmark
+                compares them).
 
         Returns:
             ``(logits (n, n_classes), embeddings (n, D))``, float32, in ``rows`` order.
@@ -190,7 +198,7 @@ class Predictor:
                               self.normalizer, normalize=False)  # fmt: skip
         at = 0
         for batch, index in self._batches(dataset):
-            lg, em = self._forward(batch, index)
+            lg, em = self._forward(batch, index, transforms)
             logits[at : at + len(batch)] = lg.cpu().numpy()
             embeddings[at : at + len(batch)] = em.cpu().numpy()
             at += len(batch)

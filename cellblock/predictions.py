@@ -43,6 +43,7 @@ __all__ = [
     "PredictionInfo",
     "create_store",
     "open_info",
+    "predicted_plates",
     "read_sites",
     "store_path",
     "write_wells",
@@ -224,6 +225,18 @@ def open_info(pred: Path | str) -> PredictionInfo:
     except Exception as err:  # zarr raises several types for a non-group folder
         raise UserError(f"{path}: not a zarr group ({err})") from None
     return PredictionInfo.from_json(attrs.get(ATTR), str(path))
+
+
+def predicted_plates(pred: Path | str) -> list[str]:
+    """``"EXP/PlateN"`` of every plate the store holds, sorted.
+
+    Args:
+        pred: Output folder or store.
+    """
+    path = store_path(pred)
+    open_info(path)
+    root = zarr.open_group(path, mode="r")
+    return sorted(f"{e}/{p}" for e in root.group_keys() for p in root[e].group_keys())
 
 
 def read_sites(

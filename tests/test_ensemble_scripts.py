@@ -46,7 +46,10 @@ def test_ensemble_writes_submission_report_and_plots(tiny_packed, ensembled):
     assert len(acc["assigned"]["per_experiment"]) == 4
     assert report["inputs"][0]["setup"] == "test/crafted"
     assert report["groups"]["detection_accuracy"] == 1.0
-    assert report["profiles"]["retrieval"]["n_queries"] == 64
+    assert report["profiles"]["map"]["consistency"]["n_wells"] == 64
+    assert f"copairs mAP activity {report['profiles']['map']['activity']['map']:.4f}" in (
+        result.stdout
+    )
     # the submission: every test treatment well once, labels in range
     sub = pd.read_csv(out / "submission.csv")
     wells, _ = well_table(select_sites(PackedDataset(tiny_packed).metadata, "test"))
@@ -57,8 +60,9 @@ def test_ensemble_writes_submission_report_and_plots(tiny_packed, ensembled):
     md = (out / "report.md").read_text()
     assert f"**{assigned:.4f}**" in md and "plate_maps.png" in md
     profiles = pd.read_parquet(out / "profiles.parquet")
-    assert len(profiles) == len(wells) and "normalized_0007" in profiles
-    assert profiles.loc[profiles["well_type"] == "treatment", "sirna"].isna().all()  # hidden
+    assert len(profiles) == len(wells) and "Cells_CNN_0007" in profiles
+    treatments = profiles["Metadata_well_type"] == "treatment"
+    assert profiles.loc[treatments, "Metadata_sirna"].isna().all()  # hidden
 
 
 @pytest.mark.slow

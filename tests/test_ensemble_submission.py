@@ -1,15 +1,9 @@
-"""Submissions: Kaggle format, validation both ways; accuracy breakdowns; profiles."""
+"""Submissions: Kaggle format, validation both ways; accuracy breakdowns."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cellblock.ensemble.profiles import (
-    normalize_profiles,
-    profile_table,
-    reduce_width,
-    retrieval_benchmark,
-)
 from cellblock.ensemble.submission import (
     expected_ids,
     make_submission,
@@ -87,58 +81,3 @@ def test_accuracy_breakdown():
     assert accuracy_breakdown(wells.assign(sirna=pd.NA), predicted) is None
     text = format_breakdown({"before": acc, "after": None})
     assert "HEPG2-02" in text and "0.7500" in text and "-" in text
-
-
-def test_profiles_remove_batch_offsets_and_retrieve_treatments():
-    wells = crafted_wells()
-    rng = np.random.default_rng(0)
-    labels = wells["sirna"].to_numpy(dtype=np.int64)
-    directions = rng.normal(size=(N_CLASSES, 16))
-    plates = wells["experiment"] + wells["plate"].astype(str)
-    offsets = {p: rng.normal(0, 10, 16) for p in plates.unique()}  # batch effect >> signal
-    emb = (
-        directions[labels]
-        + np.stack([offsets[p] for p in plates])
-        + rng.normal(0, 0.3, (len(wells), 16))
-    )
-    profiles = normalize_profiles(wells, emb)
-    for p in plates.unique():
-        rows = (plates == p).to_numpy()
-        np.testing.assert_allclose(profiles["centred"][rows].mean(axis=0), 0, atol=1e-5)
-    negative = (wells["well_type"] == "negative_control").to_numpy()
-    for e in wells["experiment"].unique():
-        rows = (wells["experiment"] == e).to_numpy()
-        # the experiment's negative controls are the origin; unit spread per dimension
-        np.testing.assert_allclose(
-            profiles["normalized"][rows & negative].mean(axis=0), 0, atol=1e-4
-        )
-        np.testing.assert_allclose(profiles["normalized"][rows].std(axis=0), 1, atol=1e-3)
-    bench = retrieval_benchmark(wells, profiles, wells["sirna"])
-    assert bench["n_queries"] == (wells["well_type"] == "treatment").sum()
-    assert bench["chance"] == pytest.approx(1 / 64)
-    assert bench["raw"] < 0.3 and bench["centred"] > 0.9 and bench["normalized"] > 0.9
-    table = profile_table(wells, profiles, labels, wells["sirna"])
-    assert table.shape == (len(wells), 9 + 1 + 1 + 32)
-    assert "centred_0000" in table and "normalized_0015" in table
-    first = (wells["experiment"] == "HEPG2-01").to_numpy()
-    alone = {k: v[first] for k, v in profiles.items()}
-    assert retrieval_benchmark(wells[first], alone, wells["sirna"][first])["n_queries"] == 0
-
-
-def test_reduce_width_keeps_the_leading_components():
-    rng = np.random.default_rng(1)
-    # 300 wells x 200 dims of rank ~5 signal plus small noise
-    x = rng.normal(size=(300, 5)) @ (rng.normal(size=(5, 200)) * [[9], [7], [5], [3], [2]])
-    x += rng.normal(0, 0.05, x.shape)
-    narrow = reduce_width(x, 250)
-    assert narrow is x  # narrow enough: unchanged
-    reduced = reduce_width(x, 5)
-    assert reduced.shape == (300, 5)
-    centred = x - x.mean(axis=0)
-    exact = np.linalg.svd(centred, compute_uv=False)[:5] ** 2
-    np.testing.assert_allclose(np.sort(reduced.var(axis=0) * 300)[::-1], exact, rtol=1e-3)
-    # distances between wells are kept (almost all variance is in 5 components)
-    d_full = np.linalg.norm(centred[:20, None] - centred[None, :20], axis=-1)
-    d_red = np.linalg.norm(reduced[:20, None] - reduced[None, :20], axis=-1)
-    np.testing.assert_allclose(d_red, d_full, rtol=0.05, atol=0.5)
-    np.testing.assert_array_equal(reduce_width(x, 5), reduced)  # seeded: reproducible

@@ -6,8 +6,7 @@ Modules, one concept each:
 * ``groups``: the treatment groups (from training plates) and each plate's group;
 * ``assign``: per-plate ``linear_sum_assignment`` within the group, controls kept;
 * ``submission``: Kaggle ``id_code,sirna`` and its validation;
-* ``profiles``: per-well normalized embeddings and a retrieval benchmark;
-* ``report``: report.json / report.md / plots;
+* ``report``: report.json / report.md / plots (profiles: ``cellblock.profiling``);
 * ``pseudo``: pseudo labels from an ensemble's output;
 * ``pipeline``: ``run_ensemble``, all of the above in order.
 """

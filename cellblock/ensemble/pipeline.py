@@ -5,7 +5,8 @@ means the run finished):
 
     submission.csv      Kaggle ``id_code,sirna``
     wells.parquet       per well: argmax, masked, assigned label, confidence, group
-    profiles.parquet    per-well plate-centred / control-normalized embeddings
+    profiles.parquet    per-well profiles of every predicted plate, in the profiling
+                        convention (``Metadata_*``, ``Cells_CNN_*``; cellblock.profiling)
     report.json, report.md, accuracy_per_*.png, plate_maps.png
 
 The answer key (``sirna`` of test treatment wells) is read only to report accuracy;
@@ -31,34 +32,28 @@ from cellblock.ensemble import report as reporting
 from cellblock.ensemble.assign import assign, control_ids
 from cellblock.ensemble.combine import combine
 from cellblock.ensemble.groups import detect_groups, treatment_groups, true_groups
-from cellblock.ensemble.profiles import (
-    META,
-    normalize_profiles,
-    profile_table,
-    reduce_width,
-    retrieval_benchmark,
-)
 from cellblock.ensemble.submission import (
     expected_ids,
     make_submission,
     validate_submission,
     write_submission,
 )
+from cellblock.errors import UserError
 from cellblock.metrics import accuracy_breakdown
+from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
+from cellblock.profiling.mapscore import copairs_map
+from cellblock.profiling.table import (
+    aligned_table,
+    feature_columns,
+    metadata_columns,
+    public_labels,
+    read_well_embeddings,
+)
 
-__all__ = ["public_labels", "run_ensemble"]
+__all__ = ["public_labels", "run_ensemble"]  # public_labels: cellblock.profiling.table
 
 log = logging.getLogger(__name__)
-
-
-def public_labels(wells: pd.DataFrame) -> pd.Series:
-    """Labels a user may see: training wells and controls; NA for test treatments.
-
-    Args:
-        wells: One row per well (``split``, ``well_type``, ``sirna``).
-    """
-    hidden = (wells["split"] == "test") & (wells["well_type"] == "treatment")
-    return wells["sirna"].astype("Int64").mask(hidden)
+META = ["id_code", "experiment", "plate", "well", "row", "col", "cell_type", "split", "well_type"]
 
 
 def run_ensemble(
@@ -73,6 +68,8 @@ def run_ensemble(
     use_groups: bool = True,
     include_controls: bool = False,
     profile_dim: int = 512,
+    align: str = DEFAULT_ALIGN,
+    null_size: int = 10000,
 ) -> dict[str, Any]:
     """Combine predictions, solve the plate assignment, write submission and report.
 
@@ -89,10 +86,14 @@ def run_ensemble(
         include_controls: Put control wells in the submission too (Kaggle did not).
         profile_dim: Widest profile kept; wider (many stores side by side) is reduced to
             its leading principal components.
+        align: Alignment of the profiles (``cellblock.profiling.align``).
+        null_size: copairs null size of the summary's mAP.
 
     Returns:
         The report (as written to ``OUT/report.json``).
     """
+    if align not in ALIGNMENTS:
+        raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # report.json marks a finished run: a rerun that fails must not leave the old one
@@ -152,11 +153,9 @@ def run_ensemble(
             accuracy["masked"] = accuracy_breakdown(wells[scored], per_well["masked"][scored])
         accuracy["assigned"] = accuracy_breakdown(wells[scored], labels[scored.to_numpy()])
 
-    profiles = normalize_profiles(wells, reduce_width(c.embeddings, profile_dim))
-    table = profile_table(wells, profiles, labels, public_labels(wells))
-    atomic_write_parquet(table, out / "profiles.parquet")
+    profiles = _profiles(preds, packed, per_well, align, profile_dim, null_size)
+    atomic_write_parquet(profiles.pop("table"), out / "profiles.parquet")
     outputs["profiles"] = str(out / "profiles.parquet")
-    bench = retrieval_benchmark(wells, profiles, truth)
 
     shape = packed.info.plate_shape[:2]
     maps = per_well.assign(truth=truth.to_numpy())
@@ -183,11 +182,7 @@ def run_ensemble(
         "inputs": c.inputs,
         "accuracy": accuracy,
         "accuracy_scope": "treatment wells (the wells Kaggle scored); answer key = sirna column",
-        "profiles": {
-            "retrieval": bench,
-            "embedding_dim": int(c.embeddings.shape[1]),
-            "profile_dim": int(profiles["raw"].shape[1]),
-        },
+        "profiles": {"embedding_dim": int(c.embeddings.shape[1]), **profiles},
         "outputs": outputs,
         "code_version": cellblock.__version__,
     }
@@ -196,6 +191,39 @@ def run_ensemble(
     reporting.write_markdown(report, out / "report.md")
     reporting.write_json(report, out / "report.json")
     return report
+
+
+def _profiles(
+    preds: Sequence[Path | str],
+    packed: PackedDataset,
+    per_well: pd.DataFrame,
+    align: str,
+    profile_dim: int,
+    null_size: int,
+) -> dict[str, Any]:
+    """profiles.parquet of every plate the stores predicted, and copairs mAP of the split.
+
+    The answer key joins only the in-memory frame the mAP is computed on.
+    """
+    embeddings = read_well_embeddings(preds, packed, "all")
+    assigned = per_well.set_index("id_code")["assigned"]
+    predicted = embeddings.wells["id_code"].map(assigned).astype("Int64")
+    table = aligned_table(embeddings, align, profile_dim, predicted)
+    scored = table["Metadata_id_code"].isin(assigned.index).to_numpy()
+    meta = table.loc[scored, metadata_columns(table)].copy()
+    meta["Metadata_sirna"] = embeddings.wells.loc[scored, "sirna"].astype("Int64").to_numpy()
+    features = table.loc[scored, feature_columns(table)].to_numpy(np.float64)
+    scores = {
+        kind: copairs_map(meta, features, kind, null_size=null_size)
+        for kind in ("activity", "consistency")
+    }
+    return {
+        "table": table,
+        "align": align,
+        "profile_dim": len(feature_columns(table)),
+        "n_wells": len(table),
+        "map": scores,
+    }
 
 
 def _group_summary(wells: pd.DataFrame, plates: pd.DataFrame, groups) -> dict[str, Any]:

@@ -27,7 +27,14 @@ from matplotlib.colors import ListedColormap
 
 from cellblock.atomic import atomic_path, atomic_write_text
 
-__all__ = ["accuracy_line", "plot_accuracy", "plot_plate_maps", "write_json", "write_markdown"]
+__all__ = [
+    "accuracy_line",
+    "map_line",
+    "plot_accuracy",
+    "plot_plate_maps",
+    "write_json",
+    "write_markdown",
+]
 
 log = logging.getLogger(__name__)
 STAGES = (("argmax", "argmax"), ("masked", "group mask"), ("assigned", "assigned"))
@@ -179,6 +186,23 @@ def accuracy_line(report: dict[str, Any], split: str) -> str:
     return line
 
 
+def map_line(report: dict[str, Any]) -> str:
+    """The profiles' copairs mAP in one line (activity, consistency), or why there is none.
+
+    Args:
+        report: What ``run_ensemble`` returned.
+    """
+    scores = report.get("profiles", {}).get("map", {})
+    parts = [
+        f"{kind} {s['map']:.4f} ({s['fraction_significant']:.0%} significant)"
+        for kind in ("activity", "consistency")
+        if (s := scores.get(kind))
+    ]
+    if not parts:
+        return "profiles: no answer key for these wells, copairs mAP not computed"
+    return f"profiles ({report['profiles']['align']}): copairs mAP " + ", ".join(parts)
+
+
 def write_json(report: dict[str, Any], path: Path) -> Path:
     """``report.json`` (atomic, sorted keys for stable diffs)."""
     atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -238,21 +262,27 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
             f"{_fmt(groups.get('detection_accuracy'))}.",
             "",
         ]
-    bench = report.get("profiles", {}).get("retrieval")
-    if bench and bench.get("n_queries"):
-        kinds = [k for k in ("raw", "centred", "normalized") if k in bench]
+    profiles = report.get("profiles", {})
+    if profiles:
         lines += [
             "## Profiles",
             "",
-            f"`{report['outputs']['profiles']}`; nearest-neighbour treatment retrieval "
-            f"across experiments ({bench['n_queries']} queries, chance "
-            f"{bench['chance']:.4f}):",
+            f"`{report['outputs']['profiles']}`: {profiles['n_wells']} wells of every "
+            f"predicted plate, {profiles['profile_dim']} features, aligned `{profiles['align']}`.",
+            "copairs mAP of this split's treatment wells (answer key joined for scoring only):",
             "",
-            "| " + " | ".join(kinds) + " |",
-            "|" + "---:|" * len(kinds),
-            "| " + " | ".join(f"{bench[k]:.4f}" for k in kinds) + " |",
-            "",
+            "| | mAP | significant (FDR 5%) |",
+            "|---|---:|---:|",
         ]
+        for kind, meaning in (("activity", "activity vs negative controls"),
+                              ("consistency", "consistency across experiments")):  # fmt: skip
+            score = profiles.get("map", {}).get(kind)
+            lines.append(
+                f"| {meaning} | - | - |"
+                if not score
+                else f"| {meaning} | {score['map']:.4f} | {score['fraction_significant']:.2f} |"
+            )
+        lines.append("")
     lines += ["## Inputs", ""]
     for item in report["inputs"]:
         lines.append(
