@@ -10,7 +10,8 @@ higher better, as AllenCell's benchmarking_representations compares models:
 * compactness: ``1 - log(ID) / log(D)`` of the TwoNN dimension ID of D-wide profiles.
 
 A metric a model lacks (no answer key, no relationship table, run not reachable) is
-drawn at 0 and shown as "-" in the table.
+drawn at 0 (its axis says "not measured" when no model has it) and shown as "-" in the
+table.
 """
 
 from __future__ import annotations
@@ -164,12 +165,16 @@ def plot_polar(bench: dict[str, Any], path: Path) -> Path:
     angles = np.linspace(0.0, 2 * np.pi, len(AXES), endpoint=False)
     closed = np.append(angles, angles[0])
     fig, ax = plt.subplots(figsize=(7.0, 6.0), subplot_kw={"projection": "polar"})
+    measured = set()
     for model in bench["models"]:
         scores = axis_scores(model)
+        measured |= {a for a in AXES if scores[a] is not None}
         values = [0.0 if scores[a] is None else scores[a] for a in AXES]
         ax.plot(closed, values + values[:1], linewidth=1.8, label=model["name"])
         ax.fill(closed, values + values[:1], alpha=0.12)
-    ax.set_xticks(angles, [a.replace(" (", "\n(") for a in AXES], fontsize=8)
+    labels = [a.replace(" (", "\n(") + ("" if a in measured else "\n(not measured)") for a in AXES]
+    ax.set_xticks(angles, labels, fontsize=8)
+    ax.tick_params(axis="x", pad=12)
     ax.set_ylim(0.0, 1.0)
     ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["0.25", "0.5", "0.75", "1"], fontsize=7)
     ax.set_title(f"representation benchmark, {bench['split']} split (higher is better)",
