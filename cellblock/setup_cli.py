@@ -214,8 +214,10 @@ def train_main(
     elif result["val"]:
         v = result["val"]
         print(
-            f"{run_dir}: iteration {result['iteration']}; validation accuracy "
-            f"{v['accuracy']:.3f}, top-3 {v['top3']:.3f} ({v['n']} held-out items)"
+            f"{run_dir}: iteration {result['iteration']}; validation accuracy on treatment "
+            f"wells {v['treatment_accuracy']:.3f}, top-3 {v['treatment_top3']:.3f} "
+            f"({v['n_treatment']} treatment items; controls {v['control_accuracy']:.3f}, all "
+            f"{v['accuracy']:.3f} of {v['n']} held-out items)"
         )
     else:
         print(f"{run_dir}: iteration {result['iteration']}")

@@ -270,8 +270,23 @@ def test_folds_disjoint_cover_deterministic(packed):
         assert seen == train_exps
     with pytest.raises(ConfigError, match="n_folds"):
         assign_folds(table, 5)
-    with pytest.raises(ConfigError, match="NOPE-01"):
+    with pytest.raises(ConfigError, match=r"none of \['NOPE-01'\] is in the dataset"):
         select_rows(table, DataConfig(val_experiments=("NOPE-01",)), labels)
+
+
+def test_val_experiments_missing_from_the_dataset_are_skipped_with_a_warning(packed, caplog):
+    # a setup names RxRx1's held-out experiments; a dataset of a few validates on those it has
+    table = packed.metadata
+    labels = dataset_labels(packed, DataConfig())
+    train_exps = sorted(set(table.loc[table.split == "train", "experiment"]))
+    cfg = DataConfig(val_experiments=(train_exps[0], "HUVEC-16", "RPE-07"))
+    with caplog.at_level("WARNING", logger="cellblock.data.splits"):
+        train, val = select_rows(table, cfg, labels)
+    assert set(table.loc[val, "experiment"]) == {train_exps[0]}
+    assert train_exps[0] not in set(table.loc[train, "experiment"]) and len(train)
+    assert "HUVEC-16, RPE-07 not in the dataset" in caplog.text
+    with pytest.raises(ConfigError, match="all the training experiments"):
+        select_rows(table, DataConfig(val_experiments=(*train_exps, "RPE-07")), labels)
 
 
 def test_folds_balanced_over_cell_types():

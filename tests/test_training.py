@@ -223,3 +223,49 @@ def test_validate_scores_well_items_in_either_memory_format(channels_last):
     assert metrics["n"] == 4 and set(metrics) >= {"acc_HEPG2", "acc_U2OS", "top3"}
     assert metrics["accuracy"] == reference["accuracy"]
     assert metrics["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+
+
+class _Fixed(torch.nn.Module):
+    """A 'network' whose logits are fixed per item: the item's hits are known."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        from types import SimpleNamespace
+
+        index = images[:, 0, 0, 0].long()  # each image carries its item number
+        return SimpleNamespace(logits=self.logits[index] + 0 * self.weight)
+
+    def loss(self, out, labels):
+        return torch.nn.functional.cross_entropy(out.logits, labels)
+
+
+def test_validation_reports_treatment_wells_apart_from_controls():
+    from cellblock.training.evaluate import validate
+
+    # 6 items: 4 treatments (hits: right, wrong-but-top-3, wrong, right), 2 controls (right)
+    labels = np.array([0, 1, 4, 3, 4, 4])
+    predicted = [0, 0, 0, 3, 4, 4]
+    logits = (-10.0 - 0.1 * torch.arange(5.0)).repeat(6, 1)  # after the top: 0, 1, 2, ...
+    for item, top in enumerate(predicted):
+        logits[item, top] = 10.0
+    images = torch.arange(6, dtype=torch.uint8)[:, None, None, None].expand(6, 1, 2, 2)
+    index = np.arange(6) + 100  # site-table labels, not positions
+    cell_of = ["HEPG2", "HEPG2", "U2OS", "U2OS", "HEPG2", "U2OS"]
+    cells = dict(zip(index.tolist(), cell_of, strict=True))
+    wells = dict(zip(index.tolist(), ["treatment"] * 4 + ["positive_control"] * 2, strict=True))
+    m = validate(_Fixed(logits), [(images, labels, index)], lambda x, i: x.float(), cells,
+                 torch.device("cpu"), well_types=wells)  # fmt: skip
+    assert m["n"] == 6 and m["n_treatment"] == 4
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["treatment_accuracy"] == 0.5 and m["treatment_top3"] == 0.75
+    assert m["control_accuracy"] == 1.0
+    assert m["treatment_acc_HEPG2"] == 0.5 and m["treatment_acc_U2OS"] == 0.5
+    assert m["acc_HEPG2"] == pytest.approx(2 / 3)
+    no_controls = {k: "treatment" for k in wells}
+    m = validate(_Fixed(logits), [(images, labels, index)], lambda x, i: x.float(), cells,
+                 torch.device("cpu"), well_types=no_controls)  # fmt: skip
+    assert np.isnan(m["control_accuracy"]) and m["treatment_accuracy"] == pytest.approx(4 / 6)

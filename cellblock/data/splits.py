@@ -60,10 +60,26 @@ def validation_experiments(table: pd.DataFrame, config: DataConfig) -> list[str]
             raise ConfigError("give either fold or val_experiments, not both")
         folds = assign_folds(table, config.n_folds, config.split_seed)
         return sorted(e for e, f in folds.items() if f == config.fold)
-    unknown = sorted(set(config.val_experiments) - set(table["experiment"]))
-    if unknown:
-        raise ConfigError(f"val_experiments: no experiment(s) {unknown} in the dataset")
-    return sorted(config.val_experiments)
+    # A setup names RxRx1's validation experiments; a dataset of a few experiments (as
+    # fetch_data.py --experiments gives) validates on those of them it has.
+    present = set(table["experiment"])
+    chosen = sorted(e for e in config.val_experiments if e in present)
+    missing = sorted(set(config.val_experiments) - present)
+    if missing and not chosen:
+        raise ConfigError(
+            f"val_experiments: none of {missing} is in the dataset (it has "
+            f"{', '.join(sorted(present))}); set data.val_experiments=[...] to some of them"
+        )
+    if missing:
+        log.warning("val_experiments: %s not in the dataset; validating on %s",
+                    ", ".join(missing), ", ".join(chosen))  # fmt: skip
+    trained = set(table.loc[table["split"] == "train", "experiment"]) - set(chosen)
+    if chosen and not trained:
+        raise ConfigError(
+            f"val_experiments: {chosen} are all the training experiments the dataset has; "
+            "hold out fewer (set data.val_experiments=[...])"
+        )
+    return chosen
 
 
 def select_rows(

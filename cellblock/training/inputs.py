@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunData:
     """Training and validation datasets (uint8 items), their normalization (for batches on
-    the device), the cell type of every validation row, the site table."""
+    the device), the cell and well type of every validation row, the site table."""
 
     train: SiteDataset
     val: SiteDataset | None
     normalize: BatchNormalizer
     cell_types: dict[int, str]
+    well_types: dict[int, str]
     table: pd.DataFrame  # the dataset's full site table (id_code, site, ... by index label)
 
 
@@ -73,10 +74,12 @@ def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
     if len(val_rows):
         val = SiteDataset(packed, val_rows, cfg.data, labels, train.normalizer, normalize=False)
     cell_types: dict[int, str] = {}
+    well_types: dict[int, str] = {}
     if val is not None:
-        kinds = table.loc[pd.Index(val.index), "cell_type"].astype(str)
-        cell_types = dict(zip(val.index.tolist(), kinds.tolist(), strict=True))
-    return RunData(train, val, train.batch_normalizer(), cell_types, table)
+        rows = table.loc[pd.Index(val.index)]
+        cell_types = dict(zip(val.index.tolist(), rows.cell_type.astype(str), strict=True))
+        well_types = dict(zip(val.index.tolist(), rows.well_type.astype(str), strict=True))
+    return RunData(train, val, train.batch_normalizer(), cell_types, well_types, table)
 
 
 def train_loader(

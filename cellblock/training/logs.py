@@ -109,7 +109,8 @@ class RunLog:
 
 
 def plot_curves(run_dir: Path | str) -> Path | None:
-    """``curves.png``: training and validation loss, validation accuracy and top-3.
+    """``curves.png``: training and validation loss; validation accuracy on treatment
+    wells (and top-3), on control wells, and overall.
 
     Args:
         run_dir: The run folder with ``log.csv`` (and ``val.csv`` if validated).
@@ -132,8 +133,11 @@ def plot_curves(run_dir: Path | str) -> Path | None:
     ax_loss.plot(train["iteration"], train["loss"], label="train")
     if val is not None and len(val):
         ax_loss.plot(val["iteration"], val["loss"], "o-", label="validation")
-        ax_acc.plot(val["iteration"], val["accuracy"], "o-", label="accuracy")
-        ax_acc.plot(val["iteration"], val["top3"], "o-", label="top-3")
+        if "treatment_accuracy" in val:  # what Kaggle scores; controls are far easier
+            ax_acc.plot(val["iteration"], val["treatment_accuracy"], "o-", label="treatments")
+            ax_acc.plot(val["iteration"], val["treatment_top3"], "o--", label="treatments, top-3")
+            ax_acc.plot(val["iteration"], val["control_accuracy"], "s:", label="controls")
+        ax_acc.plot(val["iteration"], val["accuracy"], ".-", alpha=0.5, label="all wells")
     ax_loss.set(xlabel="iteration", ylabel="loss", title="loss")
     ax_acc.set(xlabel="iteration", ylabel="accuracy", ylim=(0, 1), title="validation")
     for ax in (ax_loss, ax_acc):

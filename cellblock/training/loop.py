@@ -281,10 +281,12 @@ def train(
             window_loss, window_steps, tick, timed = 0.0, 0, time.perf_counter(), 0
         if log_ and val_batches is not None and (done % t.validate_every == 0 or last):
             metrics = validate(net, val_batches, normalize, data.cell_types, device, amp,
-                               channels_last)  # fmt: skip
+                               channels_last, well_types=data.well_types)  # fmt: skip
             log_.log_val({"iteration": done, **metrics})
-            log.info("it %d  val loss %.4f  accuracy %.3f  top-3 %.3f", done, metrics["loss"],
-                     metrics["accuracy"], metrics["top3"])  # fmt: skip
+            log.info("it %d  val loss %.4f  treatments %.3f (top-3 %.3f)  controls %.3f  "
+                     "all %.3f", done, metrics["loss"], metrics["treatment_accuracy"],
+                     metrics["treatment_top3"], metrics["control_accuracy"],
+                     metrics["accuracy"])  # fmt: skip
         stopped = env.any(stop is not None and stop.is_set()) and not last
         if done % t.checkpoint_every == 0 or last or stopped:
             ranks = env.gather(_rank_state(augment))  # a collective: every rank calls it
