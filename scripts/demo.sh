@@ -11,9 +11,10 @@
 # -> pack (+verify) -> train synthetic/tiny -> predict the held-out test experiments
 # blockwise (daisy, 2 workers) -> look at a plate (montage + headless neuroglancer
 # screenshot) -> ensemble (plate groups, per-plate assignment, submission, report)
-# -> benchmark the two checkpoints' profiles side by side. The store is stopped on exit,
-# whatever happens. The output ends with the benchmark table; the line before it is
-# the held-out accuracy before and after the plate assignment.
+# -> benchmark the two checkpoints' profiles side by side -> reference probes on the
+# same held-out wells (image statistics: the floor; the cells' true traits: the
+# ceiling). The store is stopped on exit, whatever happens. The last line compares the
+# model's held-out treatment accuracy after the plate assignment with the probes'.
 #
 # Step 8 needs Debian chromium + chromium-driver: `make demo` installs them first
 # (`make browser`, i.e. scripts/apt_install.sh browser); run directly, this script
@@ -32,53 +33,57 @@ demo="$(cd "$demo" && pwd)"
 start=$(date +%s)
 export S3LOCAL_DIR="$demo/s3"
 
-echo "== 1/10 synthesize a demo screen into $demo/raw"
+echo "== 1/11 synthesize a demo screen into $demo/raw"
 # shellcheck disable=SC2086  # SYNTH_ARGS is a list of arguments on purpose
 "$py" "$root/01_data/make_synthetic.py" --out "$demo/raw" --preset demo --workers "$workers" ${SYNTH_ARGS:-}
 
-echo "== 2/10 start the local S3 store (SeaweedFS on 127.0.0.1) and publish the raw tree"
+echo "== 2/11 start the local S3 store (SeaweedFS on 127.0.0.1) and publish the raw tree"
 trap '"$root/scripts/s3_local.sh" stop >/dev/null || true' EXIT
 eval "$("$root/scripts/s3_local.sh" start)"
 "$py" "$root/scripts/publish.py" "$demo/raw" --bucket "$CELLBLOCK_PUBLIC_BUCKET" --prefix demo/raw/
 
-echo "== 3/10 fetch it back anonymously (no keys) into $demo/fetched"
+echo "== 3/11 fetch it back anonymously (no keys) into $demo/fetched"
 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
     "$py" "$root/01_data/fetch_data.py" --dataset demo --out "$demo/fetched" --workers 16
 
-echo "== 4/10 pack PNGs into $demo/dataset (zarr v3), verify pixels"
+echo "== 4/11 pack PNGs into $demo/dataset (zarr v3), verify pixels"
 "$py" "$root/01_data/pack_zarr.py" --raw "$demo/fetched" --out "$demo/dataset" --workers "$workers" --verify
 
 iterations="${TRAIN_ITERATIONS:-300}"
 early=$(( iterations / 3 ))
-echo "== 5/10 train 02_train/synthetic/tiny (${TRAIN_ITERATIONS:-300} iterations) on $demo/dataset"
+echo "== 5/11 train 02_train/synthetic/tiny (${TRAIN_ITERATIONS:-300} iterations) on $demo/dataset"
 "$py" "$root/02_train/synthetic/tiny/train.py" "$iterations" --data "$demo/dataset" \
     --out "$demo/runs/synthetic/tiny" --set "train.checkpoint_every=$early"
 
-echo "== 6/10 predict the held-out test experiments blockwise (daisy, $workers workers)"
+echo "== 6/11 predict the held-out test experiments blockwise (daisy, $workers workers)"
 "$py" "$root/03_predict/predict_blockwise.py" --run "$demo/runs/synthetic/tiny" --data "$demo/dataset" \
     --split test --out "$demo/predictions/synthetic/tiny" --workers "$workers" --tta flips
 "$py" "$root/03_predict/predict_blockwise.py" --run "$demo/runs/synthetic/tiny" --data "$demo/dataset" \
     --split test --out "$demo/predictions/synthetic/tiny_$early" --iteration "$early" \
     --workers "$workers" --tta flips
 
-echo "== 7/10 summary"
+echo "== 7/11 summary"
 "$py" -m cellblock.summary "$demo/dataset" --seconds "$(( $(date +%s) - start ))"
 
 plate="$("$py" -c 'import sys; from cellblock.dataset import PackedDataset
 t = PackedDataset(sys.argv[1]).metadata.query("split == \"test\"").iloc[0]
 print(f"{t.experiment}/Plate{t.plate}")' "$demo/dataset")"
-echo "== 8/10 look at test plate $plate: montage + headless neuroglancer screenshot, predictions overlaid"
+echo "== 8/11 look at test plate $plate: montage + headless neuroglancer screenshot, predictions overlaid"
 "$py" "$root/01_data/view_data.py" --data "$demo/dataset" --plate "$plate" \
     --predictions "$demo/predictions/synthetic/tiny" \
     --montage "$demo/plate_montage.png" --screenshot "$demo/plate.png"
 
-echo "== 9/10 ensemble: plate groups, per-plate assignment, submission + report in $demo/ensemble"
+echo "== 9/11 ensemble: plate groups, per-plate assignment, submission + report in $demo/ensemble"
 "$py" "$root/04_ensemble/ensemble.py" "$demo/predictions/synthetic/tiny" --data "$demo/dataset" \
     --out "$demo/ensemble"
 
-echo "== 10/10 benchmark the profiles of iteration $early against $iterations in $demo/benchmark"
+echo "== 10/11 benchmark the profiles of iteration $early against $iterations in $demo/benchmark"
 relationships=()
 [ -f "$demo/raw/relationships.csv" ] && relationships=(--relationships "$demo/raw/relationships.csv")
 "$py" "$root/04_ensemble/benchmark.py" "$demo/predictions/synthetic/tiny_$early" \
     "$demo/predictions/synthetic/tiny" --names "iteration_$early,iteration_$iterations" \
     --data "$demo/dataset" --out "$demo/benchmark" "${relationships[@]}"
+
+echo "== 11/11 reference probes on the same held-out wells: image statistics (the floor), the cells' true traits (the ceiling)"
+"$py" "$root/04_ensemble/reference_probes.py" --data "$demo/dataset" --traits "$demo/raw/site_traits.csv" \
+    --ensemble "$demo/ensemble" --out "$demo/probes" --workers "$workers"

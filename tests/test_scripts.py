@@ -30,7 +30,7 @@ def test_demo_runs_end_to_end(tmp_path):
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
     }
     result = subprocess.run([str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+                            text=True, timeout=1200)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verified" in result.stdout
     assert (

@@ -124,3 +124,24 @@ def test_config_errors_name_the_key():
         preset("demo").replace(n_treatments=10)
     with pytest.raises(ConfigError, match="effect_sise"):
         preset("demo").replace(effect_sise=1.0)
+
+
+def test_site_traits_are_the_cells_truth_behind_the_pixels(tiny_raw):
+    from cellblock.synth.traits import TRAITS
+
+    traits = pd.read_csv(tiny_raw / "site_traits.csv")
+    assert list(traits.columns) == ["id_code", "site", "n_cells", *TRAITS]
+    wells = pd.concat([pd.read_csv(tiny_raw / f) for f in KAGGLE_FILES[:4]])
+    assert len(traits) == len(wells) * TINY.n_sites and (traits.n_cells >= 1).all()
+    design = Design(TINY)
+    plates = {(p.experiment, p.plate): p for p in design.plates()}
+    deviations = []
+    for row in traits.sample(40, random_state=0).itertuples(index=False):
+        exp, plate, well = row.id_code.split("_")
+        p = plates[(exp, int(plate))]
+        shift = design.trait_shift(p, p.wells[well])
+        measured = np.array([getattr(row, t) for t in TRAITS])
+        # the mean of n_cells draws around the site's shift: within a few standard errors
+        deviations.append((measured - shift) / (TINY.cell_variation / np.sqrt(row.n_cells)))
+    z = np.concatenate(deviations)
+    assert np.abs(z).max() < 5 and 0.6 < z.std() < 1.4

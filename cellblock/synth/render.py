@@ -17,16 +17,34 @@ Cells are drawn on their own bounding patch only, so cost scales with cell area.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cellblock.synth.design import PlateDesign
 from cellblock.synth.traits import N_TRAITS
 
-__all__ = ["render_site"]
+__all__ = ["RenderedSite", "render_site"]
 
 # Peak grey level of each stain at unit intensity trait, before gain.
 STAIN_LEVEL = np.array([80.0, 55.0, 50.0, 45.0, 60.0, 50.0], dtype=np.float32)
+
+
+class RenderedSite(NamedTuple):
+    """A rendered site and the truth behind it.
+
+    Args:
+        image: uint8 ``(6, size, size)``.
+        traits: ``(N_TRAITS,)`` mean over the site's cells of each cell's log trait shift
+            (phenotype + drift + the cell's own variation): what the cells really were,
+            before staining, optics and noise. The oracle probe reads it.
+        n_cells: Cells drawn.
+    """
+
+    image: np.ndarray
+    traits: np.ndarray
+    n_cells: int
 
 
 def _texture(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
@@ -47,7 +65,7 @@ def render_site(
     cell_variation: float,
     coverage: float,
     rng: np.random.Generator,
-) -> np.ndarray:
+) -> RenderedSite:
     """Render one site.
 
     Args:
@@ -60,7 +78,7 @@ def render_site(
         rng: The site's own random stream.
 
     Returns:
-        uint8 array ``(6, size, size)``.
+        The image, and the mean log trait shift of its cells.
     """
     zoom = (size / 512.0) ** 0.6  # small fields show fewer, relatively larger cells
     signal = np.zeros((6, size, size), dtype=np.float32)
@@ -70,10 +88,12 @@ def render_site(
     mean = base * np.exp(shift)
     r_mean = mean[0] * zoom
     n_cells = max(1, int(rng.poisson(coverage * size * size / (np.pi * r_mean**2) * mean[3])))
+    total = np.zeros(N_TRAITS)
     for _ in range(n_cells):
-        t = base * np.exp(shift + rng.normal(0.0, cell_variation, N_TRAITS))
-        _draw_cell(signal, t, zoom, rng, fine, medium, puncta)
-    return _acquire(signal, plate, rng)
+        z = shift + rng.normal(0.0, cell_variation, N_TRAITS)
+        total += z
+        _draw_cell(signal, base * np.exp(z), zoom, rng, fine, medium, puncta)
+    return RenderedSite(_acquire(signal, plate, rng), total / n_cells, n_cells)
 
 
 def _draw_cell(signal, t, zoom, rng, fine, medium, puncta) -> None:

@@ -7,6 +7,9 @@ Kaggle layout (what ``make_synthetic.py`` writes by default)::
     OUT/train.csv  test.csv  train_controls.csv  test_controls.csv
     OUT/pixel_stats.csv  sample_submission.csv
     OUT/test_labels.csv     answer key of test.csv (not in Kaggle's release)
+    OUT/site_traits.csv     per site: its cells' mean log trait shifts and cell count, the
+                            truth behind the pixels (the oracle probe's input;
+                            cellblock.probes), not in any real release
     OUT/synthetic.json      the generator's config, for provenance
     OUT/relationships.csv   known relationships (sirna_a, sirna_b, relationship), only
                             when siRNAs share genes or genes share pathways
@@ -36,7 +39,7 @@ from cellblock.plates import id_code, plate_dir, site_filename
 from cellblock.synth.config import EXTRA_FIELDS, SynthConfig
 from cellblock.synth.design import Design, PlateDesign
 from cellblock.synth.render import render_site
-from cellblock.synth.traits import BASE
+from cellblock.synth.traits import BASE, TRAITS
 
 __all__ = ["write_dataset"]
 
@@ -48,19 +51,21 @@ def _design(config: SynthConfig) -> Design:
     return Design(config)
 
 
-def _render_row(args: tuple[SynthConfig, str, str, PlateDesign, list[str]]) -> list[tuple]:
-    """Render and write every site of ``wells``; return their pixel statistics."""
+def _render_row(
+    args: tuple[SynthConfig, str, str, PlateDesign, list[str]],
+) -> tuple[list[tuple], list[tuple]]:
+    """Render and write every site of ``wells``; return their pixel statistics and traits."""
     config, out, layout, plate, wells = args
     design = _design(config)
     folder = Path(out) / plate_dir(layout, plate.split, plate.experiment, plate.plate)
     folder.mkdir(parents=True, exist_ok=True)
-    stats = []
+    stats, traits = [], []
     for well in wells:
         label = plate.wells[well]
         shift = design.trait_shift(plate, label)
         for site in range(1, config.n_sites + 1):
             rng = design.site_rng(plate, well, site)
-            image = render_site(
+            image, site_traits, n_cells = render_site(
                 BASE[plate.cell_type],
                 shift,
                 plate,
@@ -69,12 +74,13 @@ def _render_row(args: tuple[SynthConfig, str, str, PlateDesign, list[str]]) -> l
                 config.coverage,
                 rng,
             )
+            code = id_code(plate.experiment, plate.plate, well)
+            traits.append((code, site, n_cells, *np.round(site_traits, 5).tolist()))
             for ch in range(image.shape[0]):
                 # zlib level 1: 6x faster to write than the default, same decode cost
                 png = folder / site_filename(well, site, ch + 1)
                 Image.fromarray(image[ch]).save(png, compress_level=1)
                 px = image[ch]
-                code = id_code(plate.experiment, plate.plate, well)
                 stats.append(
                     (
                         code,
@@ -90,7 +96,7 @@ def _render_row(args: tuple[SynthConfig, str, str, PlateDesign, list[str]]) -> l
                         int(px.max()),
                     )
                 )
-    return stats
+    return stats, traits
 
 
 def write_dataset(
@@ -130,12 +136,16 @@ def write_dataset(
                 tasks.append((plate, wells))
     n_sites = sum(len(w) for _, w in tasks) * config.n_sites
     stats: list[tuple] = []
+    traits: list[tuple] = []
     args = [(config, str(out), layout, p, w) for p, w in tasks]
     with tqdm(total=n_sites, unit="site", desc="synthesize", disable=not progress) as bar:
         for (_, wells), rows in zip(tasks, ordered_map(_render_row, args, workers), strict=True):
-            stats += rows
+            stats += rows[0]
+            traits += rows[1]
             bar.update(len(wells) * config.n_sites)
-    _write_tables(design, plates, out, layout, stats)
+    columns = ["id_code", "site", "n_cells", *TRAITS]
+    atomic_write_csv(pd.DataFrame(traits, columns=columns), out / "site_traits.csv")
+    _write_tables(design, plates, out, layout, stats)  # synthetic.json last: complete
     return {
         "experiments": len({p.experiment for p in plates}),
         "plates": len(plates),
