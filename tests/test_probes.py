@@ -57,7 +57,8 @@ def test_probes_recover_a_planted_signal(tiny_raw, tiny_packed, tmp_path):
     r = run_script(ROOT / "04_ensemble/reference_probes.py", "--data", tiny_packed, "--traits",
                    tiny_raw / "site_traits.csv", "--out", tmp_path / "probes")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "| image |" in r.stdout and "| oracle |" in r.stdout
+    assert "| image probe |" in r.stdout and "| oracle probe |" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith("held-out treatment wells, assigned: ")
     report = json.loads((tmp_path / "probes" / "probes.json").read_text())
     image, oracle = report["probes"]["image"], report["probes"]["oracle"]
     assert image["n_scored_wells"] == oracle["n_scored_wells"] == 64
