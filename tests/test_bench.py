@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import ROOT, run_script
 
 BENCH = ROOT / "scripts" / "bench"
@@ -35,3 +37,20 @@ def test_write_bench_compares_zarr_and_chunk_writer(tmp_path):
     assert set(result["ms_per_well"]) == {"zarr", "writer"}
     assert all(v > 0 for v in result["ms_per_well"].values())
     assert "ChunkWriter (write_wells)" in (tmp_path / "write.md").read_text()
+
+
+@pytest.mark.slow
+def test_science_sweep_scores_recipes_beside_the_probes(tmp_path):
+    r = run_script(BENCH / "science.py", "--effects", "2.5", "--batches", "1", "--recipes",
+                   "default", "--iterations", "4", "--image-size", "32", "--experiments", "2",
+                   "--results", tmp_path, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = json.loads((tmp_path / "science.json").read_text())["rows"]
+    assert set(row["models"]) == {"default", "image probe", "oracle probe"}
+    for model in row["models"].values():
+        assert set(model["accuracy"]) == {"argmax", "masked", "assigned"}
+        assert all(0 <= v <= 1 for v in model["accuracy"].values())
+    assert row["models"]["oracle probe"]["accuracy"]["assigned"] > 0.5  # the ceiling is real
+    assert row["models"]["default"]["train_seconds"] > 0
+    assert (tmp_path / "science.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 2.5 / 1.0 |" in (tmp_path / "science.md").read_text()

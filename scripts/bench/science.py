@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""How far the recipe reaches: a sweep over phenotype and batch strength, recipes beside
+the reference probes.
+
+For every difficulty (``--effects`` x ``--batches``) a demo-sized synthetic screen is
+made and packed (zstd-3: packing speed matters here, not size); then
+
+  probes     cellblock.probes: the image-statistics probe (the floor) and the oracle on
+             the cells' true traits (the ceiling), on the held-out treatment wells
+  recipes    02_train/synthetic/tiny trained with each recipe's --set overrides for the
+             same iterations, predicted on the test split (predict_scan.py, TTA flips
+             unless the recipe says otherwise) and scored by ensemble.py (argmax,
+             masked, assigned; treatment wells only)
+
+so every row of one difficulty is scored on the same wells by the same plate step.
+Writes scripts/bench/results/science.md, science.json and science.png (accuracy after
+the assignment vs difficulty, one line per recipe and per probe). A benchmark, not a
+test: a full sweep takes hours on 2 cores; ``--effects 2.5 --batches 1 --recipes
+default --iterations 20 --image-size 32`` checks the plumbing in a minute.
+
+    python scripts/bench/science.py [--effects 2.5,1.5,1.0,0.7] [--batches 1,2]
+        [--recipes default,all_experiments,...] [--iterations 1500] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cellblock.atomic import atomic_write_text
+from cellblock.cli import run
+from cellblock.ensemble import run_ensemble
+from cellblock.omezarr import FieldCodec
+from cellblock.pack import pack_dataset
+from cellblock.probes import reference_probes
+from cellblock.synth import preset, write_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "scripts" / "bench" / "results"
+SETUP = ROOT / "02_train" / "synthetic" / "tiny"
+
+# Recipe variants worth knowing: name -> --set overrides of synthetic/tiny (and TTA).
+RECIPES: dict[str, dict] = {
+    "default": {"sets": []},  # the setup as committed
+    # the setup holds out one experiment per cell type for validation: half the data
+    "all_experiments": {"sets": ["data.val_experiments=[]"]},
+    "per_experiment_norm": {"sets": ["data.normalization=experiment"]},
+    "global_norm": {"sets": ["data.normalization=global"]},
+    "no_tta": {"sets": [], "tta": "none"},
+    "regularized": {"sets": ["data.val_experiments=[]", "data.augment.erase_p=0.25",
+                             "data.augment.crop_scale=[0.5,1.0]", "train.weight_decay=0.2"]},
+}  # fmt: skip
+
+
+def _screen(work: Path, effect: float, batch: float, args) -> Path:
+    """Make and pack one screen (reused when already there); return the dataset."""
+    folder = work / f"effect{effect}_batch{batch}"
+    raw, dataset = folder / "raw", folder / "dataset"
+    if not (raw / "synthetic.json").is_file():
+        config = preset("demo").replace(effect_size=effect, batch_strength=batch,
+                                        seed=args.seed, image_size=args.image_size,
+                                        experiments_per_cell_type=args.experiments)  # fmt: skip
+        write_dataset(config, raw, workers=args.workers, progress=False)
+    pack_dataset(raw, dataset, workers=args.workers, progress=False, codec=FieldCodec(level=3))
+    return dataset
+
+
+def _recipe(dataset: Path, name: str, args) -> dict:
+    """Train, predict and score one recipe on one screen."""
+    recipe = RECIPES[name]
+    folder = dataset.parent / "recipes" / name
+    its = args.iterations
+    sets = [f"train.schedule_iters={its}", f"train.checkpoint_every={its}",
+            f"train.validate_every={its}", f"net.input_size={args.image_size}",
+            *recipe["sets"]]  # fmt: skip
+    cmd = [sys.executable, str(SETUP / "train.py"), str(its), "--data", str(dataset),
+           "--out", str(folder / "run"), *[a for s in sets for a in ("--set", s)]]  # fmt: skip
+    before = os.times()
+    start = time.monotonic()
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    after = os.times()
+    cpu = (after.children_user + after.children_system) - (
+        before.children_user + before.children_system
+    )
+    subprocess.run([sys.executable, str(ROOT / "03_predict" / "predict_scan.py"), "--run",
+                    str(folder / "run"), "--data", str(dataset), "--split", "test", "--out",
+                    str(folder / "pred"), "--tta", recipe.get("tta", "flips"), "--overwrite"],
+                   check=True, capture_output=True, text=True)  # fmt: skip
+    report = run_ensemble([folder / "pred"], dataset, folder / "ensemble", null_size=100)
+    return {
+        "accuracy": {k: v["overall"] for k, v in report["accuracy"].items() if v},
+        "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu, 1),
+        "iterations": its,
+        "sets": recipe["sets"],
+    }
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['effect']}/{r['batch']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) + 3), 4.5))
+    names = list(rows[0]["models"])
+    for name in names:
+        style = "s--" if name.endswith("probe") else "o-"
+        ax.plot(labels, [r["models"][name]["accuracy"].get("assigned") for r in rows], style,
+                label=name)  # fmt: skip
+    ax.set(xlabel="phenotype strength / batch strength (harder to the right)",
+           ylabel="held-out treatment accuracy, assigned", ylim=(0, 1.02),
+           title="recipes and reference probes vs difficulty")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _markdown(result: dict, argv: list[str]) -> str:
+    rows = result["rows"]
+    names = list(rows[0]["models"])
+    head = "| effect / batch | " + " | ".join(names) + " |"
+    lines = [
+        "# How far the recipe reaches: difficulty sweep",
+        "",
+        f"`python scripts/bench/science.py {' '.join(argv)}` (held-out treatment wells of the "
+        "test split; each cell: argmax / masked / **assigned**; recipes trained "
+        f"{result['iterations']} iterations each, train seconds in brackets)",
+        "",
+        head,
+        "|---|" + "---:|" * len(names),
+    ]
+    for r in rows:
+        cells = []
+        for name in names:
+            m = r["models"][name]
+            acc = m["accuracy"]
+            cell = " / ".join(f"{acc[k]:.3f}" for k in ("argmax", "masked") if k in acc)
+            cell += f" / **{acc['assigned']:.3f}**" if "assigned" in acc else ""
+            if "train_seconds" in m:
+                cell += f" ({m['train_seconds']:.0f} s)"
+            cells.append(cell)
+        lines.append(f"| {r['effect']} / {r['batch']} | " + " | ".join(cells) + " |")
+    lines += ["", "![sweep](science.png)", "", f"Environment: {result['environment']}", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--effects", default="2.5,1.5,1.0,0.7", help="phenotype strengths")
+    p.add_argument("--batches", default="1,2", help="batch-effect strengths")
+    p.add_argument("--recipes", default=",".join(RECIPES), help=f"of {', '.join(RECIPES)}")
+    p.add_argument("--iterations", type=int, default=1500, help="training iterations per run")
+    p.add_argument("--image-size", type=int, default=64, help="site size (the demo's: 64)")
+    p.add_argument("--experiments", type=int, default=3,
+                   help="experiments per cell type (demo: 3, 1 held out)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=7, help="screen seed (not the demo's 0)")
+    p.add_argument("--workers", type=int, default=2, help="processes making and packing")
+    p.add_argument("--work", help="working folder (default: a temporary one, removed)")
+    p.add_argument("--results", default=str(RESULTS), help="where science.md/json/png go")
+    args = p.parse_args()
+    recipes = [r for r in args.recipes.split(",") if r]
+    unknown = sorted(set(recipes) - set(RECIPES))
+    if unknown:
+        p.error(f"--recipes: unknown {unknown}; known: {', '.join(RECIPES)}")
+    tmp = None if args.work else tempfile.TemporaryDirectory(prefix="science-")
+    work = Path(args.work or tmp.name)
+    rows = []
+    for effect in [float(e) for e in args.effects.split(",")]:
+        for batch in [float(b) for b in args.batches.split(",")]:
+            dataset = _screen(work, effect, batch, args)
+            probes = reference_probes(dataset, dataset.parent / "raw" / "site_traits.csv",
+                                      workers=args.workers, progress=False)  # fmt: skip
+            models = {}
+            for name in recipes:
+                models[name] = _recipe(dataset, name, args)
+                print(f"effect {effect} batch {batch} {name}: {models[name]['accuracy']}",
+                      flush=True)  # fmt: skip
+            for name, probe in probes["probes"].items():
+                acc = {k: v["overall"] for k, v in probe["accuracy"].items() if v}
+                models[f"{name} probe"] = {"accuracy": acc}
+            rows.append({"effect": effect, "batch": batch, "models": models})
+    result = {
+        "iterations": args.iterations,
+        "rows": rows,
+        "environment": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}, "
+        f"{time.strftime('%Y-%m-%d')}",
+    }
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "science.json", json.dumps(result, indent=2) + "\n")
+    _plot(rows, out / "science.png")
+    atomic_write_text(out / "science.md", _markdown(result, sys.argv[1:]))
+    print(_markdown(result, sys.argv[1:]))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    run(main)
