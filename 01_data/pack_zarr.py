@@ -45,11 +45,10 @@ def main() -> None:
     p.add_argument("--upgrade", metavar="DATASET",
                    help="convert an older cellblock dataset in place (no PNGs needed)")  # fmt: skip
     args = p.parse_args()
+    codec, progress = FieldCodec(level=args.zstd_level), sys.stderr.isatty()
     if args.upgrade is not None:
         with writing(args.upgrade):
-            s = upgrade_dataset(args.upgrade, args.store, args.workers,
-                                progress=sys.stderr.isatty(),
-                                codec=FieldCodec(level=args.zstd_level))  # fmt: skip
+            s = upgrade_dataset(args.upgrade, args.store, args.workers, progress, codec)
         if s.get("already"):
             print(f"{args.upgrade} is in the current layout already: nothing to do")
             return
@@ -65,22 +64,16 @@ def main() -> None:
         n = verify_dataset(args.out, args.workers)
         print(f"verified {n} sites of {args.out}: every chunk checksum matches")
         return
-
     experiments = args.experiments.split(",") if args.experiments else None
-    # Progress bars only at a terminal: in a job's log they are noise around the result
-    # (or the one-line error).
     with writing(args.out):
         s = pack_dataset(args.raw, args.out, experiments, args.workers, args.verify,
-                         args.plate_wells, progress=sys.stderr.isatty(), store=args.store,
-                         pixel_size_um=args.pixel_size,
-                         codec=FieldCodec(level=args.zstd_level))  # fmt: skip
+                         args.plate_wells, progress, args.store, args.pixel_size,
+                         codec)  # fmt: skip
     verified = f", verified {s['sites_verified']} sites" if args.verify else ""
-    print(
-        f"packed {s['plates_packed']} plate(s) ({s['plates_skipped']} already complete, "
-        f"{s['sites']} sites, {s['plate_wells']}-well, {s['layout']} layout) into {args.out} "
-        f"(OME-Zarr, {s['store']} store): "
-        f"{s['bytes'] / 1e6:.1f} MB in {s['seconds']:.1f} s{verified}"
-    )
+    print(f"packed {s['plates_packed']} plate(s) ({s['plates_skipped']} already complete, "
+          f"{s['sites']} sites, {s['plate_wells']}-well, {s['layout']} layout) into {args.out} "
+          f"(OME-Zarr, {s['store']} store): {s['bytes'] / 1e6:.1f} MB in {s['seconds']:.1f} s"
+          f"{verified}")  # fmt: skip
 
 
 if __name__ == "__main__":

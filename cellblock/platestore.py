@@ -21,6 +21,7 @@ renamed into place when finished.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -51,18 +52,18 @@ def plate_path(images: Path, key: str, store: str) -> Path:
     return Path(images) / (key + ZIP_SUFFIX if store == "zip" else key)
 
 
-class PlateFiles:
+class PlateFiles(abc.ABC):
     """Read-only access to the files of one plate, by name relative to the plate root."""
 
     path: Path
 
+    @abc.abstractmethod
     def read(self, name: str) -> bytes | None:
         """The member's bytes, or None if it does not exist."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def names(self) -> list[str]:
         """Every member name (files only)."""
-        raise NotImplementedError
 
 
 class DirectoryFiles(PlateFiles):
@@ -150,7 +151,7 @@ def open_plate(path: Path) -> PlateFiles:
     return ZipFiles(path) if Path(path).suffix == ZIP_SUFFIX else DirectoryFiles(path)
 
 
-class PlateWriter:
+class PlateWriter(abc.ABC):
     """Write one plate's members; ``commit`` makes it visible as complete.
 
     Args:
@@ -160,15 +161,15 @@ class PlateWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    @abc.abstractmethod
     def write(self, name: str, data: bytes) -> None:
         """Add (or replace) the member ``name``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def commit(self, root_json: bytes) -> None:
         """Write the plate's root ``zarr.json`` (its complete flag) last and finish."""
-        raise NotImplementedError
 
-    def abort(self) -> None:
+    def abort(self) -> None:  # noqa: B027 (a folder leaves nothing to drop)
         """Drop what a failed write left behind (a zip's partial file)."""
 
 
