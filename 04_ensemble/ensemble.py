@@ -56,21 +56,12 @@ def main() -> None:
         raise UserError("--no-groups only applies with the assignment (drop --no-assign)")
     experiments = [e for e in (args.experiments or "").split(",") if e] or None
     with writing(args.out):
-        report = run_ensemble(
-            args.preds,
-            args.data,
-            args.out,
-            args.split,
-            experiments,
-            args.weights,
-            args.combine,
-            plate_step=not args.no_assign,
-            use_groups=not args.no_groups,
-            include_controls=args.include_controls,
-            profile_dim=args.profile_dim,
-            align=args.align,
-            null_size=args.null_size,
-        )
+        report = run_ensemble(args.preds, args.data, args.out, args.split, experiments,
+                              args.weights, args.combine, plate_step=not args.no_assign,
+                              use_groups=not args.no_groups,
+                              include_controls=args.include_controls,
+                              profile_dim=args.profile_dim, align=args.align,
+                              null_size=args.null_size)  # fmt: skip
     log.info("wrote %s, report.json, report.md and plots in %s", report["outputs"]["submission"],
              args.out)  # fmt: skip
     print(map_line(report))
