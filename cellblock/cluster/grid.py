@@ -18,13 +18,12 @@ Submitting again resumes: runs already at the target iteration are skipped, the 
 continue from their latest checkpoint.
 
 Stages: ``--init-from`` starts new runs from another run's or grid's weights
-(``grid_init``).
+(``grid_init``); reading a grid folder (``grid_files``) is below both.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from typing import Any
 
 from cellblock.atomic import atomic_write_text
 from cellblock.cluster.grid_axes import channels_name, parse_channel_sets, parse_folds
+from cellblock.cluster.grid_files import MANIFEST, latest_iteration, load_manifest
 from cellblock.cluster.grid_init import init_checkpoints
 from cellblock.cluster.train_task import TrainSpec
 from cellblock.errors import UserError
@@ -47,16 +47,6 @@ __all__ = [
     "save_manifest",
     "setup_folder",
 ]
-
-MANIFEST = "grid.json"
-_CKPT = re.compile(r"checkpoint_(\d+)\.pt$")
-
-
-def latest_iteration(run_dir: Path) -> int:
-    """Iteration of the latest checkpoint in ``run_dir`` (0 if none), from file names."""
-    found = [int(m.group(1)) for p in (Path(run_dir) / "checkpoints").glob("checkpoint_*.pt")
-             if (m := _CKPT.search(p.name))]  # fmt: skip
-    return max(found, default=0)
 
 
 @dataclass(frozen=True)
@@ -140,20 +130,6 @@ class TrainGrid:
                 for r in self.runs()
             ],
         }  # fmt: skip
-
-
-def load_manifest(out: Path) -> dict[str, Any]:
-    """``out/grid.json`` (raises ``UserError`` if the folder has none)."""
-    path = Path(out) / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such grid (submit one first)") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable grid manifest ({e})") from None
-    if not isinstance(data, dict) or "runs" not in data:
-        raise UserError(f"{path}: not a grid manifest (no 'runs')")
-    return data
 
 
 def save_manifest(grid: TrainGrid, submission: dict[str, Any] | None = None) -> None:
