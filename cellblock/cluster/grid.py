@@ -36,6 +36,7 @@ from cellblock.cluster.grid_files import MANIFEST, latest_iteration, load_manife
 from cellblock.cluster.grid_init import init_checkpoints
 from cellblock.cluster.train_task import TrainSpec
 from cellblock.errors import UserError
+from cellblock.paths import PROJECT_ROOT
 
 __all__ = [
     "GridRun",
@@ -153,8 +154,6 @@ def new_job_folder(out: Path) -> Path:
 
 def setup_folder(setup: str | Path) -> Path:
     """The setup folder as given (relative to here), else relative to the project."""
-    from cellblock.setup_cli import PROJECT_ROOT
-
     for candidate in (Path(setup), PROJECT_ROOT / setup):
         if (candidate / "config.yaml").is_file():
             return candidate.resolve()
@@ -163,7 +162,7 @@ def setup_folder(setup: str | Path) -> Path:
 
 def default_out(setup_dir: Path) -> Path:
     """``<project>/runs/<dataset>/<setup>``: a setup's default grid folder."""
-    from cellblock.setup_cli import PROJECT_ROOT, setup_name
+    from cellblock.setup_cli import setup_name
 
     return PROJECT_ROOT / "runs" / setup_name(setup_dir)
 
