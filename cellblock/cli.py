@@ -132,11 +132,12 @@ def describe_os_error(e: OSError) -> str:
     Args:
         e: An OSError with an errno.
     """
-    what = os.strerror(e.errno) if e.errno in errno.errorcode else (e.strerror or str(e))
+    code = e.errno if e.errno in errno.errorcode else None
+    what = os.strerror(code) if code is not None else (e.strerror or str(e))
     what = what[:1].lower() + what[1:]
     paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
     where = f"{' -> '.join(paths)}: " if paths else ""
-    hint = HINTS.get(e.errno) or (
+    hint = (HINTS.get(code) if code is not None else None) or (
         "" if paths else f"{type(e).__name__}; {TRACEBACK_ENV}=1 shows where"
     )
     return f"{where}{what}" + (f" ({hint})" if hint else "")
