@@ -28,8 +28,9 @@ demo: env browser  ## the whole pipeline end to end on an embedded synthetic RxR
 lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
-test: lint system  ## ruff + the whole pytest suite (slow tests included)
+test: lint system  ## ruff + mypy + the whole pytest suite (slow tests included)
 	$(PY) -m pytest -q
 
 bench-io: env  ## IO benchmark: zarr vs PNG vs raw codec, writes scripts/bench/results/io.md
@@ -64,4 +65,4 @@ container:  ## cell.sif from containers/cell.def (PyPI's CUDA torch unless CONTA
 	eval "$$(scripts/apptainer_local.sh install)" && containers/build.sh $(CONTAINER_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache

@@ -13,6 +13,7 @@ Examples:
 import argparse
 import time
 
+from cellblock.argtypes import comma_list
 from cellblock.catalog import CATALOG, entry_of, remote_of, select_experiments
 from cellblock.cli import run, writing
 from cellblock.errors import UserError
@@ -45,7 +46,7 @@ def fetch(args: argparse.Namespace) -> None:
     Args:
         args: The parsed command line.
     """
-    wanted = args.experiments.split(",") if args.experiments else None
+    wanted = comma_list(args.experiments, what="--experiments") or None
     start = time.perf_counter()
     if args.dataset:
         entry = entry_of(args.dataset, args.catalog or CATALOG)

@@ -8,6 +8,7 @@ Example:
 import argparse
 import time
 
+from cellblock.argtypes import comma_list
 from cellblock.cli import parse_overrides, run, writing
 from cellblock.synth import PRESETS, preset, write_dataset
 
@@ -64,7 +65,7 @@ def main() -> None:
     )
     changes = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     config = preset(args.preset).replace(**changes, **parse_overrides(args.set))
-    experiments = args.experiments.split(",") if args.experiments else None
+    experiments = comma_list(args.experiments, what="--experiments") or None
     start = time.perf_counter()
     with writing(args.out):
         summary = write_dataset(config, args.out, args.layout, experiments, args.workers)

@@ -19,6 +19,7 @@ Examples:
 import argparse
 import sys
 
+from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
 from cellblock.omezarr import FieldCodec
 from cellblock.pack import CODEC, pack_dataset, verify_dataset
@@ -64,11 +65,10 @@ def main() -> None:
         n = verify_dataset(args.out, args.workers)
         print(f"verified {n} sites of {args.out}: every chunk checksum matches")
         return
-    experiments = args.experiments.split(",") if args.experiments else None
     with writing(args.out):
-        s = pack_dataset(args.raw, args.out, experiments, args.workers, args.verify,
-                         args.plate_wells, progress, args.store, args.pixel_size,
-                         codec)  # fmt: skip
+        s = pack_dataset(args.raw, args.out, comma_list(args.experiments, what="--experiments")
+                         or None, args.workers, args.verify, args.plate_wells, progress,
+                         args.store, args.pixel_size, codec)  # fmt: skip
     verified = f", verified {s['sites_verified']} sites" if args.verify else ""
     print(f"packed {s['plates_packed']} plate(s) ({s['plates_skipped']} already complete, "
           f"{s['sites']} sites, {s['plate_wells']}-well, {s['layout']} layout) into {args.out} "

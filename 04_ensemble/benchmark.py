@@ -3,6 +3,7 @@
 
 import argparse
 
+from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
 from cellblock.ensemble import SPLITS
 from cellblock.errors import UserError
@@ -53,7 +54,7 @@ def main() -> None:
     args = p.parse_args()  # fmt: skip
     if args.profile_dim < 1 or args.null_size < 1:
         raise UserError("--profile-dim and --null-size must be positive")
-    names = [n for n in args.names.split(",")] if args.names else None
+    names = comma_list(args.names, what="--names") or None
     with writing(args.out):
         bench = run_benchmark(args.inputs, args.data, args.out, names, args.split, args.align,
                               args.relationships, args.profile_dim, args.null_size,

@@ -4,6 +4,7 @@
 import argparse
 import logging
 
+from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
 from cellblock.ensemble import COMBINE_MODES, SPLITS, run_ensemble
 from cellblock.ensemble.report import accuracy_line, map_line
@@ -15,8 +16,8 @@ log = logging.getLogger("cellblock")
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(w) for w in text.split(",")]
-    except ValueError:
+        return comma_list(text, what="--weights", type=float)
+    except UserError:
         raise argparse.ArgumentTypeError(f"expected e.g. 1,0.5,2, got {text!r}") from None
 
 
@@ -54,7 +55,7 @@ def main() -> None:
         raise UserError(f"--profile-dim {args.profile_dim}: need a positive width")
     if args.no_assign and args.no_groups:
         raise UserError("--no-groups only applies with the assignment (drop --no-assign)")
-    experiments = [e for e in (args.experiments or "").split(",") if e] or None
+    experiments = comma_list(args.experiments, what="--experiments") or None
     with writing(args.out):
         report = run_ensemble(args.preds, args.data, args.out, args.split, experiments,
                               args.weights, args.combine, plate_step=not args.no_assign,

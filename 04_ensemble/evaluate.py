@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cellblock.argtypes import comma_list
 from cellblock.atomic import atomic_write_text
 from cellblock.cli import run, writing
 from cellblock.dataset import PackedDataset
@@ -35,7 +36,7 @@ def main() -> None:
     p.add_argument("--json", help="also write the numbers to this JSON file")
     args = p.parse_args()
     packed = PackedDataset(args.data)
-    experiments = [e for e in (args.experiments or "").split(",") if e] or None
+    experiments = comma_list(args.experiments, what="--experiments") or None
     wells, _ = well_table(select_sites(packed.metadata, args.split, experiments))
     frame = read_submission(args.submission)
     validate_submission(

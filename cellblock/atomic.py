@@ -52,7 +52,7 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _write(target: Path, writer: Callable[[Path], None]) -> None:
+def _write(target: Path, writer: Callable[[Path], object]) -> None:
     with atomic_path(target) as tmp:
         writer(tmp)
 

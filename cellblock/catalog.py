@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from cellblock.errors import ConfigError, UserError
+from cellblock.paths import PROJECT_ROOT
 from cellblock.storage import Remote, RemoteObject, relative_key
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-CATALOG = Path(__file__).resolve().parents[1] / "01_data" / "datasets.json"
+CATALOG = PROJECT_ROOT / "01_data" / "datasets.json"
 _KEYS = {"kind", "bucket", "prefix", "endpoint_url", "anonymous", "layout", "license", "files",
          "description", "region"}  # fmt: skip
 

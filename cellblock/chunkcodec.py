@@ -47,7 +47,11 @@ def numcodec(codec: dict) -> numcodecs.abc.Codec:
 
 
 def decode_chunk(
-    data: bytes, codec: numcodecs.abc.Codec, out: np.ndarray, checksummed: bool, where: str
+    data: bytes | memoryview,
+    codec: numcodecs.abc.Codec,
+    out: np.ndarray,
+    checksummed: bool,
+    where: str,
 ) -> np.ndarray:
     """Check and decode one stored chunk into ``out``.
 

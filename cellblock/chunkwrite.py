@@ -79,7 +79,7 @@ class ChunkWriter:
             )
         except (OSError, KeyError, IndexError, TypeError, ValueError):
             return None
-        return cls(path, meta) if ok else None
+        return cls(Path(path), meta) if ok else None
 
     def chunk_file(self, coords: tuple[int, ...]) -> Path:
         """The file of the chunk at chunk-grid ``coords`` (``c/r/c/...`` by default)."""

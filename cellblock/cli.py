@@ -37,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from cellblock.errors import ConfigError, UserError
+from cellblock.argtypes import key_values
+from cellblock.errors import UserError
 
 __all__ = ["EXIT_ERROR", "describe_os_error", "option_value", "parse_overrides", "run", "writing"]
 
@@ -81,14 +82,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, object]:
 
     Args:
         items: ``key=value`` strings, as given to ``--set``.
+
+    Raises:
+        UserError: An item without ``=`` or without a key.
     """
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
+    pairs = key_values(items, what="--set")
+    return {key: yaml.safe_load(value) if value else None for key, value in pairs.items()}
 
 
 def option_value(argv: Sequence[str], option: str) -> str | None:
@@ -133,11 +132,12 @@ def describe_os_error(e: OSError) -> str:
     Args:
         e: An OSError with an errno.
     """
-    what = os.strerror(e.errno) if e.errno in errno.errorcode else (e.strerror or str(e))
+    code = e.errno if e.errno in errno.errorcode else None
+    what = os.strerror(code) if code is not None else (e.strerror or str(e))
     what = what[:1].lower() + what[1:]
     paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
     where = f"{' -> '.join(paths)}: " if paths else ""
-    hint = HINTS.get(e.errno) or (
+    hint = (HINTS.get(code) if code is not None else None) or (
         "" if paths else f"{type(e).__name__}; {TRACEBACK_ENV}=1 shows where"
     )
     return f"{where}{what}" + (f" ({hint})" if hint else "")

@@ -27,13 +27,13 @@ import yaml
 from cellblock.data import DataConfig
 from cellblock.errors import ConfigError
 from cellblock.models import NetConfig
+from cellblock.paths import PROJECT_ROOT
 from cellblock.training.config import TrainConfig
 
 __all__ = ["SECTIONS", "SetupConfig", "apply_overrides", "load_setup_config", "resolve_config"]
 
 SECTIONS = ("net", "data", "train")
 PATH_KEYS = (("net", "pretrained"), ("data", "pseudo_labels"))
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class SetupConfig(NamedTuple):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cellblock.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 __all__ = ["config_from_dict"]
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def config_from_dict(cls: type[T], d: dict[str, Any] | None, where: str, label: str) -> T:

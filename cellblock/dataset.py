@@ -141,7 +141,7 @@ class PackedDataset:
             path = self.plate_path(experiment, plate)
             files = open_plate(path) if path.exists() else None
             raw = files.read("zarr.json") if files is not None else None
-            if raw is None:
+            if files is None or raw is None:
                 available = ", ".join(self.plate_keys()) or "none"
                 raise UserError(f"no plate {key} in {self.path}; available: {available}")
             attrs = json.loads(raw).get("attributes", {})
@@ -207,7 +207,7 @@ class PackedDataset:
             return np.zeros((len(self.info.channels), *self.info.image_size), np.uint8)
         zipped = p.files.path.suffix == ".ozx"
         store = ZipStore(p.files.path, mode="r") if zipped else p.files.path
-        return zarr.open_array(store, path=f"{name}/0", mode="r")[:]
+        return np.asarray(zarr.open_array(store, path=f"{name}/0", mode="r")[:])
 
 
 class PlateView:
@@ -233,7 +233,8 @@ class PlateView:
             at = item.index(Ellipsis)
             item = item[:at] + (slice(None),) * (self.ndim - len(item) + 1) + item[at + 1 :]
         head = list(item[:3]) + [slice(None)] * max(0, 3 - len(item))
-        picks, squeeze = [], []
+        picks: list[range | list[int]] = []
+        squeeze = []
         for axis, (index, size) in enumerate(zip(head, self.shape[:3], strict=True)):
             if isinstance(index, slice):
                 picks.append(range(*index.indices(size)))

@@ -82,6 +82,8 @@ class DatasetInfo:
             image_size: ``(height, width)``.
             **kwargs: ``store``, ``pixel_size_um``.
         """
+        names: tuple[str, ...]
+        colors: tuple[str, ...]
         if n_channels == len(RXRX1_CHANNELS):
             names, colors = RXRX1_CHANNELS, RXRX1_COLORS
         else:

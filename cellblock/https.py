@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from cellblock.errors import UserError
@@ -66,7 +67,7 @@ def fetch_archives(
         bytes extracted.
     """
     out, wanted = Path(out), list(wanted or [])
-    net = {"attempts": attempts, "backoff": backoff}
+    net: dict[str, Any] = {"attempts": attempts, "backoff": backoff}
     total = {"archives": len(files), "downloaded": 0, "extracted": 0, "skipped": 0, "bytes": 0}
     targets = [local_path(out, _file_name(e["url"])) for e in files]  # every name, first
     zips = [(e, t) for e, t in zip(files, targets, strict=True) if e.get("extract", False)]

@@ -112,7 +112,8 @@ class Predictor:
         net = build_net(cfg.net)
         net.load_state_dict(state["model"])
         memory = torch.channels_last if self.channels_last else torch.preserve_format
-        self.net: Net = net.eval().to(self.device, memory_format=memory)
+        # torch accepts memory_format (Module.to's typed overloads leave it out)
+        self.net: Net = net.eval().to(self.device, memory_format=memory)  # type: ignore[call-overload]
         self.embedding_dim = net.embedding_dim
         table = packed.metadata
         # labels are not needed to predict: -1 everywhere spares SiteDataset computing them
@@ -152,8 +153,8 @@ class Predictor:
                 submit(*span)
             while pending:
                 a, b, futures = pending.popleft()
-                if (span := next(ahead, None)) is not None:
-                    submit(*span)
+                if (following := next(ahead, None)) is not None:
+                    submit(*following)
                 yield np.stack([f.result() for f in futures]), dataset.index[a:b]
 
     @torch.inference_mode()
@@ -173,6 +174,7 @@ class Predictor:
             logits = lg if logits is None else logits + lg
             embeddings = em if embeddings is None else embeddings + em
         n = len(transforms)
+        assert logits is not None and embeddings is not None, "no TTA transform"
         return logits / n, embeddings / n
 
     def predict_rows(

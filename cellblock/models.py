@@ -142,7 +142,8 @@ def feature_channels(backbone: nn.Module) -> int:
     style ``conv_head``) still apply it, and timm reports that width as
     ``head_hidden_size`` (MobileNetV3-small: 576 features, 1024 out of the head).
     """
-    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+    # timm's attribute; nn.Module's __getattr__ types it as Tensor | Module
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)  # type: ignore[arg-type]
 
 
 class NetOutput(NamedTuple):

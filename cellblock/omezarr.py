@@ -119,7 +119,7 @@ class FieldCodec:
 
     def codecs(self) -> list[dict]:
         """The ``codecs`` of the arrays' ``zarr.json``."""
-        chain = [
+        chain: list[dict] = [
             {"name": "bytes"},
             {"name": "zstd", "configuration": {"level": self.level, "checksum": False}},
         ]
@@ -150,7 +150,9 @@ def array_json(shape: tuple[int, int, int], codec: FieldCodec) -> bytes:
     from zarr.storage import MemoryStore
 
     store = MemoryStore()
-    compressors = (ZstdCodec(level=codec.level, checksum=False),)
+    compressors: tuple[ZstdCodec | Crc32cCodec, ...] = (
+        ZstdCodec(level=codec.level, checksum=False),
+    )
     compressors += (Crc32cCodec(),) if codec.checksum else ()
     zarr.create_array(
         store,

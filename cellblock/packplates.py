@@ -19,6 +19,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ from cellblock.omezarr import (
 )
 from cellblock.parallel import ordered_map
 from cellblock.plates import PlateFormat, site_filename
-from cellblock.platestore import open_plate, plate_path, plate_writer
+from cellblock.platestore import PlateWriter, open_plate, plate_path, plate_writer
 from cellblock.rawtree import RawGeometry, read_png
 from cellblock.shardread import ShardReader
 
@@ -176,7 +177,9 @@ def is_complete(images: Path, key: str, store: str) -> bool:
         raw = open_plate(path).read("zarr.json") if path.exists() else None
     except OSError:
         return False
-    return bool(raw) and bool(json.loads(raw)["attributes"].get("cellblock", {}).get("complete"))
+    if not raw:
+        return False
+    return bool(json.loads(raw)["attributes"].get("cellblock", {}).get("complete"))
 
 
 def pack_plates(
@@ -202,7 +205,8 @@ def pack_plates(
     Returns:
         ``(packed, skipped)`` plate keys (skipped: complete already).
     """
-    fmt, jobs, todo, skipped = info.plate_format, [], {}, []
+    fmt, jobs, skipped = info.plate_format, [], []
+    todo: dict[str, dict[str, Any]] = {}
     for sub, source in plates:
         sub = sub.sort_values(["row", "col", "site"])  # the same bytes whatever the table order
         key = plate_key(sub.experiment.iloc[0], int(sub.plate.iloc[0]))
@@ -236,7 +240,7 @@ def pack_plates(
     if skipped:
         log.info("skipping %d complete plate(s): %s", len(skipped), ", ".join(skipped))
     total = sum(len(j.sites) for j in jobs)
-    open_writers = []
+    open_writers: list[PlateWriter] = []
     try:
         with tqdm(total=total, unit="site", desc=desc, disable=not progress) as bar:
             for job, (members, sums) in zip(
@@ -244,8 +248,9 @@ def pack_plates(
             ):
                 entry = todo[job.key]
                 if entry["writer"] is None:
-                    entry["writer"] = plate_writer(images, job.key, info.store)
-                    open_writers.append(entry["writer"])
+                    writer = plate_writer(images, job.key, info.store)
+                    entry["writer"] = writer
+                    open_writers.append(writer)
                 for name, data in members:
                     entry["writer"].write(name, data)
                 entry["rows"] -= 1

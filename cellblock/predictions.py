@@ -235,8 +235,20 @@ def predicted_plates(pred: Path | str) -> list[str]:
     """
     path = store_path(pred)
     open_info(path)
-    root = zarr.open_group(path, mode="r")
-    return sorted(f"{e}/{p}" for e in root.group_keys() for p in root[e].group_keys())
+    return _plate_keys(zarr.open_group(path, mode="r"))
+
+
+def _plate_keys(root: zarr.Group) -> list[str]:
+    """``"EXP/PlateN"`` of every plate group of a store, sorted."""
+    return sorted(f"{e}/{p}" for e, group in root.groups() for p in group.group_keys())
+
+
+def _array(root: zarr.Group, key: str, name: str, store: Path) -> zarr.Array:
+    """The array ``key/name`` of the store (a group there is a damaged store)."""
+    node = root[f"{key}/{name}"]
+    if not isinstance(node, zarr.Array):
+        raise CorruptDataError(f"{store}: plate {key}: {name} is a group, not an array")
+    return node
 
 
 def read_sites(
@@ -263,12 +275,14 @@ def read_sites(
     for (experiment, plate), part in table.groupby(["experiment", "plate"], sort=False):
         key = plate_key(experiment, int(plate))
         if key not in root:
-            have = sorted(f"{e}/{p}" for e in root.group_keys() for p in root[e].group_keys())
+            have = _plate_keys(root)
             raise UserError(f"{path}: no predictions for plate {key} (have {have})")
         where = positions[table.index.get_indexer(part.index)]
         r, c, s = (part[k].to_numpy() for k in ("row", "col", "site"))
-        logits[where] = _read_array(root[key]["logits"], path, key)[r, c, s - 1]
-        embeddings[where] = _read_array(root[key]["embeddings"], path, key)[r, c, s - 1]
+        logits[where] = _read_array(_array(root, key, "logits", path), path, key)[r, c, s - 1]
+        embeddings[where] = _read_array(_array(root, key, "embeddings", path), path, key)[
+            r, c, s - 1
+        ]
         missing = np.isnan(logits[where]).any(axis=1)
         if missing.any():
             first = part.iloc[int(np.argmax(missing))]
@@ -286,10 +300,10 @@ def _read_array(array: zarr.Array, store: Path, key: str) -> np.ndarray:
         CorruptDataError: A chunk fails its crc32c checksum or does not decode; names the
             store, plate, array and well.
     """
-    if not any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs):
+    if not any(isinstance(c, Crc32cCodec) for c in getattr(array.metadata, "codecs", ())):
         _warn_unverified(store)
     try:
-        return array[:]
+        return np.asarray(array[:])
     except (ValueError, RuntimeError):  # zarr: ValueError on a crc32c mismatch
         pass
     fmt = PlateFormat(array.shape[0], array.shape[1])
@@ -303,7 +317,7 @@ def _read_array(array: zarr.Array, store: Path, key: str) -> np.ndarray:
                     f"is damaged ({err}); predict it again (03_predict/predict_blockwise.py "
                     "--overwrite)"
                 ) from None
-    return array[:]
+    return np.asarray(array[:])
 
 
 @functools.cache

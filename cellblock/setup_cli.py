@@ -25,17 +25,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cellblock
+from cellblock.argtypes import comma_list
 from cellblock.atomic import atomic_write_text
 from cellblock.cli import parse_overrides, writing
 from cellblock.config import load_setup_config
 from cellblock.errors import ConfigError, UserError
 from cellblock.locks import FolderBusyError, hold
+from cellblock.paths import PROJECT_ROOT
 
-__all__ = ["PROJECT_ROOT", "default_run_dir", "mknet_main", "run_lock", "train_main"]
+__all__ = ["default_run_dir", "mknet_main", "run_lock", "train_main"]
 
 log = logging.getLogger(__name__)
-PROJECT_ROOT = Path(cellblock.__file__).resolve().parents[1]
 
 
 def setup_name(setup_dir: Path) -> str:
@@ -89,8 +89,8 @@ def run_lock(run_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
 
 def _channels(text: str) -> list[int]:
     try:
-        return [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
+        return comma_list(text, what="--channels", type=int)
+    except UserError:
         raise argparse.ArgumentTypeError(f"expected e.g. 1,2,3,4,5, got {text!r}") from None
 
 

@@ -79,7 +79,7 @@ class ShardReader:
         self.codec = numcodec(shard["codecs"][1])
         self.fill_value = meta["fill_value"]
         self.separator = meta["chunk_key_encoding"]["configuration"].get("separator", "/")
-        self._index: dict[tuple[int, ...], np.ndarray | None] = {}
+        self._index: dict[tuple[int, ...], np.ndarray] = {}
 
     @classmethod
     def open(cls, path: Path) -> ShardReader | None:

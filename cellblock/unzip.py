@@ -219,7 +219,8 @@ def extract_zips(
     """
     out, total = Path(out), {"extracted": 0, "skipped": 0, "bytes": 0}
     with ExitStack() as stack:
-        opened, missing, paths = [], list(wanted or []), []
+        opened, missing = [], list(wanted or [])
+        paths: list[str] = []
         for source, strip in sources:
             zf, name, read_ahead = stack.enter_context(open_zip(source))
             plan, miss, rels = plan_members(zf, out, strip, wanted, name)

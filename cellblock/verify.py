@@ -78,7 +78,7 @@ def _check_row(job: RowCheck) -> list[str]:
                 problems.append(f"{job.dataset}: plate {key} well {well} site {site} differs "
                                 f"from {job.v1_plate}")  # fmt: skip
             continue
-        if job.folder is None:
+        if job.folder is None or job.geometry is None:  # (the geometry comes with the folder)
             continue
         g = job.geometry
         for ch in range(g.n_channels):

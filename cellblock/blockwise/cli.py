@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from cellblock.argtypes import comma_list, key_values
 from cellblock.blockwise.plan import SPLITS, Plan, make_plan
 from cellblock.errors import UserError
 from cellblock.inference import TTA
@@ -15,7 +16,10 @@ __all__ = ["blockwise_main", "scan_main"]
 
 
 def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return comma_list(text, what="")
+    except UserError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
 
 
 def _parser(blockwise: bool) -> argparse.ArgumentParser:
@@ -131,10 +135,4 @@ def scan_main(argv: Sequence[str] | None = None) -> int:
 
 def _plain_options(items: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` launcher options as strings (``time=1:00:00`` must stay a string)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--cluster-option {item!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
+    return key_values(items, what="--cluster-option")

@@ -30,12 +30,11 @@ from cellblock.blockwise.plan import Plan
 from cellblock.blockwise.report import RunSummary, read_block_lines, read_failures
 from cellblock.blockwise.task import done_count, make_task, run_task, tracking_path
 from cellblock.errors import UserError
-from cellblock.setup_cli import PROJECT_ROOT
+from cellblock.paths import PROJECT_ROOT, SIF_ENV
 
 __all__ = ["LaunchOptions", "predict_blockwise", "worker_argv"]
 
 log = logging.getLogger(__name__)
-SIF_ENV = "CELLBLOCK_SIF"  # as cellblock.cluster.container (not imported: it loads submitit)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ class BlockGrid:
     @property
     def grid_shape(self) -> tuple[int, int, int]:
         """Blocks along each axis (the last ones may be cut by the bounding box)."""
-        return tuple(math.ceil(e / b) for e, b in zip(self.extent, self.block, strict=True))
+        z, y, x = (math.ceil(e / b) for e, b in zip(self.extent, self.block, strict=True))
+        return z, y, x
 
     @property
     def n_sites(self) -> int:
@@ -155,7 +156,7 @@ class BlockGrid:
     def from_json(cls, obj: dict[str, Any]) -> BlockGrid:
         return cls(
             tuple(obj["plates"]),
-            {k: tuple(tuple(int(x) for x in w) for w in v) for k, v in obj["wells"].items()},
+            {k: tuple((int(r), int(c), int(s)) for r, c, s in v) for k, v in obj["wells"].items()},
             tuple(obj["origin"]),
             tuple(obj["extent"]),
             tuple(obj["block"]),

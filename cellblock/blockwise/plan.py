@@ -24,6 +24,7 @@ from cellblock.atomic import atomic_write_text
 from cellblock.blockwise.geometry import BlockGrid
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
+from cellblock.paths import PROJECT_ROOT
 from cellblock.predictions import PredictionInfo, store_path
 
 __all__ = ["SPLITS", "Plan", "find_setup", "make_plan", "select_sites"]
@@ -82,8 +83,6 @@ def find_setup(run: Path, setup: str | Path | None = None) -> tuple[str, Path | 
             ``setup`` in the run's ``run.json``, else the longest tail of the run's
             path (less ``ch*``/``fold_*`` parts) naming a folder of ``02_train``.
     """
-    from cellblock.setup_cli import PROJECT_ROOT  # (imports torch: not at module level)
-
     train = PROJECT_ROOT / "02_train"
     if setup is not None:
         folder = Path(setup) if Path(setup).is_dir() else train / str(setup)

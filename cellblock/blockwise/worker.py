@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cellblock.argtypes import comma_list, key_value
 from cellblock.atomic import atomic_write_text
 from cellblock.blockwise.launcher import WORKER_LOG_ENV
 from cellblock.blockwise.plan import Plan
@@ -72,8 +73,8 @@ class Fault:
         """Parse ``CELLBLOCK_PREDICT_FAULT``; a malformed directive is a UserError."""
         text = environ.get(FAULT_ENV, "").strip()
         at_start, wells, sleep = False, set(), 0.0
-        for item in filter(None, (t.strip() for t in text.split(","))):
-            key, _, value = item.partition("=")
+        for item in comma_list(text, what=FAULT_ENV):
+            key, value = key_value(item, what=FAULT_ENV, bare=True)
             if key == "start" and not value:
                 at_start = True
             elif key == "well" and value.count("/") == 2:

@@ -24,13 +24,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cellblock.errors import UserError
+from cellblock.paths import SIF_ENV
 
 __all__ = ["RUNTIMES", "RUNTIME_ENV", "SIF_ENV", "bind_list", "find_runtime", "python_command",
            "resolve_sif", "wrap"]  # fmt: skip
 
 RUNTIMES = ("apptainer", "singularity")
 RUNTIME_ENV = "CELLBLOCK_APPTAINER"
-SIF_ENV = "CELLBLOCK_SIF"
 
 
 def find_runtime() -> str:

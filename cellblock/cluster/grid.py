@@ -18,13 +18,12 @@ Submitting again resumes: runs already at the target iteration are skipped, the 
 continue from their latest checkpoint.
 
 Stages: ``--init-from`` starts new runs from another run's or grid's weights
-(``grid_init``).
+(``grid_init``); reading a grid folder (``grid_files``) is below both.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -33,9 +32,11 @@ from typing import Any
 
 from cellblock.atomic import atomic_write_text
 from cellblock.cluster.grid_axes import channels_name, parse_channel_sets, parse_folds
+from cellblock.cluster.grid_files import MANIFEST, latest_iteration, load_manifest
 from cellblock.cluster.grid_init import init_checkpoints
 from cellblock.cluster.train_task import TrainSpec
 from cellblock.errors import UserError
+from cellblock.paths import PROJECT_ROOT
 
 __all__ = [
     "GridRun",
@@ -47,16 +48,6 @@ __all__ = [
     "save_manifest",
     "setup_folder",
 ]
-
-MANIFEST = "grid.json"
-_CKPT = re.compile(r"checkpoint_(\d+)\.pt$")
-
-
-def latest_iteration(run_dir: Path) -> int:
-    """Iteration of the latest checkpoint in ``run_dir`` (0 if none), from file names."""
-    found = [int(m.group(1)) for p in (Path(run_dir) / "checkpoints").glob("checkpoint_*.pt")
-             if (m := _CKPT.search(p.name))]  # fmt: skip
-    return max(found, default=0)
 
 
 @dataclass(frozen=True)
@@ -142,20 +133,6 @@ class TrainGrid:
         }  # fmt: skip
 
 
-def load_manifest(out: Path) -> dict[str, Any]:
-    """``out/grid.json`` (raises ``UserError`` if the folder has none)."""
-    path = Path(out) / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such grid (submit one first)") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable grid manifest ({e})") from None
-    if not isinstance(data, dict) or "runs" not in data:
-        raise UserError(f"{path}: not a grid manifest (no 'runs')")
-    return data
-
-
 def save_manifest(grid: TrainGrid, submission: dict[str, Any] | None = None) -> None:
     """Write ``grid.json``: the grid as it is now, earlier submissions, and ``submission``."""
     path = grid.out / MANIFEST
@@ -177,8 +154,6 @@ def new_job_folder(out: Path) -> Path:
 
 def setup_folder(setup: str | Path) -> Path:
     """The setup folder as given (relative to here), else relative to the project."""
-    from cellblock.setup_cli import PROJECT_ROOT
-
     for candidate in (Path(setup), PROJECT_ROOT / setup):
         if (candidate / "config.yaml").is_file():
             return candidate.resolve()
@@ -187,7 +162,7 @@ def setup_folder(setup: str | Path) -> Path:
 
 def default_out(setup_dir: Path) -> Path:
     """``<project>/runs/<dataset>/<setup>``: a setup's default grid folder."""
-    from cellblock.setup_cli import PROJECT_ROOT, setup_name
+    from cellblock.setup_cli import setup_name
 
     return PROJECT_ROOT / "runs" / setup_name(setup_dir)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from cellblock.argtypes import comma_list
 from cellblock.errors import UserError
 
 __all__ = ["channels_name", "parse_channel_sets", "parse_folds"]
@@ -54,8 +55,8 @@ def parse_channel_sets(text: str, n_channels: int) -> list[tuple[int, ...]]:
     sets: list[tuple[int, ...]] = []
     for part in text.split(";"):
         try:
-            chans = tuple(int(c) for c in part.split(",") if c.strip())
-        except ValueError:
+            chans = tuple(comma_list(part, what="--channel-sets", type=int))
+        except UserError:
             raise UserError(f"--channel-sets {text!r}: expected all, leave-one-out or e.g. "
                             "'1,2,3;4,5,6'") from None  # fmt: skip
         bad = [c for c in chans if not 1 <= c <= n_channels]

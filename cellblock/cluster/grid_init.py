@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellblock.cluster.grid_axes import channels_name
+from cellblock.cluster.grid_files import MANIFEST, latest_iteration, load_manifest
 from cellblock.errors import UserError
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ def source_checkpoint(source: Path, channels: tuple[int, ...], fold: int) -> Pat
         UserError: No such file or run; no run of the subset (and fold) in a source
             grid; a source grid's run short of that grid's iterations.
     """
-    from cellblock.cluster.grid import MANIFEST, latest_iteration, load_manifest
     from cellblock.training.checkpoint import resolve_checkpoint
 
     source = Path(source)
@@ -100,8 +100,6 @@ def init_checkpoints(grid: TrainGrid, previous: dict[str, Any]) -> dict[int, str
         UserError: A source that cannot start a run; another ``--init-from`` than the
             one runs of this grid already started from.
     """
-    from cellblock.cluster.grid import latest_iteration
-
     if grid.init_from is None:
         return {}
     before = previous.get("init_from")

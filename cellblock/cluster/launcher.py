@@ -206,7 +206,8 @@ class SlurmLauncher(WorkerLauncher):
         wrapper = self.spec.wrapper
         # The driver decided about the image (--sif, $CELLBLOCK_SIF) and says so with a
         # ContainerWrapper; "" runs natively even where $CELLBLOCK_SIF is set.
-        sif, binds = "", ()
+        sif: str = ""
+        binds: tuple[str, ...] = ()
         if isinstance(wrapper, ContainerWrapper):
             sif, binds = str(wrapper.image), wrapper.binds
         options = dataclasses.replace(self.cluster, sif=sif)

@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from cellblock.argtypes import key_value
 from cellblock.errors import UserError
 
 __all__ = [
@@ -120,10 +121,11 @@ class ClusterOptions:
 
 
 def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}")
-    return key.strip().lstrip("-"), value.strip() if sep else ""
+    try:
+        key, value = key_value(text, what="--sbatch", bare=True)
+    except UserError:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}") from None
+    return key.lstrip("-"), value
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_cluster: str = "slurm") -> None:

@@ -174,7 +174,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         return {"spec": self.spec}  # never the thread or the event of a running attempt
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["spec"])
+        TrainTask.__init__(self, state["spec"])
 
     def __call__(self) -> dict[str, Any]:
         """Train up to ``spec.iterations``; return ``train``'s summary (plus ``run_dir``).

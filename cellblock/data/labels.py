@@ -83,7 +83,7 @@ def read_pseudo_labels(path: Path | str, table: pd.DataFrame) -> pd.DataFrame:
     if extra:
         raise UserError(f"{path}: unexpected column(s) {extra}; need id_code,sirna[,confidence]")
 
-    def bad(column: str, i: int, why: str) -> UserError:
+    def bad(column: str, i: int | np.integer, why: str) -> UserError:
         # i is 0-based over data rows; line 1 is the header
         return UserError(f"{path}: column {column!r}, line {i + 2}: {why}")
 

@@ -11,6 +11,7 @@ small model's training step (``scripts/bench/train.py``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def make_loader(
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    extra = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
+    extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -156,8 +156,8 @@ class Normalizer:
         if missing := sorted(pairs - set(slot)):
             raise ValueError(f"no statistics prepared for plates {missing}")
         plate_of = np.zeros(int(table.index.max()) + 1 if len(table) else 0, np.int64)
-        pairs = zip(table["experiment"].astype(str), table["plate"].astype(int), strict=True)
-        plate_of[table.index.to_numpy()] = [slot[key] for key in pairs]
+        rows = zip(table["experiment"].astype(str), table["plate"].astype(int), strict=True)
+        plate_of[table.index.to_numpy()] = [slot[key] for key in rows]
         mean = np.stack([self._table[k][0][:, 0, 0] for k in keys])
         std = np.stack([self._table[k][1][:, 0, 0] for k in keys])
         return BatchNormalizer(plate_of, mean, std, self.min_std)
@@ -175,6 +175,10 @@ class BatchNormalizer(nn.Module):
         std: ``(plates, C)`` channel stds per slot (floored already).
         min_std: Floor on the per-image std.
     """
+
+    plate_of: torch.Tensor  # the buffers (when not per_image)
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, plate_of, mean, std, min_std: float):
         super().__init__()

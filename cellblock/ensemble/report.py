@@ -92,7 +92,7 @@ def plot_accuracy(accuracy: dict[str, Any], by: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _plate_categories(part: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
+def _plate_categories(part: pd.DataFrame, shape: tuple[int, ...]) -> np.ndarray:
     grid = np.zeros(shape, dtype=np.int64)
     for r in part.itertuples():
         if r.well_type != "treatment":
@@ -106,7 +106,7 @@ def _plate_categories(part: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
     return grid
 
 
-def plot_plate_maps(wells: pd.DataFrame, shape: tuple[int, int], path: Path) -> Path:
+def plot_plate_maps(wells: pd.DataFrame, shape: tuple[int, ...], path: Path) -> Path:
     """Every plate in plate layout; wells coloured by correctness (or confidence).
 
     Args:

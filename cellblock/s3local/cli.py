@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "start":
             server = start(args.dir, port=args.port, timeout=args.timeout)
         elif args.command == "status":
-            server = status(args.dir)
-            if server is None:
+            found = status(args.dir)
+            if found is None:
                 print(f"error: no local S3 server running in {args.dir}", file=sys.stderr)
                 return 1
+            server = found
         else:
             if not stop(args.dir, timeout=args.timeout):
                 log.info("no local S3 server was running in %s", args.dir)

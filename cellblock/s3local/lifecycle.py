@@ -141,7 +141,7 @@ def stop(state_dir: Path, timeout: float = 10.0) -> bool:
     socket_ports = {p for p in recorded.values() if isinstance(p, int)}
     pid = info.get("pid")
     running = process.is_our_server(pid, state_dir)
-    if running:
+    if running and isinstance(pid, int):  # (is_our_server: only a positive int is one)
         t0 = time.monotonic()
         socket_ports |= process.terminate(pid, timeout)
         log.info("stopped local S3 (pid %d) in %.1f s", pid, time.monotonic() - t0)

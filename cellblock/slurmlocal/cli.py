@@ -62,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.dir, timeout=args.timeout, cpus=args.cpus, memory_mb=args.memory_mb
             )
         elif args.command == "status":
-            cluster = status(args.dir)
-            if cluster is None:
+            found = status(args.dir)
+            if found is None:
                 print(f"error: no local SLURM cluster running in {args.dir}", file=sys.stderr)
                 return 1
+            cluster = found
             _describe(args.dir)
         else:
             if not stop(args.dir, timeout=args.timeout):

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from cellblock.slurmlocal import config, daemons, ports, ready
 from cellblock.slurmlocal.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
@@ -206,8 +207,8 @@ def stop(state_dir: Path, timeout: float = 15.0) -> bool:
     """
     layout = Layout(Path(state_dir).resolve())
     info = _read_record(layout) or {}
-    recorded = info.get("pids") if isinstance(info.get("pids"), dict) else {}
-    alive = {d: recorded.get(d) for d in DAEMONS if daemons.is_ours(recorded.get(d), layout, d)}
+    recorded: dict[str, Any] = info["pids"] if isinstance(info.get("pids"), dict) else {}
+    alive = {d: recorded[d] for d in DAEMONS if daemons.is_ours(recorded.get(d), layout, d)}
     if "slurmctld" in alive and "slurmd" in alive:
         try:
             _cancel_jobs(layout, timeout)

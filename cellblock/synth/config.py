@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from cellblock.errors import ConfigError
 
@@ -121,7 +122,7 @@ class SynthConfig:
             out.update(names[len(names) - n_test :])
         return out
 
-    def replace(self, **changes: object) -> SynthConfig:
+    def replace(self, **changes: Any) -> SynthConfig:
         """A copy with ``changes``; unknown keys raise ValueError naming them."""
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)

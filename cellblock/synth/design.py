@@ -40,6 +40,11 @@ __all__ = ["Design", "PlateDesign", "keyed_rng"]
 _GLOBAL, _EXPERIMENT, _PLATE, _SITE, _RELATIONS = 0, 1, 2, 3, 4
 
 
+def _triple(values: np.ndarray) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return a, b, c
+
+
 def keyed_rng(seed: int, *key: int) -> np.random.Generator:
     """An independent random stream for ``key`` under ``seed``."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(key)))
@@ -227,7 +232,7 @@ class Design:
             wells=dict(sorted(wells.items(), key=lambda kv: self.plate_format.well_index(kv[0]))),
             gain=exp_gain * np.exp(rng.normal(0.0, 0.2 * strength, 6)),
             offset=rng.uniform(2.0, 2.0 + 14.0 * strength, 6),
-            illumination=tuple(float(v) for v in rng.normal(0.0, 0.15 * strength, 3)),
+            illumination=_triple(rng.normal(0.0, 0.15 * strength, 3)),
             noise=float(0.15 + 0.35 * strength * rng.uniform(0.5, 1.5)),
             morph_drift=morph_drift,
         )

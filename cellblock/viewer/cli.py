@@ -10,6 +10,7 @@ from pathlib import Path
 
 import neuroglancer
 
+from cellblock.argtypes import comma_list
 from cellblock.dataset import PackedDataset
 from cellblock.training.snapshots import read_snapshot
 from cellblock.viewer import server
@@ -182,7 +183,7 @@ def view_data_main(argv: Sequence[str] | None = None) -> int:
 def _serve_fields(args: argparse.Namespace, packed: PackedDataset, experiment: str, plate: int
                   ) -> int:  # fmt: skip
     """``--serve``: the dataset folder over HTTP, a viewer of its ``zarr3://`` fields."""
-    wells = [w.strip() for w in args.wells.split(",")] if args.wells else None
+    wells = comma_list(args.wells, what="--wells") or None
     data = DataServer(args.data, args.bind).start()
     try:
         viewer = _viewer(args)

@@ -140,7 +140,7 @@ class DataServer(ThreadingHTTPServer):
     def url(self) -> str:
         """``http://host:port`` of the server."""
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def add(self, path: str, data: bytes, kind: str = "application/json") -> str:
         """Serve ``data`` at ``path`` (e.g. ``/cellblock/state.json``); return its URL."""

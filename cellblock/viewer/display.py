@@ -67,7 +67,8 @@ class ChannelDisplay:
     def rgb(self) -> tuple[float, float, float]:
         """The colour as three floats in [0, 1]."""
         value = self.color.lstrip("#")
-        return tuple(int(value[i : i + 2], 16) / 255 for i in (0, 2, 4))
+        r, g, b = (int(value[i : i + 2], 16) / 255 for i in (0, 2, 4))
+        return r, g, b
 
     @property
     def ident(self) -> str:

@@ -175,7 +175,7 @@ def calls_layer(
     notes = []
     for call in calls.itertuples(index=False):
         true = "unknown" if call.true == UNKNOWN else str(call.true)
-        props = [int(call.predicted), int(call.true), CORRECT[call.correct]]
+        props: list[float] = [int(call.predicted), int(call.true), CORRECT[call.correct]]
         confidence = ""
         if with_confidence:
             value = -1.0 if np.isnan(call.confidence) else float(call.confidence)

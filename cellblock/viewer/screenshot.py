@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import neuroglancer
 import neuroglancer.webdriver
@@ -114,7 +115,12 @@ class Browser:
     def _request(self, viewer: neuroglancer.Viewer, what: str, deadline: float):
         """One screenshot reply from the browser, within the deadline."""
         done, reply = threading.Event(), []
-        viewer.async_screenshot(lambda s: (reply.append(s), done.set()))
+
+        def on_reply(s: Any) -> None:
+            reply.append(s)
+            done.set()
+
+        viewer.async_screenshot(on_reply)
         if not done.wait(max(0.0, deadline - time.monotonic())):
             raise UserError(f"the headless browser did not {what} within {self.timeout:.0f} s")
         return reply[0]

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cellblock.argtypes import comma_list
 from cellblock.cli import parse_overrides, run
 from cellblock.config import SetupConfig, load_setup_config
 from cellblock.data import BatchAugment, BatchNormalizer
@@ -266,7 +267,7 @@ def main() -> int:
     a = p.parse_args()
     if not (a.data / "metadata.parquet").is_file():
         raise UserError(f"--data {a.data}: not a packed dataset (run `make demo` first)")
-    threads = [int(t) for t in a.threads.split(",")]
+    threads = comma_list(a.threads, what="--threads", type=int)
     cpus = [loader_vs_memory(a.setup.resolve(), a.data, a.steps, a.rounds, a.set, n)
             for n in dict.fromkeys(threads)]  # fmt: skip
     gpu = None
