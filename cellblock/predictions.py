@@ -243,14 +243,6 @@ def _plate_keys(root: zarr.Group) -> list[str]:
     return sorted(f"{e}/{p}" for e, group in root.groups() for p in group.group_keys())
 
 
-def _array(root: zarr.Group, key: str, name: str, store: Path) -> zarr.Array:
-    """The array ``key/name`` of the store (a group there is a damaged store)."""
-    node = root[f"{key}/{name}"]
-    if not isinstance(node, zarr.Array):
-        raise CorruptDataError(f"{store}: plate {key}: {name} is a group, not an array")
-    return node
-
-
 def read_sites(
     pred: Path | str, table: pd.DataFrame
 ) -> tuple[PredictionInfo, np.ndarray, np.ndarray]:
@@ -279,10 +271,8 @@ def read_sites(
             raise UserError(f"{path}: no predictions for plate {key} (have {have})")
         where = positions[table.index.get_indexer(part.index)]
         r, c, s = (part[k].to_numpy() for k in ("row", "col", "site"))
-        logits[where] = _read_array(_array(root, key, "logits", path), path, key)[r, c, s - 1]
-        embeddings[where] = _read_array(_array(root, key, "embeddings", path), path, key)[
-            r, c, s - 1
-        ]
+        logits[where] = _read_array(root, key, "logits", path)[r, c, s - 1]
+        embeddings[where] = _read_array(root, key, "embeddings", path)[r, c, s - 1]
         missing = np.isnan(logits[where]).any(axis=1)
         if missing.any():
             first = part.iloc[int(np.argmax(missing))]
@@ -293,13 +283,16 @@ def read_sites(
     return info, logits, embeddings
 
 
-def _read_array(array: zarr.Array, store: Path, key: str) -> np.ndarray:
-    """All of one plate's ``logits`` or ``embeddings``, checksums verified.
+def _read_array(root: zarr.Group, key: str, name: str, store: Path) -> np.ndarray:
+    """All of one plate's ``logits`` or ``embeddings`` (``name``), checksums verified.
 
     Raises:
         CorruptDataError: A chunk fails its crc32c checksum or does not decode; names the
-            store, plate, array and well.
+            store, plate, array and well (a group in the array's place too).
     """
+    array = root[f"{key}/{name}"]
+    if not isinstance(array, zarr.Array):
+        raise CorruptDataError(f"{store}: plate {key}: {name} is a group, not an array")
     if not any(isinstance(c, Crc32cCodec) for c in getattr(array.metadata, "codecs", ())):
         _warn_unverified(store)
     try:
