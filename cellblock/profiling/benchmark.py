@@ -222,7 +222,7 @@ def run_benchmark(
         models.append({"name": name, "input": str(path), "align": how, "n_wells": len(table),
                        "profile_dim": features.shape[1], **scores})  # fmt: skip
         log.info("benchmark %s: %s", name, benchreport.headline(models[-1]))
-    bench = {
+    bench: dict[str, Any] = {
         "dataset": str(packed.path.resolve()),
         "split": split,
         "relationships": str(relationships) if relationships else None,

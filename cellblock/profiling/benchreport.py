@@ -169,7 +169,7 @@ def plot_polar(bench: dict[str, Any], path: Path) -> Path:
     for model in bench["models"]:
         scores = axis_scores(model)
         measured |= {a for a in AXES if scores[a] is not None}
-        values = [0.0 if scores[a] is None else scores[a] for a in AXES]
+        values = [0.0 if (score := scores[a]) is None else score for a in AXES]
         ax.plot(closed, values + values[:1], linewidth=1.8, label=model["name"])
         ax.fill(closed, values + values[:1], alpha=0.12)
     labels = [a.replace(" (", "\n(") + ("" if a in measured else "\n(not measured)") for a in AXES]

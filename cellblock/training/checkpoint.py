@@ -29,7 +29,7 @@ import re
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -89,7 +89,10 @@ def code_version() -> str:
 
 def get_rng_state() -> dict[str, Any]:
     """The global RNG states of torch, numpy and Python, as tensors and plain types."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # the legacy tuple (numpy's stubs also allow the dict of get_state(legacy=False))
+    kind, keys, pos, has_gauss, gauss = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state()
+    )
     version, internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

@@ -66,7 +66,11 @@ def validate(
     """
     training = net.training
     net.eval()
-    losses, hits, hits3, types, wells = [], [], [], [], []
+    losses: list[float] = []
+    hits: list[np.ndarray] = []
+    hits3: list[np.ndarray] = []
+    types: list[str] = []
+    wells: list[str] = []
     try:
         for images, labels, index in batches:
             images = normalize(images.to(device, non_blocking=True), torch.from_numpy(index))

@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ def _rank_state(augment: BatchAugment) -> dict[str, Any]:
     return {"rng": ckpt.get_rng_state(), "augment": augment.state_dict()}
 
 
-def _restore(state: dict[str, Any], parts: tuple, env: DistEnv, path: Path) -> None:
+def _restore(state: dict[str, Any], parts: tuple, env: DistEnv, path: Path | None) -> None:
     """Load model/optimizer/scheduler, and this rank's RNG and augmentation state."""
     net, optimizer, scheduler, augment = parts
     net.load_state_dict(state["model"])
@@ -195,7 +195,9 @@ def train(
     net = build_net(cfg.net)
     if state is None and init_from:
         init_weights(net, init_from, resolved)
-    net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    memory = torch.channels_last if channels_last else torch.preserve_format
+    # torch accepts memory_format (Module.to's typed overloads leave it out)
+    net.to(device, memory_format=memory)  # type: ignore[call-overload]
     augment = BatchAugment(cfg.data.augment, cfg.data.crop, t.seed + env.rank).to(device)
     normalize = data.normalize.to(device)
     optimizer = make_optimizer(net.parameters(), t, env.world_size)
@@ -208,7 +210,7 @@ def train(
             net, device_ids=[device] if cuda else None
         )
     if t.compile:
-        model = torch.compile(model)
+        model = cast(torch.nn.Module, torch.compile(model))  # typed as returning a callable
     classes = tuple(int(c) for c in class_sirnas(cfg.data.label, data.table, cfg.net.num_classes))
 
     log_ = None
