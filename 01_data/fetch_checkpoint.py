@@ -13,6 +13,7 @@ import argparse
 
 from cellblock.catalog import checkpoint_entry, remote_of, select_checkpoint
 from cellblock.cli import run, writing
+from cellblock.paths import Project, add_project_argument
 from cellblock.storage import Remote, download_objects, list_objects, make_client
 
 
@@ -23,9 +24,11 @@ def main() -> None:
     p.add_argument("--out", required=True, help="run folder to create or complete")
     p.add_argument("--endpoint-url", help="override the registry's endpoint")
     p.add_argument("--workers", type=int, default=8, help="parallel downloads")
+    add_project_argument(p)
     args = p.parse_args()
 
-    remote = remote_of(checkpoint_entry(args.setup))
+    registry = Project.locate(args.project, start=__file__).checkpoints
+    remote = remote_of(checkpoint_entry(args.setup, registry))
     if args.endpoint_url:
         remote = Remote(**{**remote.__dict__, "endpoint_url": args.endpoint_url})
     client = make_client(remote, max_connections=args.workers)

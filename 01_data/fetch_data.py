@@ -14,10 +14,11 @@ import argparse
 import time
 
 from cellblock.argtypes import comma_list
-from cellblock.catalog import CATALOG, entry_of, remote_of, select_experiments
+from cellblock.catalog import entry_of, remote_of, select_experiments
 from cellblock.cli import run, writing
 from cellblock.errors import UserError
 from cellblock.https import fetch_archives
+from cellblock.paths import Project, add_project_argument
 from cellblock.storage import Remote, download_objects, list_objects, make_client
 
 
@@ -30,7 +31,9 @@ def main() -> None:
     p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS)")
     p.add_argument("--anonymous", action="store_true", help="unsigned requests (public buckets)")
     p.add_argument("--profile", help="AWS profile for credentials")
-    p.add_argument("--catalog", help="dataset catalog JSON (default: 01_data/datasets.json)")
+    p.add_argument("--catalog", help="dataset catalog JSON (default: the project's "
+                   "01_data/datasets.json)")  # fmt: skip
+    add_project_argument(p)
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--experiments", help="subset: EXP or EXP/PlateN, comma-separated")
     p.add_argument("--workers", type=int, default=16, help="parallel downloads")
@@ -49,7 +52,8 @@ def fetch(args: argparse.Namespace) -> None:
     wanted = comma_list(args.experiments, what="--experiments") or None
     start = time.perf_counter()
     if args.dataset:
-        entry = entry_of(args.dataset, args.catalog or CATALOG)
+        catalog = args.catalog or Project.locate(args.project, start=__file__).catalog
+        entry = entry_of(args.dataset, catalog)
         if entry["kind"] == "https":
             summary = fetch_archives(entry["files"], args.out, wanted)
             print(f"fetched {args.dataset} ({entry['license']}) into {args.out}: {summary}")

@@ -1,5 +1,8 @@
 """Named datasets (``01_data/datasets.json``) and selecting experiments within them.
 
+The catalog files are a project's (``cellblock.paths.Project.catalog`` and
+``.checkpoints``): the commands pass their paths in.
+
 An entry is either an S3 location::
 
     "demo": {"kind": "s3", "bucket": "cellblock-public", "prefix": "demo/raw/",
@@ -20,7 +23,6 @@ from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from cellblock.errors import ConfigError, UserError
-from cellblock.paths import PROJECT_ROOT
 from cellblock.storage import Remote, RemoteObject, relative_key
 
 __all__ = [
@@ -32,13 +34,16 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-CATALOG = PROJECT_ROOT / "01_data" / "datasets.json"
 _KEYS = {"kind", "bucket", "prefix", "endpoint_url", "anonymous", "layout", "license", "files",
          "description", "region"}  # fmt: skip
 
 
-def load_catalog(path: Path = CATALOG) -> dict[str, dict]:
-    """The named datasets; an unknown key in an entry is an error naming it."""
+def load_catalog(path: Path) -> dict[str, dict]:
+    """The named datasets; an unknown key in an entry is an error naming it.
+
+    Args:
+        path: The catalog, e.g. ``Project.catalog`` (``01_data/datasets.json``).
+    """
     try:
         catalog = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
@@ -52,7 +57,13 @@ def load_catalog(path: Path = CATALOG) -> dict[str, dict]:
     return catalog
 
 
-def entry_of(name: str, path: Path = CATALOG) -> dict:
+def entry_of(name: str, path: Path) -> dict:
+    """The catalog entry ``name``.
+
+    Args:
+        name: A dataset name (``--dataset``).
+        path: The catalog (see :func:`load_catalog`).
+    """
     catalog = load_catalog(path)
     if name not in catalog:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(catalog))}")
@@ -129,12 +140,16 @@ def select_experiments(
     return keep
 
 
-CHECKPOINTS = CATALOG.with_name("checkpoints.json")
 _ITERATION = re.compile(r"(\d+)\.(pt|pth|safetensors|ckpt)$")
 
 
-def checkpoint_entry(setup: str, path: Path = CHECKPOINTS) -> dict:
-    """Registry entry of a setup (``02_train/rxrx1/densenet121`` or ``rxrx1/densenet121``)."""
+def checkpoint_entry(setup: str, path: Path) -> dict:
+    """Registry entry of a setup (``02_train/rxrx1/densenet121`` or ``rxrx1/densenet121``).
+
+    Args:
+        setup: The setup (its last two path parts name it).
+        path: The registry, e.g. ``Project.checkpoints`` (``01_data/checkpoints.json``).
+    """
     parts = PurePosixPath(setup.rstrip("/")).parts
     name = "/".join(parts[-2:])
     try:

@@ -11,8 +11,9 @@ it travels with each checkpoint, and ``SetupConfig.from_resolved`` rebuilds the 
 
 File paths (``net.pretrained``, ``data.pseudo_labels``) are made absolute on loading: a
 relative path in config.yaml is relative to the project root (``runs/...`` means the
-project's runs folder wherever the script runs from), one given with ``--set`` relative
-to the working directory, as a shell user expects. ``s3://`` URLs stay as they are.
+project's runs folder wherever the script runs from; the project is an argument, see
+``cellblock.paths.Project``), one given with ``--set`` relative to the working
+directory, as a shell user expects. ``s3://`` URLs stay as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import yaml
 from cellblock.data import DataConfig
 from cellblock.errors import ConfigError
 from cellblock.models import NetConfig
-from cellblock.paths import PROJECT_ROOT
+from cellblock.paths import Project
 from cellblock.training.config import TrainConfig
 
 __all__ = ["SECTIONS", "SetupConfig", "apply_overrides", "load_setup_config", "resolve_config"]
@@ -121,13 +122,17 @@ def resolve_config(raw: dict[str, Any], where: str = "config") -> dict[str, Any]
 
 
 def load_setup_config(
-    path: Path | str, overrides: dict[str, object] | None = None
+    path: Path | str,
+    overrides: dict[str, object] | None = None,
+    project: Project | None = None,
 ) -> dict[str, Any]:
     """Read, override and resolve a setup's ``config.yaml``.
 
     Args:
         path: The ``config.yaml`` (or the setup folder holding it).
         overrides: ``{"section.key": value}``, e.g. from ``--set``.
+        project: The project its relative paths are relative to; None =
+            ``Project.locate(start=path)`` (the checkout holding the setup, ...).
 
     Raises:
         ConfigError: A missing or unreadable file, an unknown section or key (named,
@@ -144,7 +149,8 @@ def load_setup_config(
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections {', '.join(SECTIONS)}")
-    raw = _absolute_paths(raw, PROJECT_ROOT)
+    project = project or Project.locate(start=path)
+    raw = _absolute_paths(raw, project.root)
     overrides = dict(overrides or {})
     for section, key in PATH_KEYS:
         value = overrides.get(f"{section}.{key}")

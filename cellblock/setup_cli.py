@@ -5,9 +5,14 @@ A setup is its ``config.yaml``; its scripts are a few lines each::
     run(lambda: train_main(Path(__file__).parent))
 
 Default run folder: ``<project>/runs/<setup>[/ch<channels>][/fold_<k>]``, where
-``<setup>`` is the setup folder's path under ``02_train`` (e.g. ``synthetic/tiny``),
-whatever the working directory. ``mknet.py`` writes ``net_config.json`` into that run
-folder (the setup folder stays source only); ``train.py`` writes it there too.
+``<setup>`` is the setup folder's path under the project's ``02_train`` (e.g.
+``synthetic/tiny``), or the folder's own name for a setup outside it (a copy in
+``/scratch/me/tiny``: ``runs/tiny``). The project is ``--project``, else as
+``cellblock.paths.Project.locate`` finds it from the setup folder (so a setup in a
+checkout writes to that checkout's ``runs/`` whatever the working directory).
+``mknet.py`` writes ``net_config.json`` into that run folder (the setup folder stays
+source only); ``train.py`` writes it there too, and records the setup folder (absolute)
+in ``run.json``, which is how prediction finds the setup again.
 
 One writer per run folder: ``train.py`` holds ``RUN/train.lock`` (:func:`run_lock`) from
 before it writes anything there until training returns; a second ``train.py`` on the
@@ -31,25 +36,28 @@ from cellblock.cli import parse_overrides, writing
 from cellblock.config import load_setup_config
 from cellblock.errors import ConfigError, UserError
 from cellblock.locks import FolderBusyError, hold
-from cellblock.paths import PROJECT_ROOT
+from cellblock.paths import Project
 
 __all__ = ["default_run_dir", "mknet_main", "run_lock", "train_main"]
 
 log = logging.getLogger(__name__)
 
 
-def setup_name(setup_dir: Path) -> str:
-    """``02_train/synthetic/tiny`` -> ``synthetic/tiny`` (else the folder's own name)."""
-    setup_dir = Path(setup_dir).resolve()
-    try:
-        return setup_dir.relative_to(PROJECT_ROOT / "02_train").as_posix()
-    except ValueError:
-        return setup_dir.name
+def default_run_dir(
+    setup_dir: Path,
+    channels: Sequence[int] | None,
+    fold: int | None,
+    project: Project | None = None,
+) -> Path:
+    """``runs/<setup>[/ch<channels>][/fold_<k>]`` under the project root.
 
-
-def default_run_dir(setup_dir: Path, channels: Sequence[int] | None, fold: int | None) -> Path:
-    """``runs/<setup>[/ch<channels>][/fold_<k>]`` under the project root."""
-    out = PROJECT_ROOT / "runs" / setup_name(setup_dir)
+    Args:
+        setup_dir: The setup folder.
+        channels: The ``--channels`` subset (1-based), if any.
+        fold: The ``--fold``, if any.
+        project: The project; None = ``Project.locate(start=setup_dir)``.
+    """
+    out = (project or Project.locate(start=setup_dir)).setup_runs(setup_dir)
     if channels:
         out = out / ("ch" + "-".join(map(str, channels)))
     if fold is not None:
@@ -97,14 +105,18 @@ def _channels(text: str) -> list[int]:
 def _parser(setup_dir: Path, train: bool) -> argparse.ArgumentParser:
     what = "Train" if train else "Build, summarize and describe (net_config.json) the network of"
     p = argparse.ArgumentParser(
-        description=f"{what} the setup {setup_name(setup_dir)} ({setup_dir / 'config.yaml'}).",
-        epilog="Run folder default: runs/<setup>[/ch<channels>][/fold_<k>] in the project.",
+        description=f"{what} the setup in {setup_dir} ({setup_dir / 'config.yaml'}).",
+        epilog="Run folder default: runs/<setup>[/ch<channels>][/fold_<k>] in the project, "
+        "<setup> being the setup's path under 02_train/ (else its folder's name). The project: "
+        "--project, else $CELLBLOCK_PROJECT, else the checkout holding the setup, else the "
+        "one holding the working directory, else the working directory.",
     )
     if train:
         p.add_argument("iterations", type=int, help="iteration to reach (resumes from RUN)")
         p.add_argument("--data", help="packed dataset (default: the one RUN was trained on)")
         p.add_argument("--init-from", help="run folder or checkpoint: start from its weights")
     p.add_argument("--out", help="run folder (default: see below)")
+    p.add_argument("--project", help="project folder (runs/, relative config paths; see below)")
     p.add_argument("--fold", type=int, help="validation fold (sets data.fold)")
     p.add_argument("--channels", type=_channels, help="1-based subset, e.g. 1,2,3,4,5")
     p.add_argument(
@@ -117,30 +129,45 @@ def _parser(setup_dir: Path, train: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(setup_dir: Path, args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+def _resolve(
+    setup_dir: Path, args: argparse.Namespace, project: Project | None
+) -> tuple[dict[str, Any], Path, Project]:
+    """The resolved config, the run folder and the project of a command line.
+
+    Args:
+        setup_dir: The setup folder.
+        args: The parsed command line.
+        project: The caller's project (``--project`` wins over it); None: located.
+    """
+    if args.project or project is None:
+        project = Project.locate(args.project, start=setup_dir)
     overrides = parse_overrides(args.set)
     if args.fold is not None:
         overrides["data.fold"] = args.fold
     if args.channels:
         overrides["data.channels"] = args.channels
         overrides["net.in_channels"] = len(args.channels)
-    config = load_setup_config(setup_dir / "config.yaml", overrides)
-    run_dir = Path(args.out) if args.out else default_run_dir(setup_dir, args.channels, args.fold)
-    return config, run_dir
+    config = load_setup_config(setup_dir / "config.yaml", overrides, project)
+    run_dir = (Path(args.out) if args.out
+               else default_run_dir(setup_dir, args.channels, args.fold, project))  # fmt: skip
+    return config, run_dir, project
 
 
-def mknet_main(setup_dir: Path | str, argv: Sequence[str] | None = None) -> int:
+def mknet_main(
+    setup_dir: Path | str, argv: Sequence[str] | None = None, project: Project | None = None
+) -> int:
     """``mknet.py``: print the network summary and parameter count, write net_config.json.
 
     Args:
         setup_dir: The setup folder (holding ``config.yaml``).
         argv: Arguments (default: ``sys.argv[1:]``).
+        project: The project (``--project`` wins); None = located from the setup folder.
     """
     from cellblock.models import NetConfig, build_net, net_config_json, net_summary
 
     setup_dir = Path(setup_dir).resolve()
     args = _parser(setup_dir, train=False).parse_args(argv)
-    config, run_dir = _resolve(setup_dir, args)
+    config, run_dir, _ = _resolve(setup_dir, args, project)
     cfg = NetConfig.from_dict(config["net"])
     net = build_net(cfg)
     print(net_summary(net, (cfg.in_channels, cfg.input_size, cfg.input_size)))
@@ -157,6 +184,7 @@ def _train(
     args: argparse.Namespace,
     stop: threading.Event | None,
     setup: str,
+    setup_dir: Path,
 ) -> dict[str, Any]:
     """Write ``net_config.json`` (rank 0) and train; arguments as in :func:`train_main`.
 
@@ -167,6 +195,7 @@ def _train(
         args: The parsed command line (iterations, ``--init-from``).
         stop: See :func:`train_main`.
         setup: The setup's name, for ``run.json``.
+        setup_dir: The setup folder, for ``run.json``.
     """
     from cellblock.models import NetConfig, net_config_json
     from cellblock.training.distributed import DistEnv
@@ -176,11 +205,14 @@ def _train(
         net_json = json.dumps(net_config_json(NetConfig.from_dict(config["net"])), indent=2)
         atomic_write_text(run_dir / "net_config.json", net_json + "\n")
     return train(config, data, run_dir, args.iterations, init_from=args.init_from, stop=stop,
-                 setup=setup)  # fmt: skip
+                 setup=setup, setup_dir=str(setup_dir))  # fmt: skip
 
 
 def train_main(
-    setup_dir: Path | str, argv: Sequence[str] | None = None, stop: threading.Event | None = None
+    setup_dir: Path | str,
+    argv: Sequence[str] | None = None,
+    stop: threading.Event | None = None,
+    project: Project | None = None,
 ) -> int:
     """``train.py N``: train the setup up to iteration N, resuming its run folder.
 
@@ -188,6 +220,7 @@ def train_main(
         setup_dir: The setup folder (holding ``config.yaml``).
         argv: Arguments (default: ``sys.argv[1:]``).
         stop: Checkpoint and return early when set (preemption; see ``training.loop``).
+        project: The project (``--project`` wins); None = located from the setup folder.
 
     Raises:
         FolderBusyError: Another process is writing the run folder (``RUN/train.lock``).
@@ -196,7 +229,7 @@ def train_main(
     args = _parser(setup_dir, train=True).parse_args(argv)
     if args.iterations < 1:
         raise ConfigError(f"iterations: need at least 1, got {args.iterations}")
-    config, run_dir = _resolve(setup_dir, args)
+    config, run_dir, project = _resolve(setup_dir, args, project)
     data = args.data
     if data is None:
         recorded = run_dir / "run.json"
@@ -206,7 +239,7 @@ def train_main(
     if not Path(data).is_dir():
         raise UserError(f"--data {data}: no such packed dataset folder")
     with run_lock(run_dir), writing(run_dir):  # a full disk names the run folder
-        result = _train(config, data, run_dir, args, stop, setup_name(setup_dir))
+        result = _train(config, data, run_dir, args, stop, project.setup_name(setup_dir), setup_dir)
     if result["stopped"]:
         print(f"{run_dir}: stopped at iteration {result['iteration']} (checkpointed)")
     elif result["trained"] == 0:

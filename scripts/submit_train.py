@@ -17,6 +17,7 @@ from cellblock.cli import parse_overrides, run, writing
 from cellblock.cluster import add_arguments, from_args
 from cellblock.cluster.grid import default_out, load_manifest, make_grid, setup_folder
 from cellblock.cluster.grid_jobs import format_status, grid_status, submit_grid
+from cellblock.paths import Project, add_project_argument
 
 
 def _submit_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,7 @@ def _submit_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="slurm: wait for every task and report (local/debug always wait)",
     )
+    add_project_argument(p)
     add_arguments(p)
     return p
 
@@ -63,6 +65,7 @@ def _status_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--setup", help="setup folder (its default grid folder)")
     p.add_argument("--out", help="grid folder")
+    add_project_argument(p)
     return p
 
 
@@ -70,7 +73,8 @@ def status_main(argv: list[str]) -> int:
     args = _status_parser().parse_args(argv)
     if not args.setup and not args.out:
         _status_parser().error("give --setup or --out")
-    out = Path(args.out) if args.out else default_out(setup_folder(args.setup))
+    project = Project.locate(args.project, start=__file__)
+    out = Path(args.out) if args.out else default_out(setup_folder(args.setup, project), project)
     load_manifest(out)  # a clear error if there is no grid
     print(format_status(grid_status(out)))
     return 0
@@ -78,8 +82,10 @@ def status_main(argv: list[str]) -> int:
 
 def submit_main(argv: list[str]) -> int:
     args = _submit_parser().parse_args(argv)
+    project = Project.locate(args.project, start=__file__)
     grid = make_grid(args.setup, args.folds, args.channel_sets, args.data, args.out,
-                     args.iterations, parse_overrides(args.set), args.init_from)  # fmt: skip
+                     args.iterations, parse_overrides(args.set), args.init_from,
+                     project)  # fmt: skip
     with writing(grid.out):  # grid.json, the runs' folders and job files
         submission, results = submit_grid(grid, args.cluster, from_args(args), wait=args.wait)
     if submission is None:

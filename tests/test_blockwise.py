@@ -208,7 +208,7 @@ def test_blockwise_equals_scan_and_reruns_skip(clean_out, scan_out, trained, tin
     logs = sorted(p.name for p in (out / "logs").glob("worker_*.log"))
     assert logs == ["worker_0.log", "worker_1.log"]
     text = _assert_workers_served(out, completed)
-    assert "02_train/synthetic/tiny" in text  # the setup's predict.py is the worker
+    assert "02_train/synthetic/tiny" in text  # the run's setup folder rides along (--setup)
     assert not (Path.cwd() / "daisy_logs").exists()  # daisy's logs go under PRED/logs
     assert (out / "logs" / "daisy").is_dir()
     # a rerun skips every block and changes nothing
@@ -429,9 +429,9 @@ def test_container_wrapper_and_fault_parsing(tmp_path):
     image.write_text("")
     binds = ("/data", "/code", "/data/sub", "/data")
     wrap = ContainerWrapper(str(image), binds, runtime="/usr/bin/apptainer")
-    assert wrap([sys.executable, "predict.py", "--plan", "p.json"]) == [
-        "/usr/bin/apptainer", "exec", "--nv", "-B", "/data,/code", str(image),
-        "python", "predict.py", "--plan", "p.json",
+    worker = ["-m", "cellblock.blockwise.worker", "--plan", "p.json"]
+    assert wrap([sys.executable, *worker]) == [
+        "/usr/bin/apptainer", "exec", "--nv", "-B", "/data,/code", str(image), "python", *worker,
     ]  # fmt: skip
     with pytest.raises(UserError, match="cannot bind /a:b"):
         ContainerWrapper(str(image), ("/a:b",), runtime="apptainer")

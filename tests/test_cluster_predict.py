@@ -159,8 +159,8 @@ def test_cluster_options_and_bad_input(tmp_path):
     with pytest.raises(UserError, match="cpus/gpus"):
         cluster_options({"cpus": "many"})
     assert launcher_class("slurm") is SlurmLauncher
-    spec = WorkerSpec((sys.executable, "predict.py", "--plan", "p.json"), str(tmp_path), ("0",),
-                      {"EXTRA": "1"})  # fmt: skip
+    spec = WorkerSpec((sys.executable, "-m", "cellblock.blockwise.worker", "--plan", "p.json"),
+                      str(tmp_path), ("0",), {"EXTRA": "1"})  # fmt: skip
     launcher = SlurmLauncher(spec, partition="debug", cpus=2)
     assert launcher.command() == list(spec.argv) and launcher.cluster.cpus == 2
     context = daisy.Context(hostname="10.0.0.5", port=7, task_id="predict", worker_id=3)

@@ -278,8 +278,12 @@ def test_blockwise_workers_in_the_image_predict_as_natively(sif, runtime, traine
     started = calls.read_text().splitlines()
     assert len(started) == 2, started  # one container per worker
     for line in started:
-        assert line.startswith(f"exec --nv -B {ROOT},") and f" {sif} python " in line, line
-        assert line.endswith("predict.py --plan " + str(tmp_path / "inside/blockwise/plan.json"))
+        # what the worker reads and writes is bound; the code is the image's own cellblock
+        binds = f"{tiny_packed},{tmp_path / 'inside'},{trained},{ROOT / '02_train/synthetic/tiny'}"
+        assert line.startswith(f"exec --nv -B {binds} ") and f" {sif} python " in line, line
+        plan = tmp_path / "inside/blockwise/plan.json"
+        assert line.endswith(f"python -m cellblock.blockwise.worker --plan {plan} --setup "
+                             f"{ROOT / '02_train/synthetic/tiny'}"), line  # fmt: skip
     native, inside = load(tmp_path / "native"), load(tmp_path / "inside")
     assert native.keys() == inside.keys() and len(native) == 10  # 5 plates
     for key, want in native.items():

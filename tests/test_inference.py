@@ -39,8 +39,8 @@ TRAIN = [
 def train_tiny_run(data: Path, base: Path) -> Path:
     """A 20-iteration synthetic/tiny run on ``data``, trained once per test session.
 
-    It lives in ``base/predict_run/synthetic/tiny``, so its path names its setup (the
-    blockwise driver finds ``02_train/synthetic/tiny/predict.py`` from it).
+    It lives in ``base/predict_run/synthetic/tiny``; its ``run.json`` records the setup
+    folder, ``02_train/synthetic/tiny``, which is how prediction finds the setup.
     """
     run = base / "predict_run" / "synthetic" / "tiny"
     if latest_checkpoint(run) is None:

@@ -10,6 +10,7 @@ import pytest
 from cellblock.catalog import load_catalog, select_experiments
 from cellblock.checksums import Manifest, etag_matches
 from cellblock.errors import ConfigError, UserError
+from cellblock.paths import Project
 from cellblock.storage import RemoteObject, UnsafeKeyError, local_path
 
 
@@ -74,7 +75,7 @@ def test_manifest_round_trip_and_errors(tmp_path):
 
 
 def test_catalog_entries_are_valid(tmp_path):
-    catalog = load_catalog()
+    catalog = load_catalog(Project.locate(start=__file__).catalog)
     assert catalog["demo"]["kind"] == "s3" and catalog["demo"]["anonymous"]
     assert catalog["rxrx1"]["kind"] == "https" and "CC BY-NC-SA" in catalog["rxrx1"]["license"]
     bad = tmp_path / "datasets.json"

@@ -11,6 +11,7 @@ from cellblock.argtypes import comma_list, key_values
 from cellblock.blockwise.plan import SPLITS, Plan, make_plan
 from cellblock.errors import UserError
 from cellblock.inference import TTA
+from cellblock.paths import Project, add_project_argument
 
 __all__ = ["blockwise_main", "scan_main"]
 
@@ -47,7 +48,9 @@ def _parser(blockwise: bool) -> argparse.ArgumentParser:
         help="test-time augmentation: logits and embeddings averaged over transforms",
     )
     p.add_argument("--batch-size", type=int, default=64, help="sites per forward pass")
-    p.add_argument("--setup", help="setup folder or name (default: found from the run)")
+    p.add_argument("--setup", help="setup folder or name under the project's 02_train "
+                   "(default: the one the run's run.json records)")  # fmt: skip
+    add_project_argument(p)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -87,18 +90,28 @@ def _parser(blockwise: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace, block_wells: int | None) -> Plan:
+def _plan(args: argparse.Namespace, block_wells: int | None, project: Project | None) -> Plan:
+    """The plan of a command line; ``--project`` wins over the caller's ``project``."""
+    if args.project or project is None:
+        project = Project.locate(args.project)
     return make_plan(args.run, args.data, args.out, args.iteration, args.split, args.experiments,
-                     args.tta, args.batch_size, block_wells, args.setup)  # fmt: skip
+                     args.tta, args.batch_size, block_wells, args.setup,
+                     project=project)  # fmt: skip
 
 
-def blockwise_main(argv: Sequence[str] | None = None) -> int:
-    """``predict_blockwise.py``: exit 0 only if every block is done."""
+def blockwise_main(argv: Sequence[str] | None = None, project: Project | None = None) -> int:
+    """``predict_blockwise.py``: exit 0 only if every block is done.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+        project: The project the script belongs to (``--project`` wins); None: located
+            from the working directory.
+    """
     from cellblock.blockwise.driver import LaunchOptions, predict_blockwise
 
     launched = time.time()
     args = _parser(blockwise=True).parse_args(argv)
-    plan = _plan(args, args.block_wells)
+    plan = _plan(args, args.block_wells, project)
     opts = LaunchOptions(
         workers=args.workers,
         gpus=tuple(args.gpus) if args.gpus else None,
@@ -120,12 +133,17 @@ def blockwise_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def scan_main(argv: Sequence[str] | None = None) -> int:
-    """``predict_scan.py``."""
+def scan_main(argv: Sequence[str] | None = None, project: Project | None = None) -> int:
+    """``predict_scan.py``.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+        project: As for :func:`blockwise_main`.
+    """
     from cellblock.blockwise.scan import predict_scan
 
     args = _parser(blockwise=False).parse_args(argv)
-    result = predict_scan(_plan(args, None), args.overwrite, args.device)
+    result = predict_scan(_plan(args, None, project), args.overwrite, args.device)
     busy = result.sites / result.busy_s if result.busy_s > 0 else 0.0
     print(f"sites: {result.sites} in {result.seconds:.1f} s ({result.sites_per_s:.1f} img/s, "
           f"{busy:.1f} img/s while predicting: {result.busy_s:.2f} s, {result.cpu_s:.2f} CPU s)"

@@ -30,7 +30,7 @@ from cellblock.blockwise.plan import Plan
 from cellblock.blockwise.report import RunSummary, read_block_lines, read_failures
 from cellblock.blockwise.task import done_count, make_task, run_task, tracking_path
 from cellblock.errors import UserError
-from cellblock.paths import PROJECT_ROOT, SIF_ENV
+from cellblock.paths import SIF_ENV
 
 __all__ = ["LaunchOptions", "predict_blockwise", "worker_argv"]
 
@@ -85,11 +85,17 @@ def _gpus(opts: LaunchOptions) -> tuple[str, ...]:
 
 
 def worker_argv(plan: Plan, plan_path: Path) -> tuple[str, ...]:
-    """The worker command: the setup's ``predict.py``, else the generic entry point."""
-    script = Path(plan.setup_dir) / "predict.py" if plan.setup_dir else None
-    if script is not None and script.is_file():
-        return (sys.executable, str(script), "--plan", str(plan_path))
-    return (sys.executable, "-m", "cellblock.blockwise.worker", "--plan", str(plan_path))
+    """The worker command: ``python -m cellblock.blockwise.worker --plan P [--setup DIR]``.
+
+    The library's own module, whichever way it is installed (a checkout, a wheel, the
+    container image's copy); the setup folder, when the run names one, rides along.
+
+    Args:
+        plan: The plan (its ``setup_dir``).
+        plan_path: Where the plan is saved (``PRED/blockwise/plan.json``).
+    """
+    setup = ("--setup", plan.setup_dir) if plan.setup_dir else ()
+    return (sys.executable, "-m", "cellblock.blockwise.worker", "--plan", str(plan_path), *setup)
 
 
 def _cpu_threads(workers: int) -> int:
@@ -120,7 +126,8 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
         raise UserError(f"--workers must be at least 1, got {workers}")
     wrapper = None
     if opts.sif or (opts.sif is None and os.environ.get(SIF_ENV)):
-        binds = (str(PROJECT_ROOT), plan.dataset, plan.out, plan.run)
+        # what the worker reads and writes; the code is the image's own cellblock
+        binds = tuple(p for p in (plan.dataset, plan.out, plan.run, plan.setup_dir) if p)
         wrapper = ContainerWrapper(opts.sif, binds)
     if not gpus and opts.cluster == "local":  # SLURM workers: OMP_NUM_THREADS = their cpus
         plan = dataclasses.replace(plan, cpu_threads=plan.cpu_threads or _cpu_threads(workers))

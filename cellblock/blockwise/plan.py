@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,13 +23,12 @@ from cellblock.atomic import atomic_write_text
 from cellblock.blockwise.geometry import BlockGrid
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.paths import PROJECT_ROOT
+from cellblock.paths import Project
 from cellblock.predictions import PredictionInfo, store_path
 
 __all__ = ["SPLITS", "Plan", "find_setup", "make_plan", "select_sites"]
 
 SPLITS = ("test", "train", "all")
-_VARIANT = re.compile(r"^(ch[\d-]+|fold_\d+)$")  # run-folder suffixes setup_cli adds
 
 
 def select_sites(
@@ -74,37 +72,42 @@ def select_sites(
     return chosen
 
 
-def find_setup(run: Path, setup: str | Path | None = None) -> tuple[str, Path | None]:
+def find_setup(
+    run: Path, setup: str | Path | None = None, project: Project | None = None
+) -> tuple[str, Path | None]:
     """The setup a run was trained from: its name and folder (None if not found).
+
+    Found from what the run records, never from the run folder's path: ``train.py``
+    writes the setup folder (absolute) into ``run.json`` as ``setup_dir``. A run
+    without it (trained before it was recorded), or whose recorded folder is gone (a
+    run copied or fetched from elsewhere), falls back to ``run.json``'s ``setup`` name
+    under the project's ``02_train``; else the setup is unknown (named after the run
+    folder) and ``--setup`` names it.
 
     Args:
         run: The run folder.
-        setup: ``--setup``: a setup folder, or its name under ``02_train``; None =
-            ``setup`` in the run's ``run.json``, else the longest tail of the run's
-            path (less ``ch*``/``fold_*`` parts) naming a folder of ``02_train``.
+        setup: ``--setup``: a setup folder, or its name under the project's ``02_train``;
+            None = from ``run.json`` as above.
+        project: The project; None = ``Project.locate()`` (from the working directory).
+
+    Raises:
+        UserError: ``--setup`` is not a setup folder (no config.yaml).
     """
-    train = PROJECT_ROOT / "02_train"
+    project = project or Project.locate()
     if setup is not None:
-        folder = Path(setup) if Path(setup).is_dir() else train / str(setup)
+        folder = Path(setup) if Path(setup).is_dir() else project.train_dir / str(setup)
         if not (folder / "config.yaml").is_file():
             raise UserError(f"--setup {setup}: not a setup folder (no config.yaml)")
         folder = folder.resolve()
-        try:
-            return folder.relative_to(train).as_posix(), folder
-        except ValueError:
-            return folder.name, folder
+        return project.setup_name(folder), folder
     recorded = run / "run.json"
-    if recorded.is_file():
-        name = json.loads(recorded.read_text()).get("setup")
-        if isinstance(name, str) and (train / name / "config.yaml").is_file():
-            return name, train / name
-    parts = list(run.resolve().parts)[1:]  # [0] is the root: names are relative
-    while parts and _VARIANT.match(parts[-1]):
-        parts.pop()
-    for start in range(len(parts)):
-        name = "/".join(parts[start:])
-        if name and (train / name / "config.yaml").is_file():
-            return name, train / name
+    info = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    name, where = info.get("setup"), info.get("setup_dir")
+    if isinstance(where, str) and (Path(where) / "config.yaml").is_file():
+        folder = Path(where).resolve()
+        return (name if isinstance(name, str) and name else folder.name), folder
+    if isinstance(name, str) and name and (project.train_dir / name / "config.yaml").is_file():
+        return name, (project.train_dir / name).resolve()
     return run.resolve().name, None
 
 
@@ -118,7 +121,7 @@ class Plan:
         checkpoint: The checkpoint file.
         iteration: Its iteration.
         setup: Setup name (e.g. ``synthetic/tiny``).
-        setup_dir: The setup folder (its ``predict.py`` is the worker), or None.
+        setup_dir: The setup folder (the worker's ``--setup``), or None.
         dataset: The packed dataset.
         out: ``PRED``: the store, ``logs/`` and ``blockwise/`` live here.
         tta: TTA mode.
@@ -186,6 +189,7 @@ def make_plan(
     block_wells: int | None = None,
     setup: str | None = None,
     cpu_threads: int | None = None,
+    project: Project | None = None,
 ) -> Plan:
     """Validate the inputs of a prediction and describe it; nothing is written.
 
@@ -201,6 +205,8 @@ def make_plan(
         block_wells: Wells per block (None: one plate row).
         setup: ``--setup`` (see ``find_setup``).
         cpu_threads: torch threads per CPU worker.
+        project: The project ``--setup`` names and old runs' setups are found in
+            (see ``find_setup``).
 
     Raises:
         UserError: Any input that would make a worker fail, named.
@@ -223,7 +229,7 @@ def make_plan(
     tta_transforms(tta, packed.info.image_size)
     table = select_sites(packed, split, experiments)
     grid = BlockGrid.from_table(table, block_wells)
-    setup_name, setup_dir = find_setup(run_dir, setup)
+    setup_name, setup_dir = find_setup(run_dir, setup, project)
     info = PredictionInfo(
         setup=setup_name,
         run=str(run_dir.resolve()),

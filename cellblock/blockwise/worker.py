@@ -1,4 +1,5 @@
-"""The prediction worker: ``02_train/<setup>/predict.py --plan PRED/blockwise/plan.json``.
+"""The prediction worker: ``python -m cellblock.blockwise.worker --plan PRED/blockwise/plan.json
+[--setup SETUP_DIR]``, started by the driver (natively, in a SLURM job, in the image).
 
 A persistent daisy worker: it loads the checkpoint once, then loops on
 ``acquire_block``: read the block's wells from the packed dataset, predict them
@@ -34,7 +35,6 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cellblock.argtypes import comma_list, key_value
@@ -189,26 +189,28 @@ def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int)
                  ",".join(names), n_sites, seconds)  # fmt: skip
 
 
-def worker_main(setup_dir: Path | str | None = None, argv: Sequence[str] | None = None) -> int:
-    """``predict.py --plan PLAN``: one persistent prediction worker (started by the driver).
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """``--plan PLAN [--setup DIR]``: one persistent prediction worker (started by the driver).
 
     Args:
-        setup_dir: The setup folder this entry point belongs to (logged; the plan
-            names the checkpoint and everything else).
         argv: Arguments (default: ``sys.argv[1:]``).
     """
     parser = argparse.ArgumentParser(
+        prog="python -m cellblock.blockwise.worker",
         description="A daisy worker of 03_predict/predict_blockwise.py (started by it, with "
-        "DAISY_CONTEXT set): loads the checkpoint once and predicts blocks until none are left."
+        "DAISY_CONTEXT set): loads the checkpoint once and predicts blocks until none are left.",
     )
     parser.add_argument("--plan", required=True, help="PRED/blockwise/plan.json")
+    parser.add_argument("--setup", help="the setup folder of the run (logged; the plan names "
+                        "the checkpoint and everything else)")  # fmt: skip
     args = parser.parse_args(argv)
+    setup_dir = args.setup
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     fault = Fault.from_env()
     plan = Plan.load(args.plan)
     log.info("worker pid %d, setup %s (%s), plan %s", os.getpid(), plan.setup,
-             setup_dir or "generic entry point", args.plan)  # fmt: skip
+             setup_dir or "not named", args.plan)  # fmt: skip
     if fault.at_start:
         raise InjectedFaultError(f"injected start fault ({FAULT_ENV})")
 

@@ -36,7 +36,7 @@ from cellblock.cluster.grid_files import MANIFEST, latest_iteration, load_manife
 from cellblock.cluster.grid_init import init_checkpoints
 from cellblock.cluster.train_task import TrainSpec
 from cellblock.errors import UserError
-from cellblock.paths import PROJECT_ROOT
+from cellblock.paths import Project
 
 __all__ = [
     "GridRun",
@@ -83,6 +83,8 @@ class TrainGrid:
             (``grid_init``); None: from the setup's ``net.pretrained``.
         init_checkpoints: Run index -> the checkpoint file that run starts from, as
             ``grid_init.init_checkpoints`` settles it.
+        project: The project (relative config paths, setup names); None: each task
+            locates it from the setup folder.
     """
 
     setup_dir: Path
@@ -94,6 +96,7 @@ class TrainGrid:
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: Path | None = None
     init_checkpoints: dict[int, str] = field(default_factory=dict)
+    project: Project | None = None
 
     def runs(self) -> list[GridRun]:
         """Every run, channel subsets outer, folds inner."""
@@ -110,8 +113,9 @@ class TrainGrid:
             "data.channels": list(run.channels),
             "net.in_channels": len(run.channels),
         }
+        project = str(self.project.root) if self.project else None
         return TrainSpec(str(self.setup_dir), str(self.data), str(run.run_dir), self.iterations,
-                         overrides, self.init_checkpoints.get(run.index))  # fmt: skip
+                         overrides, self.init_checkpoints.get(run.index), project)  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         """The grid part of ``grid.json``."""
@@ -152,19 +156,28 @@ def new_job_folder(out: Path) -> Path:
     return Path(out) / "jobs" / stamp
 
 
-def setup_folder(setup: str | Path) -> Path:
-    """The setup folder as given (relative to here), else relative to the project."""
-    for candidate in (Path(setup), PROJECT_ROOT / setup):
+def setup_folder(setup: str | Path, project: Project | None = None) -> Path:
+    """The setup folder as given (relative to here), else relative to the project.
+
+    Args:
+        setup: ``--setup``.
+        project: The project; None = ``Project.locate()`` (from the working directory).
+    """
+    project = project or Project.locate()
+    for candidate in (Path(setup), project.root / setup):
         if (candidate / "config.yaml").is_file():
             return candidate.resolve()
     raise UserError(f"--setup {setup}: no config.yaml there (expected 02_train/<dataset>/<setup>)")
 
 
-def default_out(setup_dir: Path) -> Path:
-    """``<project>/runs/<dataset>/<setup>``: a setup's default grid folder."""
-    from cellblock.setup_cli import setup_name
+def default_out(setup_dir: Path, project: Project | None = None) -> Path:
+    """``<project>/runs/<dataset>/<setup>``: a setup's default grid folder.
 
-    return PROJECT_ROOT / "runs" / setup_name(setup_dir)
+    Args:
+        setup_dir: The setup folder (outside ``02_train``: ``runs/<its folder name>``).
+        project: The project; None = ``Project.locate(start=setup_dir)``.
+    """
+    return (project or Project.locate(start=setup_dir)).setup_runs(setup_dir)
 
 
 def _n_channels(data: Path) -> int:
@@ -185,6 +198,7 @@ def make_grid(
     iterations: int | None = None,
     overrides: dict[str, Any] | None = None,
     init_from: str | Path | None = None,
+    project: Project | None = None,
 ) -> TrainGrid:
     """A grid from command-line values, with the defaults filled in.
 
@@ -198,6 +212,7 @@ def make_grid(
         iterations: Iteration each run trains to (default: the setup's
             ``train.schedule_iters``).
         overrides: ``--set`` values for every run.
+        project: The project (``--project``); None = located from the setup folder.
         init_from: A run folder, checkpoint or grid whose weights start the runs that
             have no checkpoint yet (default: the one in the grid's ``grid.json``).
 
@@ -207,8 +222,9 @@ def make_grid(
     """
     from cellblock.config import load_setup_config
 
-    setup_dir = setup_folder(setup)
-    out_dir = Path(out).absolute() if out else default_out(setup_dir)
+    setup_dir = setup_folder(setup, project)
+    project = project or Project.locate(start=setup_dir)
+    out_dir = Path(out).absolute() if out else default_out(setup_dir, project)
     previous = load_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {}
     if data is None:
         if "data" not in previous:
@@ -220,8 +236,8 @@ def make_grid(
         raise UserError(f"--data {data}: no such packed dataset folder")
     overrides = dict(overrides or {})
     if iterations is None:
-        iterations = int(load_setup_config(setup_dir / "config.yaml", overrides)["train"]
-                         ["schedule_iters"])  # fmt: skip
+        iterations = int(load_setup_config(setup_dir / "config.yaml", overrides, project)
+                         ["train"]["schedule_iters"])  # fmt: skip
     if iterations < 1:
         raise UserError(f"--iterations: need at least 1, got {iterations}")
     grid = TrainGrid(
@@ -233,5 +249,6 @@ def make_grid(
         channel_sets=tuple(parse_channel_sets(channel_sets, _n_channels(data_dir))),
         overrides=overrides,
         init_from=Path(init_from).absolute() if init_from else None,
+        project=project,
     )
     return replace(grid, init_checkpoints=init_checkpoints(grid, previous))

@@ -48,6 +48,7 @@ from typing import Any
 import submitit
 
 from cellblock.atomic import atomic_write_text
+from cellblock.paths import Project
 from cellblock.setup_cli import run_lock
 
 __all__ = ["TrainSpec", "TrainTask"]
@@ -76,6 +77,8 @@ class TrainSpec:
             channels, ``--set`` values).
         init_from: A run folder or checkpoint whose weights start the run (``train.py
             --init-from``); ignored once the run has a checkpoint of its own.
+        project: The project folder (relative config paths, the setup's name); None =
+            ``Project.locate(start=setup_dir)`` where the task runs.
     """
 
     setup_dir: str
@@ -84,6 +87,11 @@ class TrainSpec:
     iterations: int
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
+    project: str | None = None
+
+    def located(self) -> Project:
+        """The project of this run."""
+        return Project.locate(self.project, start=self.setup_dir)
 
     def argv(self) -> list[str]:
         """The equivalent ``train.py`` command line (for people reading a manifest)."""
@@ -97,7 +105,8 @@ class TrainSpec:
         """The run's resolved config (raises ``ConfigError`` naming a bad key or value)."""
         from cellblock.config import load_setup_config
 
-        return load_setup_config(Path(self.setup_dir) / "config.yaml", dict(self.overrides))
+        return load_setup_config(Path(self.setup_dir) / "config.yaml", dict(self.overrides),
+                                 self.located())  # fmt: skip
 
 
 _fork_hook_installed = False
@@ -202,7 +211,9 @@ class TrainTask(submitit.helpers.Checkpointable):
             def target() -> None:
                 try:
                     box["result"] = train(config, spec.data, run_dir, spec.iterations,
-                                          init_from=spec.init_from, stop=self._stop)  # fmt: skip
+                                          init_from=spec.init_from, stop=self._stop,
+                                          setup=spec.located().setup_name(spec.setup_dir),
+                                          setup_dir=spec.setup_dir)  # fmt: skip
                 except BaseException as e:
                     box["error"] = e
 

@@ -65,11 +65,21 @@ class UnreadableCheckpointError(UserError):
 
 @functools.cache
 def code_version() -> str:
-    """``cellblock`` version, plus the git commit (``+dirty`` if modified) when in a checkout."""
-    root = Path(cellblock.__file__).resolve().parents[1]
+    """``cellblock`` version, plus the git commit (``+dirty`` if modified) when in a checkout.
+
+    The package's own source tree is asked, not the project: the commit is the one the
+    package was imported from when that folder is the top of a git checkout; an
+    installed wheel (site-packages, even inside some checkout) gives the version alone.
+    """
+    source = Path(cellblock.__file__).resolve().parents[1]  # the package's, never the project
     version = cellblock.__version__
     try:
-        git = ["git", "-C", str(root)]
+        git = ["git", "-C", str(source)]
+        top = subprocess.run(
+            [*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
+        )
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != source:
+            return version
         commit = subprocess.run(
             [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         )

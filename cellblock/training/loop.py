@@ -147,6 +147,7 @@ def train(
     init_from: Path | str | None = None,
     stop: threading.Event | None = None,
     setup: str | None = None,
+    setup_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train up to iteration ``iterations``, resuming from ``run_dir``'s latest checkpoint.
 
@@ -165,8 +166,9 @@ def train(
             (with a message) when ``run_dir`` already has checkpoints.
         stop: When set (e.g. by a preemption signal handler), the loop checkpoints the
             iteration it just finished and returns early; a rerun resumes from there.
-        setup: The setup's name (e.g. ``"rxrx1/densenet121"``), recorded in ``run.json``
-            so prediction finds the setup's worker from the run alone.
+        setup: The setup's name (e.g. ``"rxrx1/densenet121"``), recorded in ``run.json``.
+        setup_dir: The setup folder, recorded (absolute) in ``run.json`` as
+            ``setup_dir``: prediction finds the setup from the run alone.
 
     Returns:
         ``{"iteration": reached, "trained": iterations run now, "val": last metrics,
@@ -218,7 +220,8 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         info = {"dataset": str(Path(dataset_path).resolve()), "code_version": ckpt.code_version(),
-                "processes": env.world_size, "setup": setup}  # fmt: skip
+                "processes": env.world_size, "setup": setup,
+                "setup_dir": str(Path(setup_dir).resolve()) if setup_dir else None}  # fmt: skip
         atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
         log_ = RunLog(run_dir, start, t.tensorboard)
 
