@@ -36,7 +36,7 @@ from cellblock.cli import parse_overrides, writing
 from cellblock.config import load_setup_config
 from cellblock.errors import ConfigError, UserError
 from cellblock.locks import FolderBusyError, hold
-from cellblock.paths import Project
+from cellblock.paths import Project, add_project_argument
 
 __all__ = ["default_run_dir", "mknet_main", "run_lock", "train_main"]
 
@@ -107,16 +107,15 @@ def _parser(setup_dir: Path, train: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=f"{what} the setup in {setup_dir} ({setup_dir / 'config.yaml'}).",
         epilog="Run folder default: runs/<setup>[/ch<channels>][/fold_<k>] in the project, "
-        "<setup> being the setup's path under 02_train/ (else its folder's name). The project: "
-        "--project, else $CELLBLOCK_PROJECT, else the checkout holding the setup, else the "
-        "one holding the working directory, else the working directory.",
+        "<setup> being the setup's path under its 02_train/ (else the setup folder's name). "
+        "Relative paths in config.yaml are relative to the project too.",
     )
     if train:
         p.add_argument("iterations", type=int, help="iteration to reach (resumes from RUN)")
         p.add_argument("--data", help="packed dataset (default: the one RUN was trained on)")
         p.add_argument("--init-from", help="run folder or checkpoint: start from its weights")
     p.add_argument("--out", help="run folder (default: see below)")
-    p.add_argument("--project", help="project folder (runs/, relative config paths; see below)")
+    add_project_argument(p)
     p.add_argument("--fold", type=int, help="validation fold (sets data.fold)")
     p.add_argument("--channels", type=_channels, help="1-based subset, e.g. 1,2,3,4,5")
     p.add_argument(

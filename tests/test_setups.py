@@ -45,6 +45,8 @@ def test_every_setup_has_the_same_thin_scripts():
                 ROOT / "02_train/synthetic/tiny" / name
             ).read_text()
         load_setup_config(folder)  # validates
+    for folder in (*(RXRX1 / s for s in SETUPS), ROOT / "02_train/synthetic/tiny"):
+        assert not (folder / "predict.py").exists()  # the worker is cellblock's own module
 
 
 @pytest.mark.parametrize("setup", SETUPS)
