@@ -72,6 +72,13 @@ def test_prediction_finds_the_setup_from_run_json_not_the_path(tmp_path):
     # an older run.json: the name alone
     (run / "run.json").write_text(json.dumps({"dataset": "d", "setup": "synthetic/tiny"}))
     assert find_setup(run, project=project) == ("synthetic/tiny", TINY)
+    # a grid run of before (no setup in run.json): the setup its grid.json records
+    grid_run = tmp_path / "grid" / "ch1-2" / "fold_0"
+    grid_run.mkdir(parents=True)
+    (grid_run / "run.json").write_text(json.dumps({"dataset": "d", "setup": None}))
+    grid = {"setup": str(TINY), "runs": [{"run_dir": "ch1-2/fold_0"}]}
+    (tmp_path / "grid" / "grid.json").write_text(json.dumps(grid))
+    assert find_setup(grid_run, project=project) == ("synthetic/tiny", TINY)
     # nothing recorded: unknown, whatever the run folder's path says
     (run / "run.json").write_text(json.dumps({"dataset": "d", "setup": None}))
     assert find_setup(run, project=project) == ("tiny", None)

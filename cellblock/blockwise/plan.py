@@ -81,7 +81,8 @@ def find_setup(
     writes the setup folder (absolute) into ``run.json`` as ``setup_dir``. A run
     without it (trained before it was recorded), or whose recorded folder is gone (a
     run copied or fetched from elsewhere), falls back to ``run.json``'s ``setup`` name
-    under the project's ``02_train``; else the setup is unknown (named after the run
+    under the project's ``02_train``, then (a grid run of before) to the setup its
+    grid's ``grid.json`` records for it; else the setup is unknown (named after the run
     folder) and ``--setup`` names it.
 
     Args:
@@ -108,7 +109,32 @@ def find_setup(
         return (name if isinstance(name, str) and name else folder.name), folder
     if isinstance(name, str) and name and (project.train_dir / name / "config.yaml").is_file():
         return name, (project.train_dir / name).resolve()
+    in_grid = _grid_setup(run)
+    if in_grid is not None:
+        return project.setup_name(in_grid), in_grid
     return run.resolve().name, None
+
+
+def _grid_setup(run: Path) -> Path | None:
+    """The setup folder the grid holding ``run`` records (``GRID/ch<c>/fold_<k>``), if any.
+
+    Args:
+        run: A run folder, perhaps one of a grid's (``scripts/submit_train.py``).
+    """
+    run = run.resolve()
+    for grid in run.parents[:2]:
+        manifest = grid / "grid.json"  # cellblock.cluster.grid_files.MANIFEST (not imported:
+        if not manifest.is_file():  # that package loads submitit)
+            continue
+        try:
+            recorded = json.loads(manifest.read_text())
+            runs = {r["run_dir"] for r in recorded["runs"]}
+            folder = Path(recorded["setup"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if run.relative_to(grid).as_posix() in runs and (folder / "config.yaml").is_file():
+            return folder.resolve()
+    return None
 
 
 @dataclass(frozen=True)
