@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 SYNTH_ARGS ?=
 export DEMO_DIR SYNTH_ARGS
 
-.PHONY: env system browser demo test lint bench-io bench-fetch bench-train bench-predict bench-write lock clean
+.PHONY: env system browser demo test lint bench-io bench-fetch bench-train bench-predict bench-write bench-science lock clean
 
 env: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ bench-predict: env  ## daisy blockwise vs in-process prediction (after `make dem
 
 bench-write: env  ## storing predicted wells: zarr-python vs the chunk writer, writes scripts/bench/results/write.md
 	$(PY) scripts/bench/write.py
+
+bench-science: env  ## how far the recipe reaches (hours on 2 cores): the difficulty sweep, then the recipes at effect 1.0 / batch 2
+	$(PY) scripts/bench/science.py --work .science --recipes default
+	$(PY) scripts/bench/science.py --work .science --effects 1.0 --batches 2 --name science_recipes \
+	    --recipes default,previous,experiment_norm,global_norm,no_tta,controls_pretrain,wider
 
 lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
 	rm -rf /tmp/cellblock-lock && python3.11 -m venv /tmp/cellblock-lock

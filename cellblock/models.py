@@ -45,6 +45,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 POOLS = ("avg", "catavgmax")
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+# timm arguments create_backbone sets itself from NetConfig's own fields
+_OWN = {"num_classes", "global_pool", "in_chans", "drop_path_rate", "pretrained"}
 
 
 def _num(lo: float, hi: float, integer: bool = False, optional: bool = False):
@@ -78,6 +80,13 @@ _CHECKS = {
     "input_size": _num(8, _INF, integer=True),
     "pretrained": (lambda v: v is None or (isinstance(v, str) and bool(v)), "null or a path"),
     "drop_path_rate": _num(0, 0.999, optional=True),
+    "backbone_args": (
+        lambda v: (
+            isinstance(v, dict) and all(isinstance(k, str) for k in v) and not v.keys() & _OWN
+        ),
+        "a mapping of timm keyword arguments (not num_classes, global_pool, in_chans, "
+        "drop_path_rate, pretrained: those are set from the other fields)",
+    ),
 }
 
 
@@ -104,6 +113,9 @@ class NetConfig:
     input_size: int = 512  # square crop, pixels
     pretrained: str | None = None  # None | local file | s3://bucket/key (timm checkpoint)
     drop_path_rate: float | None = None  # stochastic depth; None: backbone default
+    # extra timm.create_model arguments: a variant of the backbone as configuration, e.g.
+    # {channels: [64, 96, 96, 192]} widens test_resnet (lists become tuples)
+    backbone_args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, (ok, what) in _CHECKS.items():
@@ -222,11 +234,15 @@ def create_backbone(cfg: NetConfig, cache_dir: str | Path | None = None) -> nn.M
         cache_dir: Cache folder for ``s3://`` checkpoints (see :func:`resolve_pretrained`).
     """
     timm = import_timm()
-    kwargs = dict(
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.backbone_args.items()}
+    kwargs.update(
         num_classes=0, global_pool="", in_chans=cfg.in_channels, drop_path_rate=cfg.drop_path_rate
     )
     if cfg.pretrained is None:
-        return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
+        try:
+            return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
+        except TypeError as e:  # an argument the backbone does not take
+            raise ConfigError(f"net config: backbone_args {cfg.backbone_args}: {e}") from None
     os.environ["HF_HUB_OFFLINE"] = "1"  # the file override below never needs a hub
     path = resolve_pretrained(cfg.pretrained, cache_dir)
     try:

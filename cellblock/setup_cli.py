@@ -252,5 +252,6 @@ def train_main(
             f"{v['accuracy']:.3f} of {v['n']} held-out items)"
         )
     else:
-        print(f"{run_dir}: iteration {result['iteration']}")
+        print(f"{run_dir}: iteration {result['iteration']}; no validation (data.val_experiments "
+              "is empty): 04_ensemble/ensemble.py scores the held-out plates")  # fmt: skip
     return 0

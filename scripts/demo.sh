@@ -4,7 +4,7 @@
 #   DEMO_DIR    workspace (default: demo/)
 #   SYNTH_ARGS  extra make_synthetic.py arguments, e.g. "--seed 3 --effect-size 0.8"
 #   WORKERS     processes per stage (default: 2)
-#   TRAIN_ITERATIONS  iterations of the tiny CNN (default: 300; its checkpoint at a third of
+#   TRAIN_ITERATIONS  iterations of the tiny CNN (default: 1500; its checkpoint at a third of
 #               them is benchmarked against the last)
 #
 # Stages: synthesize -> publish to a local S3 store -> fetch it back anonymously
@@ -49,11 +49,12 @@ env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
 echo "== 4/11 pack PNGs into $demo/dataset (zarr v3), verify pixels"
 "$py" "$root/01_data/pack_zarr.py" --raw "$demo/fetched" --out "$demo/dataset" --workers "$workers" --verify
 
-iterations="${TRAIN_ITERATIONS:-300}"
+iterations="${TRAIN_ITERATIONS:-1500}"
 early=$(( iterations / 3 ))
-echo "== 5/11 train 02_train/synthetic/tiny (${TRAIN_ITERATIONS:-300} iterations) on $demo/dataset"
+echo "== 5/11 train 02_train/synthetic/tiny ($iterations iterations, every training experiment) on $demo/dataset"
 "$py" "$root/02_train/synthetic/tiny/train.py" "$iterations" --data "$demo/dataset" \
-    --out "$demo/runs/synthetic/tiny" --set "train.checkpoint_every=$early"
+    --out "$demo/runs/synthetic/tiny" --set "train.checkpoint_every=$early" \
+    --set "train.schedule_iters=$iterations"
 
 echo "== 6/11 predict the held-out test experiments blockwise (daisy, $workers workers)"
 "$py" "$root/03_predict/predict_blockwise.py" --run "$demo/runs/synthetic/tiny" --data "$demo/dataset" \

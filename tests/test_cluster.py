@@ -223,7 +223,7 @@ def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
     run = stage1b.runs()[0].run_dir
     grid = make_grid(SETUP, "0-2", "1,2,3,4,5", tiny_packed, tmp_path / "s6", 6, sets, run)
     assert set(grid.init_checkpoints.values()) == {str(run / "checkpoints/checkpoint_00000004.pt")}
-    made = {"backbone": "test_resnet", "in_channels": 5, "embedding_dim": 128, "pool": "avg"}
+    made = {"backbone": "test_resnet", "in_channels": 5, "embedding_dim": 64, "pool": "avg"}
     (run / "net_config.json").write_text(json.dumps(made))
     make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, tmp_path / "s6b", 6, sets, run)
     with pytest.raises(UserError, match=r"made with net\.in_channels=5, this grid's run needs 6"):

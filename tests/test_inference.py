@@ -181,7 +181,7 @@ def test_run_checkpoint_errors(trained, tmp_path):
 
 def test_channel_checks(trained, packed):
     info = load_run_info(run_checkpoint(trained))
-    assert info.iteration == 20 and info.embedding_dim == 128
+    assert info.iteration == 20 and info.embedding_dim == info.config.net.embedding_dim == 64
     assert check_channels(info.config, packed) == [0, 1, 2, 3, 4, 5]
     cfg = info.config
     five = cfg._replace(data=cfg.data.replace(channels=(1, 2, 3, 4, 5)))

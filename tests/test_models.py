@@ -207,3 +207,20 @@ def test_backbones_with_a_conv_head_get_the_right_widths(backbone):
         out = build_net(cfg).eval()(torch.zeros(2, 6, 64, 64))
         assert out.logits.shape == (2, 5)
         assert out.embeddings.shape[1] == (embedding_dim or net_config_json(cfg)["embedding_dim"])
+
+
+def test_backbone_args_make_a_variant_by_configuration():
+    base = build_net(NetConfig(backbone="test_resnet", **SMALL))
+    wider = NetConfig.from_dict({"backbone": "test_resnet", "backbone_args":
+                                 {"channels": [64, 96, 96, 192]}, **SMALL})  # fmt: skip
+    net = build_net(wider)
+    assert net.pooled_dim == 192 != base.pooled_dim == 96
+    assert sum(p.numel() for p in net.parameters()) > 2 * sum(p.numel() for p in base.parameters())
+    x, _ = _batch()
+    with torch.no_grad():
+        assert net(x).logits.shape == (2, 11)
+    assert NetConfig.from_dict(wider.to_dict()) == wider  # travels with the checkpoint
+    with pytest.raises(ConfigError, match=r"backbone_args .*'widht'.*unexpected keyword"):
+        build_net(NetConfig(backbone="test_resnet", backbone_args={"widht": 2}, **SMALL))
+    with pytest.raises(ConfigError, match=r"config\.yaml: net: backbone_args must be .*in_chans"):
+        NetConfig.from_dict({"backbone_args": {"in_chans": 3}}, where="config.yaml: net")

@@ -36,7 +36,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (
         "published" in result.stdout and "fetched s3://cellblock-public/demo/raw/" in result.stdout
     )
-    assert "validation accuracy" in result.stdout
+    assert "no validation (data.val_experiments is empty)" in result.stdout  # all experiments
+    assert "treatment wells): argmax" in result.stdout  # the ensemble scores treatments
     assert (tmp_path / "demo" / "runs" / "synthetic" / "tiny" / "curves.png").is_file()
     assert s3local.status(tmp_path / "demo" / "s3") is None, "the demo left its S3 store running"
     summary = result.stdout[result.stdout.index("summary") :]
