@@ -167,6 +167,7 @@ def run_benchmark(
     inputs: Sequence[Path | str],
     data: Path | str,
     out: Path | str,
+    *,
     names: Sequence[str] | None = None,
     split: str = "test",
     align: str = DEFAULT_ALIGN,
@@ -199,15 +200,7 @@ def run_benchmark(
     Raises:
         UserError: Bad names, split or alignment, or an unreadable input.
     """
-    if not inputs:
-        raise UserError("no models given")
-    if split not in SPLITS:
-        raise UserError(f"--split {split!r}: expected one of {list(SPLITS)}")
-    if align not in ALIGNMENTS:
-        raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
-    names = list(names) if names else [_default_name(Path(p)) for p in inputs]
-    if len(names) != len(inputs) or len(set(names)) != len(names):
-        raise UserError(f"--names: need {len(inputs)} distinct names, got {names}")
+    names = _checked_names(inputs, names, split, align)
     pairs = read_relationships(relationships) if relationships else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +230,26 @@ def run_benchmark(
     }
     benchreport.write_json(bench, out / "benchmark.json")
     return bench
+
+
+def _checked_names(
+    inputs: Sequence[Path | str], names: Sequence[str] | None, split: str, align: str
+) -> list[str]:
+    """The models' names, once the arguments are checked (``run_benchmark``'s).
+
+    Raises:
+        UserError: No inputs; bad names, split or alignment.
+    """
+    if not inputs:
+        raise UserError("no models given")
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r}: expected one of {list(SPLITS)}")
+    if align not in ALIGNMENTS:
+        raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
+    names = list(names) if names else [_default_name(Path(p)) for p in inputs]
+    if len(names) != len(inputs) or len(set(names)) != len(names):
+        raise UserError(f"--names: need {len(inputs)} distinct names, got {names}")
+    return names
 
 
 def _default_name(path: Path) -> str:
