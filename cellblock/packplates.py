@@ -27,13 +27,8 @@ from tqdm import tqdm
 from cellblock.atomic import atomic_write_text
 from cellblock.dataset import plate_key
 from cellblock.datasetinfo import DatasetInfo, PlateInfo
-from cellblock.errors import UserError
 from cellblock.omezarr import (
-    LEVELS,
     FieldCodec,
-    array_json,
-    chunk_name,
-    downsample,
     field_name,
     group_json,
     image_attrs,
@@ -42,11 +37,10 @@ from cellblock.omezarr import (
     windows,
 )
 from cellblock.parallel import ordered_map
-from cellblock.plates import PlateFormat, site_filename
 from cellblock.platestore import PlateWriter, open_plate, plate_path, plate_writer
-from cellblock.rawtree import RawGeometry, read_png
-from cellblock.shardread import ShardReader
+from cellblock.rowencode import PlateSource, RowJob, encode_row
 
+# PlateSource: cellblock.rowencode, re-exported
 __all__ = ["CODEC", "PlateSource", "is_complete", "pack_plates"]
 
 log = logging.getLogger(__name__)
@@ -56,69 +50,6 @@ log = logging.getLogger(__name__)
 # decodes in ~2.5 ms; blosc-zstd-3 + bitshuffle (the previous layout) was 1.3x larger
 # than the PNGs. scripts/bench/io.py measures the options side by side.
 CODEC = FieldCodec(level=16, checksum=True)
-
-
-@dataclass(frozen=True)
-class PlateSource:
-    """Where a plate's pixels come from: a raw PNG folder, or a previous-layout array.
-
-    Args:
-        kind: ``"png"`` (a raw plate folder) or ``"v1"`` (a format-1 plate array).
-        path: The folder or array.
-        geometry: Channels and image size.
-    """
-
-    kind: str
-    path: str
-    geometry: RawGeometry
-
-
-@dataclass(frozen=True)
-class _RowJob:
-    """Everything a worker needs to encode one plate row."""
-
-    key: str  # "EXP/PlateN"
-    row: int
-    fmt: PlateFormat
-    sites: tuple[tuple[int, str, int, bool], ...]  # (col, well, site, is_negative_control)
-    source: PlateSource
-    codec: FieldCodec
-
-
-_v1_readers: dict[str, ShardReader] = {}  # per process: the shard indexes read once
-
-
-def _read_site(job: _RowJob, col: int, well: str, site: int) -> np.ndarray:
-    g, src = job.source.geometry, job.source
-    if src.kind == "png":
-        return np.stack(
-            [
-                read_png(Path(src.path) / site_filename(well, site, ch + 1), g.height, g.width)
-                for ch in range(g.n_channels)
-            ]
-        )
-    if src.path not in _v1_readers:
-        reader = ShardReader.open(Path(src.path))
-        if reader is None:
-            raise UserError(f"{src.path}: not a plate of the previous cellblock layout")
-        _v1_readers[src.path] = reader
-    return _v1_readers[src.path].read_chunk((job.row, col, site - 1, 0, 0, 0))[0, 0, 0]
-
-
-def _encode_row(job: _RowJob) -> tuple[list[tuple[str, bytes]], np.ndarray]:
-    """Members of one row's fields, and sums ``(2 kinds, 3 [n, sum, sumsq], C)``."""
-    members, sums = [], np.zeros((2, 3, job.source.geometry.n_channels))
-    for col, well, site, negative in job.sites:
-        image = _read_site(job, col, well, site)
-        field = field_name(job.fmt, job.row, col, site)
-        for level, factor in enumerate(LEVELS):
-            data = downsample(image, factor)
-            members.append((f"{field}/{level}/zarr.json", array_json(data.shape, job.codec)))
-            members.append((chunk_name(field, level), job.codec.encode(data)))
-        px = image.reshape(len(image), -1).astype(np.float64)
-        for kind in (0, 1) if negative else (0,):
-            sums[kind] += [np.full(len(px), px.shape[1]), px.sum(1), (px * px).sum(1)]
-    return members, sums
 
 
 def _stats(sums: np.ndarray) -> dict:
@@ -188,7 +119,7 @@ class _PlateProgress:
     Args:
         sub: The plate's site-table rows, sorted.
         rows: Rows not yet written.
-        sums: Per-channel sums of the rows written (``_encode_row``'s shape).
+        sums: Per-channel sums of the rows written (``encode_row``'s shape).
         writer: Its writer, once its first row arrived.
         done: Its zarr.json is written (committed): nothing to abort.
     """
@@ -231,7 +162,7 @@ def pack_plates(
     try:
         with tqdm(total=total, unit="site", desc=desc, disable=not progress) as bar:
             for job, (members, sums) in zip(
-                jobs, ordered_map(_encode_row, jobs, workers), strict=True
+                jobs, ordered_map(encode_row, jobs, workers), strict=True
             ):
                 _write_row(images, info, job, todo[job.key], members, sums)
                 bar.update(len(job.sites))
@@ -248,14 +179,14 @@ def _row_jobs(
     info: DatasetInfo,
     plates: list[tuple[pd.DataFrame, PlateSource]],
     codec: FieldCodec,
-) -> tuple[list[_RowJob], dict[str, _PlateProgress], list[str]]:
+) -> tuple[list[RowJob], dict[str, _PlateProgress], list[str]]:
     """The row jobs of the plates not complete yet (arguments: ``pack_plates``'s).
 
     Returns:
         ``(jobs, todo, skipped)``: the jobs in order, each plate to write by key, and
         the keys of the complete plates skipped.
     """
-    jobs: list[_RowJob] = []
+    jobs: list[RowJob] = []
     todo: dict[str, _PlateProgress] = {}
     skipped: list[str] = []
     for sub, source in plates:
@@ -268,7 +199,7 @@ def _row_jobs(
         if not exp_group.is_file():
             atomic_write_text(exp_group, group_json({}).decode())
         rows = [
-            _RowJob(key, int(row), info.plate_format, _row_sites(g), source, codec)
+            RowJob(key, int(row), info.plate_format, _row_sites(g), source, codec)
             for row, g in sub.groupby("row", sort=True)
         ]
         todo[key] = _PlateProgress(sub=sub, rows=len(rows))
@@ -277,7 +208,7 @@ def _row_jobs(
 
 
 def _row_sites(g: pd.DataFrame) -> tuple[tuple[int, str, int, bool], ...]:
-    """``_RowJob.sites`` of one row's site-table rows."""
+    """``RowJob.sites`` of one row's site-table rows."""
     return tuple(
         zip(
             g.col.astype(int),
@@ -292,7 +223,7 @@ def _row_sites(g: pd.DataFrame) -> tuple[tuple[int, str, int, bool], ...]:
 def _write_row(
     images: Path,
     info: DatasetInfo,
-    job: _RowJob,
+    job: RowJob,
     plate: _PlateProgress,
     members: list[tuple[str, bytes]],
     sums: np.ndarray,
