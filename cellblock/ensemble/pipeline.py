@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 import cellblock
 from cellblock.atomic import atomic_write_parquet
@@ -95,22 +94,17 @@ def run_ensemble(
         raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # report.json marks a finished run: a rerun that fails must not leave the old one
-    # next to new, partial outputs
+    # report.json marks a finished run: a failed rerun must not leave it by partial outputs
     (out / "report.json").unlink(missing_ok=True)
-    packed = PackedDataset(data)
-    run = combined(
-        preds, packed, out, split=split, experiments=experiments, weights=weights, mode=mode
-    )
+    run = combined(preds, PackedDataset(data), out, split=split, experiments=experiments,
+                   weights=weights, mode=mode)  # fmt: skip
     if plate_step:
         assign_plates(run, use_groups=use_groups)
     else:
         keep_argmax(run)
     write_answers(run, include_controls=include_controls)
     accuracy = step_accuracy(run, plate_step=plate_step)
-    profiles = _profiles(preds, packed, run.per_well, align, profile_dim, null_size)
-    atomic_write_parquet(profiles.pop("table"), out / "profiles.parquet")
-    run.outputs["profiles"] = str(out / "profiles.parquet")
+    profiles = _profiles(preds, run, align=align, profile_dim=profile_dim, null_size=null_size)
     plot(run, accuracy)
     report = _report(
         run, accuracy, profiles, split=split, mode=mode, include_controls=include_controls
@@ -164,18 +158,27 @@ def _report(
 
 def _profiles(
     preds: Sequence[Path | str],
-    packed: PackedDataset,
-    per_well: pd.DataFrame,
+    run: EnsembleState,
+    *,
     align: str,
     profile_dim: int,
     null_size: int,
 ) -> dict[str, Any]:
-    """profiles.parquet of every plate the stores predicted, and copairs mAP of the split.
+    """Write profiles.parquet of every plate the stores predicted; copairs mAP of the split.
 
-    The answer key joins only the in-memory frame the mAP is computed on.
+    Args:
+        preds: The predictions stores.
+        run: The run after its plate step (its ``outputs`` gains the parquet's path).
+        align: Alignment of the profiles.
+        profile_dim: Widest profile kept.
+        null_size: copairs null size.
+
+    Returns:
+        The report's ``profiles`` (but ``embedding_dim``). The answer key joins only the
+        in-memory frame the mAP is computed on.
     """
-    embeddings = read_well_embeddings(preds, packed, "all")
-    assigned = per_well.set_index("id_code")["assigned"]
+    embeddings = read_well_embeddings(preds, run.packed, "all")
+    assigned = run.per_well.set_index("id_code")["assigned"]
     predicted = embeddings.wells["id_code"].map(assigned).astype("Int64")
     table = aligned_table(embeddings, align, profile_dim, predicted)
     scored = table["Metadata_id_code"].isin(assigned.index).to_numpy()
@@ -186,8 +189,9 @@ def _profiles(
         kind: copairs_map(meta, features, kind, null_size=null_size)
         for kind in ("activity", "consistency")
     }
+    atomic_write_parquet(table, run.out / "profiles.parquet")
+    run.outputs["profiles"] = str(run.out / "profiles.parquet")
     return {
-        "table": table,
         "align": align,
         "profile_dim": len(feature_columns(table)),
         "n_wells": len(table),

@@ -9,7 +9,6 @@ Each part reads and extends one ``EnsembleState``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,6 @@ __all__ = [
     "write_answers",
 ]
 
-log = logging.getLogger(__name__)
 META = ["id_code", "experiment", "plate", "well", "row", "col", "cell_type", "split", "well_type"]
 
 

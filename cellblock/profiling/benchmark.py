@@ -206,15 +206,12 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").unlink(missing_ok=True)
     packed = PackedDataset(data)
-    models = []
-    for name, path in zip(names, inputs, strict=True):
-        table, stores, how = load_model(path, packed, split, align, profile_dim)
-        features = table[feature_columns(table)].to_numpy(np.float64)
-        scores = score_profiles(evaluation_meta(table, packed), features, pairs, null_size, seed)
-        scores["rotation"] = _rotation(stores, packed, table, rotation_sites, seed, device)
-        models.append({"name": name, "input": str(path), "align": how, "n_wells": len(table),
-                       "profile_dim": features.shape[1], **scores})  # fmt: skip
-        log.info("benchmark %s: %s", name, benchreport.headline(models[-1]))
+    models = [
+        _score_model(name, path, packed, pairs, split=split, align=align,
+                     profile_dim=profile_dim, null_size=null_size,
+                     rotation_sites=rotation_sites, seed=seed, device=device)
+        for name, path in zip(names, inputs, strict=True)
+    ]  # fmt: skip
     bench = {
         "dataset": str(packed.path.resolve()),
         "split": split,
@@ -230,6 +227,45 @@ def run_benchmark(
     }
     benchreport.write_json(bench, out / "benchmark.json")
     return bench
+
+
+def _score_model(
+    name: str,
+    path: Path | str,
+    packed: PackedDataset,
+    pairs: pd.DataFrame | None,
+    *,
+    split: str,
+    align: str,
+    profile_dim: int,
+    null_size: int,
+    rotation_sites: int,
+    seed: int,
+    device: str,
+) -> dict[str, Any]:
+    """One model's entry of the benchmark (arguments: ``run_benchmark``'s).
+
+    Args:
+        name: The model's name.
+        path: Its predictions store or ensemble output.
+        packed: The dataset.
+        pairs: The relationship table, or None.
+        split: Wells scored.
+        align: Alignment of stores' profiles.
+        profile_dim: Widest profile of a store.
+        null_size: copairs null size per siRNA.
+        rotation_sites: Sites embedded under each D4 view (0: skip the metric).
+        seed: Seed of every sample, null and fold.
+        device: Where models run for the rotation metric.
+    """
+    table, stores, how = load_model(path, packed, split, align, profile_dim)
+    features = table[feature_columns(table)].to_numpy(np.float64)
+    scores = score_profiles(evaluation_meta(table, packed), features, pairs, null_size, seed)
+    scores["rotation"] = _rotation(stores, packed, table, rotation_sites, seed, device)
+    model = {"name": name, "input": str(path), "align": how, "n_wells": len(table),
+             "profile_dim": features.shape[1], **scores}  # fmt: skip
+    log.info("benchmark %s: %s", name, benchreport.headline(model))
+    return model
 
 
 def _checked_names(
