@@ -111,14 +111,8 @@ def pack_dataset(
         start = time.perf_counter()
         plan = _read_raw(raw, experiments, plate_wells, store=store, pixel_size_um=pixel_size_um)
         open_root(out / "images.zarr", plan.info)
-        packed, skipped = pack_plates(
-            out / "images.zarr",
-            plan.info,
-            plan.plates,
-            codec=codec,
-            workers=workers,
-            progress=progress,
-        )
+        packed, skipped = pack_plates(out / "images.zarr", plan.info, plan.plates, codec=codec,
+                                      workers=workers, progress=progress)  # fmt: skip
         _write_metadata(out / "metadata.parquet", plan.table)
         n_verified = 0
         if verify:

@@ -206,12 +206,10 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").unlink(missing_ok=True)
     packed = PackedDataset(data)
-    models = [
-        _score_model(name, path, packed, pairs, split=split, align=align,
-                     profile_dim=profile_dim, null_size=null_size,
-                     rotation_sites=rotation_sites, seed=seed, device=device)
-        for name, path in zip(names, inputs, strict=True)
-    ]  # fmt: skip
+    models = [_score_model(name, path, packed, pairs, split=split, align=align,
+                           profile_dim=profile_dim, null_size=null_size,
+                           rotation_sites=rotation_sites, seed=seed, device=device)
+              for name, path in zip(names, inputs, strict=True)]  # fmt: skip
     bench = {
         "dataset": str(packed.path.resolve()),
         "split": split,
