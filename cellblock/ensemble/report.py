@@ -269,11 +269,8 @@ def _accuracy_lines(acc: dict[str, Any]) -> list[str]:
         "|---|---:|" + "---:|" * len(stages),
     ]
     first = acc[stages[0][0]]
-    lines.append(
-        f"| **overall** | {first['n']} | "
-        + " | ".join(f"**{acc[k]['overall']:.4f}**" for k, _ in stages)
-        + " |"
-    )
+    overall = " | ".join(f"**{acc[k]['overall']:.4f}**" for k, _ in stages)
+    lines.append(f"| **overall** | {first['n']} | {overall} |")
     for section in ("per_cell_type", "per_experiment"):
         for name, n in first["n_" + section].items():
             values = " | ".join(_fmt(acc[k][section].get(name)) for k, _ in stages)
@@ -296,9 +293,6 @@ def _profile_lines(profiles: dict[str, Any], table: str) -> list[str]:
     for kind, meaning in (("activity", "activity vs negative controls"),
                           ("consistency", "consistency across experiments")):  # fmt: skip
         score = profiles.get("map", {}).get(kind)
-        lines.append(
-            f"| {meaning} | - | - |"
-            if not score
-            else f"| {meaning} | {score['map']:.4f} | {score['fraction_significant']:.2f} |"
-        )
+        values = f"{score['map']:.4f} | {score['fraction_significant']:.2f}" if score else "- | -"
+        lines.append(f"| {meaning} | {values} |")
     return [*lines, ""]
