@@ -67,7 +67,8 @@ def fetch(args: argparse.Namespace) -> None:
     objects = select_experiments(list_objects(client, remote), remote.prefix, wanted)
     if not objects:
         raise UserError(f"{remote.url}: nothing to fetch")
-    s = download_objects(client, remote, objects, args.out, args.workers, args.retries)
+    s = download_objects(client, remote, objects, args.out, workers=args.workers,
+                         attempts=args.retries)  # fmt: skip
     print(
         f"fetched {remote.url} into {args.out}: {s['downloaded']} file(s), "
         f"{s['bytes'] / 1e6:.1f} MB downloaded, {s['skipped']} already present, "

@@ -66,9 +66,11 @@ def main() -> None:
         print(f"verified {n} sites of {args.out}: every chunk checksum matches")
         return
     with writing(args.out):
-        s = pack_dataset(args.raw, args.out, comma_list(args.experiments, what="--experiments")
-                         or None, args.workers, args.verify, args.plate_wells, progress,
-                         args.store, args.pixel_size, codec)  # fmt: skip
+        s = pack_dataset(args.raw, args.out,
+                         experiments=comma_list(args.experiments, what="--experiments") or None,
+                         workers=args.workers, verify=args.verify, plate_wells=args.plate_wells,
+                         progress=progress, store=args.store, pixel_size_um=args.pixel_size,
+                         codec=codec)  # fmt: skip
     verified = f", verified {s['sites_verified']} sites" if args.verify else ""
     print(f"packed {s['plates_packed']} plate(s) ({s['plates_skipped']} already complete, "
           f"{s['sites']} sites, {s['plate_wells']}-well, {s['layout']} layout) into {args.out} "

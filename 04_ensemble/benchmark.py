@@ -56,9 +56,11 @@ def main() -> None:
         raise UserError("--profile-dim and --null-size must be positive")
     names = comma_list(args.names, what="--names") or None
     with writing(args.out):
-        bench = run_benchmark(args.inputs, args.data, args.out, names, args.split, args.align,
-                              args.relationships, args.profile_dim, args.null_size,
-                              args.rotation_sites, args.seed, args.device)  # fmt: skip
+        bench = run_benchmark(args.inputs, args.data, args.out, names=names, split=args.split,
+                              align=args.align, relationships=args.relationships,
+                              profile_dim=args.profile_dim, null_size=args.null_size,
+                              rotation_sites=args.rotation_sites, seed=args.seed,
+                              device=args.device)  # fmt: skip
     with open(bench["outputs"]["markdown"]) as f:
         print(f.read().split("\n![")[0].rstrip())
     for model in bench["models"]:

@@ -57,8 +57,9 @@ def main() -> None:
         raise UserError("--no-groups only applies with the assignment (drop --no-assign)")
     experiments = comma_list(args.experiments, what="--experiments") or None
     with writing(args.out):
-        report = run_ensemble(args.preds, args.data, args.out, args.split, experiments,
-                              args.weights, args.combine, plate_step=not args.no_assign,
+        report = run_ensemble(args.preds, args.data, args.out, split=args.split,
+                              experiments=experiments, weights=args.weights,
+                              mode=args.combine, plate_step=not args.no_assign,
                               use_groups=not args.no_groups,
                               include_controls=args.include_controls,
                               profile_dim=args.profile_dim, align=args.align,

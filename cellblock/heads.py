@@ -132,6 +132,7 @@ class ArcFace(_CosineHead):
         num_classes: int,
         scale: float,
         margin: float,
+        *,
         label_smoothing: float = 0.0,
         easy_margin: bool = False,
     ) -> None:
@@ -168,6 +169,7 @@ class MixedHead(Head):
         num_classes: int,
         scale: float,
         margin: float,
+        *,
         arcface_weight: float = 0.2,
         label_smoothing: float = 0.0,
         easy_margin: bool = False,
@@ -176,7 +178,12 @@ class MixedHead(Head):
         self.arcface_weight = arcface_weight
         self.fc = nn.Linear(in_features, num_classes)
         self.arcface = ArcFace(
-            in_features, num_classes, scale, margin, label_smoothing, easy_margin
+            in_features,
+            num_classes,
+            scale,
+            margin,
+            label_smoothing=label_smoothing,
+            easy_margin=easy_margin,
         )
 
     def forward(self, features: Tensor) -> Tensor:
@@ -227,7 +234,7 @@ def make_head(
     if cls is CosFace:
         return CosFace(in_features, num_classes, scale, m, label_smoothing)
     if cls is ArcFace:
-        return ArcFace(in_features, num_classes, scale, m, label_smoothing, easy_margin)
-    return MixedHead(
-        in_features, num_classes, scale, m, arcface_weight, label_smoothing, easy_margin
-    )
+        return ArcFace(in_features, num_classes, scale, m, label_smoothing=label_smoothing,
+                       easy_margin=easy_margin)  # fmt: skip
+    return MixedHead(in_features, num_classes, scale, m, arcface_weight=arcface_weight,
+                     label_smoothing=label_smoothing, easy_margin=easy_margin)  # fmt: skip

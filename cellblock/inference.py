@@ -62,6 +62,18 @@ def tta_transforms(name: str, image_size: tuple[int, int]) -> tuple[int, ...]:
     return TTA[name]
 
 
+def _well_rows(table: pd.DataFrame) -> dict[tuple[str, int, int, int], list]:
+    """Site-table labels of each well ``(experiment, plate, row, col)``, in site order."""
+    ordered = table.sort_values(["experiment", "plate", "row", "col", "site"], kind="stable")
+    keys = zip(ordered["experiment"], ordered["plate"], ordered["row"], ordered["col"],
+               strict=True)  # fmt: skip
+    rows: dict[tuple[str, int, int, int], list] = {}
+    for key, label in zip(keys, ordered.index, strict=True):
+        exp, plate, row, col = key
+        rows.setdefault((str(exp), int(plate), int(row), int(col)), []).append(label)
+    return rows
+
+
 class Predictor:
     """A run's network, ready to predict sites of one packed dataset.
 
@@ -83,6 +95,7 @@ class Predictor:
         packed: PackedDataset,
         tta: str = "none",
         batch_size: int = 64,
+        *,
         device: str = "auto",
         readers: int | None = None,
     ):
@@ -106,7 +119,11 @@ class Predictor:
         data = cfg.data
         self.data_config = data.replace(unit="site")  # sites, whatever unit trained
         self.normalizer = Normalizer(
-            packed, data.normalization, data.stats_from, self.channels, data.min_std
+            packed,
+            data.normalization,
+            data.stats_from,
+            channels=self.channels,
+            min_std=data.min_std,
         )
         self.normalize = self.normalizer.batch_normalizer(packed.metadata).to(self.device)
         net = build_net(cfg.net)
@@ -118,13 +135,7 @@ class Predictor:
         table = packed.metadata
         # labels are not needed to predict: -1 everywhere spares SiteDataset computing them
         self._no_labels = pd.Series(-1, index=table.index, dtype=np.int64)
-        ordered = table.sort_values(["experiment", "plate", "row", "col", "site"], kind="stable")
-        keys = zip(ordered["experiment"], ordered["plate"], ordered["row"], ordered["col"],
-                   strict=True)  # fmt: skip
-        self._well_rows: dict[tuple[str, int, int, int], list] = {}
-        for key, label in zip(keys, ordered.index, strict=True):
-            exp, plate, row, col = key
-            self._well_rows.setdefault((str(exp), int(plate), int(row), int(col)), []).append(label)
+        self._well_rows = _well_rows(table)
         self._site = table["site"]
         log.info("%s: iteration %d on %s, TTA %s (%d views), batch %d", path, self.iteration,
                  self.device, tta, len(self.transforms), batch_size)  # fmt: skip
@@ -197,7 +208,7 @@ class Predictor:
         if len(rows) == 0:
             return logits, embeddings
         dataset = SiteDataset(self.packed, rows, self.data_config, self._no_labels,
-                              self.normalizer, normalize=False)  # fmt: skip
+                              normalizer=self.normalizer, normalize=False)  # fmt: skip
         at = 0
         for batch, index in self._batches(dataset):
             lg, em = self._forward(batch, index, transforms)

@@ -4,11 +4,9 @@
     ("avg" | "catavgmax") -> embedding (Linear + BatchNorm1d, optional) -> dropout ->
     head (cellblock.heads) -> NetOutput(logits, embeddings)
 
-A network variant is configuration (:class:`NetConfig`), never a subclass. Pretrained
-weights come from a local file or ``s3://bucket/key`` (downloaded with
-``cellblock.storage`` into a cache folder), never from a model hub; a 3-channel timm
-checkpoint is adapted to ``in_channels`` by timm itself (``pretrained_cfg_overlay=
-dict(file=...)`` + ``in_chans``, which calls ``timm.models.adapt_input_conv``).
+A network variant is configuration (:class:`NetConfig`), never a subclass. The backbone
+and its pretrained weights (a local file or ``s3://``, never a model hub) come from
+``cellblock.pretrained``.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import dataclasses
 import difflib
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,10 +22,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from cellblock.cache import cached_copy
 from cellblock.configtools import config_from_dict
 from cellblock.errors import ConfigError
 from cellblock.heads import HEADS, make_head
+from cellblock.pretrained import create_backbone, resolve_pretrained
 from cellblock.torchcompat import import_timm
 
 __all__ = [
@@ -39,7 +36,7 @@ __all__ = [
     "build_net",
     "net_config_json",
     "net_summary",
-    "resolve_pretrained",
+    "resolve_pretrained",  # cellblock.pretrained, re-exported
 ]
 
 log = logging.getLogger(__name__)
@@ -203,61 +200,6 @@ class Net(nn.Module):
     def loss(self, output: NetOutput, labels: Tensor) -> Tensor:
         """The head's training loss (margins apply here only); ``labels``: ``(B,)`` int64."""
         return self.head.loss(output.embeddings, output.logits, labels)
-
-
-def resolve_pretrained(source: str, cache_dir: str | Path | None = None) -> Path:
-    """A local path for ``source``: the file itself, or ``s3://`` downloaded into a cache.
-
-    Downloads are verified (size + ETag), atomic, and skipped when the cached copy is
-    intact. Without AWS credentials the request is anonymous (public buckets).
-
-    Args:
-        source: A local file or ``s3://bucket/key``.
-        cache_dir: Cache folder; None: ``$CELLBLOCK_CACHE``, else ``~/.cache/cellblock``.
-    """
-    if not source.startswith("s3://"):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"pretrained: no such file {source!r}")
-        return path
-    try:
-        return cached_copy(source, cache_dir)
-    except ConfigError as e:
-        raise ConfigError(f"pretrained: {e}") from None
-
-
-def create_backbone(cfg: NetConfig, cache_dir: str | Path | None = None) -> nn.Module:
-    """The timm backbone of ``cfg`` (feature maps, no pooling), pretrained if asked.
-
-    Args:
-        cfg: The configuration.
-        cache_dir: Cache folder for ``s3://`` checkpoints (see :func:`resolve_pretrained`).
-    """
-    timm = import_timm()
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.backbone_args.items()}
-    kwargs.update(
-        num_classes=0, global_pool="", in_chans=cfg.in_channels, drop_path_rate=cfg.drop_path_rate
-    )
-    if cfg.pretrained is None:
-        try:
-            return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
-        except TypeError as e:  # an argument the backbone does not take
-            raise ConfigError(f"net config: backbone_args {cfg.backbone_args}: {e}") from None
-    os.environ["HF_HUB_OFFLINE"] = "1"  # the file override below never needs a hub
-    path = resolve_pretrained(cfg.pretrained, cache_dir)
-    try:
-        overlay = dict(file=str(path))
-        model = timm.create_model(cfg.backbone, True, pretrained_cfg_overlay=overlay, **kwargs)
-        stored = timm.models.load_state_dict(str(path))
-    except (RuntimeError, OSError, ValueError) as e:
-        first = str(e).splitlines()[0]
-        raise ConfigError(f"pretrained {cfg.pretrained} into {cfg.backbone}: {first}") from None
-    missing = [k for k in model.state_dict() if k not in stored and "num_batches" not in k]
-    if missing:
-        n, first = len(missing), missing[0]
-        raise ConfigError(f"pretrained {cfg.pretrained}: not {cfg.backbone} ({n} missing: {first})")
-    log.info("%s: weights from %s, stem for %d channels", cfg.backbone, path, cfg.in_channels)
-    return model
 
 
 def build_net(cfg: NetConfig, cache_dir: str | Path | None = None) -> Net:

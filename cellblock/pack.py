@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -28,7 +30,7 @@ from cellblock.metadata import load_raw_metadata, sites_of
 from cellblock.omezarr import FieldCodec, group_json
 from cellblock.packplates import CODEC, PlateSource, pack_plates
 from cellblock.plates import PlateFormat, plate_dir
-from cellblock.rawtree import check_plate_folder, probe_geometry
+from cellblock.rawtree import RawGeometry, check_plate_folder, probe_geometry
 from cellblock.verify import row_checks, verify_rows
 
 __all__ = [
@@ -44,9 +46,35 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _RawPlan:
+    """What a pack reads from the raw tree before writing anything.
+
+    Args:
+        raw: The raw tree.
+        layout: Its layout (``"kaggle"`` or ``"v1.0"``).
+        table: The site table of the experiments packed.
+        fmt: The plate format.
+        geometry: Channels and image size (probed from the first site).
+        info: The dataset's info.
+        folders: Each plate's raw folder by ``(experiment, plate)``.
+        plates: Per plate, its site-table rows and its PNG folder as a ``PlateSource``.
+    """
+
+    raw: Path
+    layout: str
+    table: pd.DataFrame
+    fmt: PlateFormat
+    geometry: RawGeometry
+    info: DatasetInfo
+    folders: dict[tuple[str, int], Path] = field(default_factory=dict)
+    plates: list[tuple[pd.DataFrame, PlateSource]] = field(default_factory=list)
+
+
 def pack_dataset(
-    raw: Path,
-    out: Path,
+    raw: Path | str,
+    out: Path | str,
+    *,
     experiments: list[str] | None = None,
     workers: int = 1,
     verify: bool = False,
@@ -55,7 +83,7 @@ def pack_dataset(
     store: str = "directory",
     pixel_size_um: float | None = None,
     codec: FieldCodec = CODEC,
-) -> dict:
+) -> dict[str, Any]:
     """Pack ``raw`` (Kaggle or v1.0 layout) into ``out``; return a summary.
 
     Args:
@@ -71,28 +99,55 @@ def pack_dataset(
         pixel_size_um: Pixel size in micrometres, if known (OME axes units).
         codec: The field arrays' codec.
 
+    Returns:
+        ``plates_packed``, ``plates_skipped``, ``sites``, ``sites_verified``, ``bytes``
+        (of images.zarr), ``seconds``, ``layout``, ``plate_wells``, ``store``.
+
     Raises:
         FolderBusyError: Another packer is writing ``out`` (``out/pack.lock``).
     """
-    with hold(Path(out) / "pack.lock", what=f"dataset folder {out}"):
-        return _pack(
-            Path(raw),
-            Path(out),
-            experiments,
-            workers,
-            verify,
-            plate_wells,
-            progress,
-            store,
-            pixel_size_um,
-            codec,
-        )
+    raw, out = Path(raw), Path(out)
+    with hold(out / "pack.lock", what=f"dataset folder {out}"):
+        start = time.perf_counter()
+        plan = _read_raw(raw, experiments, plate_wells, store=store, pixel_size_um=pixel_size_um)
+        open_root(out / "images.zarr", plan.info)
+        packed, skipped = pack_plates(out / "images.zarr", plan.info, plan.plates, codec=codec,
+                                      workers=workers, progress=progress)  # fmt: skip
+        _write_metadata(out / "metadata.parquet", plan.table)
+        n_verified = 0
+        if verify:
+            checks = row_checks(out, plan.table, plan.folders, plan.geometry)
+            n_verified = verify_rows(checks, workers, progress)
+        return {
+            "plates_packed": len(packed),
+            "plates_skipped": len(skipped),
+            "sites": len(plan.table),
+            "sites_verified": n_verified,
+            "bytes": du(out / "images.zarr"),
+            "seconds": time.perf_counter() - start,
+            "layout": plan.layout,
+            "plate_wells": plan.fmt.n_wells,
+            "store": store,
+        }
 
 
-def _pack(
-    raw, out, experiments, workers, verify, plate_wells, progress, store, pixel, codec
-) -> dict:
-    start = time.perf_counter()
+def _read_raw(
+    raw: Path,
+    experiments: list[str] | None,
+    plate_wells: int | None,
+    *,
+    store: str,
+    pixel_size_um: float | None,
+) -> _RawPlan:
+    """Read the raw tree's tables, probe its geometry and check its plate folders.
+
+    Args:
+        raw: The raw tree.
+        experiments: Only these experiments (None: all).
+        plate_wells: The plate format (None: declared, else the smallest that fits).
+        store: The dataset's store kind.
+        pixel_size_um: Pixel size in micrometres, if known.
+    """
     layout, table = load_raw_metadata(raw)
     table = sites_of(table, experiments)
     if plate_wells is None:
@@ -111,31 +166,15 @@ def _pack(
         geometry.n_channels,
         (geometry.height, geometry.width),
         store=store,
-        pixel_size_um=pixel,
+        pixel_size_um=pixel_size_um,
     )
-    open_root(out / "images.zarr", info)
-    folders, plates = {}, []
+    plan = _RawPlan(raw, layout, table, fmt, geometry, info)
     for (exp, plate), sub in table.groupby(["experiment", "plate"], sort=True):
         folder = raw / plate_dir(layout, sub.split.iloc[0], exp, plate)
         check_plate_folder(folder, fmt, geometry, set(zip(sub.well, sub.site, strict=True)))
-        folders[(exp, int(plate))] = folder
-        plates.append((sub, PlateSource("png", str(folder), geometry)))
-    packed, skipped = pack_plates(out / "images.zarr", info, plates, codec, workers, progress)
-    _write_metadata(out / "metadata.parquet", table)
-    n_verified = 0
-    if verify:
-        n_verified = verify_rows(row_checks(out, table, folders, geometry), workers, progress)
-    return {
-        "plates_packed": len(packed),
-        "plates_skipped": len(skipped),
-        "sites": len(table),
-        "sites_verified": n_verified,
-        "bytes": du(out / "images.zarr"),
-        "seconds": time.perf_counter() - start,
-        "layout": layout,
-        "plate_wells": fmt.n_wells,
-        "store": store,
-    }
+        plan.folders[(exp, int(plate))] = folder
+        plan.plates.append((sub, PlateSource("png", str(folder), geometry)))
+    return plan
 
 
 def _declared_plate_wells(raw: Path) -> int | None:

@@ -19,7 +19,6 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,13 +27,8 @@ from tqdm import tqdm
 from cellblock.atomic import atomic_write_text
 from cellblock.dataset import plate_key
 from cellblock.datasetinfo import DatasetInfo, PlateInfo
-from cellblock.errors import UserError
 from cellblock.omezarr import (
-    LEVELS,
     FieldCodec,
-    array_json,
-    chunk_name,
-    downsample,
     field_name,
     group_json,
     image_attrs,
@@ -43,11 +37,10 @@ from cellblock.omezarr import (
     windows,
 )
 from cellblock.parallel import ordered_map
-from cellblock.plates import PlateFormat, site_filename
 from cellblock.platestore import PlateWriter, open_plate, plate_path, plate_writer
-from cellblock.rawtree import RawGeometry, read_png
-from cellblock.shardread import ShardReader
+from cellblock.rowencode import PlateSource, RowJob, encode_row
 
+# PlateSource: cellblock.rowencode, re-exported
 __all__ = ["CODEC", "PlateSource", "is_complete", "pack_plates"]
 
 log = logging.getLogger(__name__)
@@ -57,69 +50,6 @@ log = logging.getLogger(__name__)
 # decodes in ~2.5 ms; blosc-zstd-3 + bitshuffle (the previous layout) was 1.3x larger
 # than the PNGs. scripts/bench/io.py measures the options side by side.
 CODEC = FieldCodec(level=16, checksum=True)
-
-
-@dataclass(frozen=True)
-class PlateSource:
-    """Where a plate's pixels come from: a raw PNG folder, or a previous-layout array.
-
-    Args:
-        kind: ``"png"`` (a raw plate folder) or ``"v1"`` (a format-1 plate array).
-        path: The folder or array.
-        geometry: Channels and image size.
-    """
-
-    kind: str
-    path: str
-    geometry: RawGeometry
-
-
-@dataclass(frozen=True)
-class _RowJob:
-    """Everything a worker needs to encode one plate row."""
-
-    key: str  # "EXP/PlateN"
-    row: int
-    fmt: PlateFormat
-    sites: tuple[tuple[int, str, int, bool], ...]  # (col, well, site, is_negative_control)
-    source: PlateSource
-    codec: FieldCodec
-
-
-_v1_readers: dict[str, ShardReader] = {}  # per process: the shard indexes read once
-
-
-def _read_site(job: _RowJob, col: int, well: str, site: int) -> np.ndarray:
-    g, src = job.source.geometry, job.source
-    if src.kind == "png":
-        return np.stack(
-            [
-                read_png(Path(src.path) / site_filename(well, site, ch + 1), g.height, g.width)
-                for ch in range(g.n_channels)
-            ]
-        )
-    if src.path not in _v1_readers:
-        reader = ShardReader.open(Path(src.path))
-        if reader is None:
-            raise UserError(f"{src.path}: not a plate of the previous cellblock layout")
-        _v1_readers[src.path] = reader
-    return _v1_readers[src.path].read_chunk((job.row, col, site - 1, 0, 0, 0))[0, 0, 0]
-
-
-def _encode_row(job: _RowJob) -> tuple[list[tuple[str, bytes]], np.ndarray]:
-    """Members of one row's fields, and sums ``(2 kinds, 3 [n, sum, sumsq], C)``."""
-    members, sums = [], np.zeros((2, 3, job.source.geometry.n_channels))
-    for col, well, site, negative in job.sites:
-        image = _read_site(job, col, well, site)
-        field = field_name(job.fmt, job.row, col, site)
-        for level, factor in enumerate(LEVELS):
-            data = downsample(image, factor)
-            members.append((f"{field}/{level}/zarr.json", array_json(data.shape, job.codec)))
-            members.append((chunk_name(field, level), job.codec.encode(data)))
-        px = image.reshape(len(image), -1).astype(np.float64)
-        for kind in (0, 1) if negative else (0,):
-            sums[kind] += [np.full(len(px), px.shape[1]), px.sum(1), (px * px).sum(1)]
-    return members, sums
 
 
 def _stats(sums: np.ndarray) -> dict:
@@ -182,10 +112,30 @@ def is_complete(images: Path, key: str, store: str) -> bool:
     return bool(json.loads(raw)["attributes"].get("cellblock", {}).get("complete"))
 
 
+@dataclass
+class _PlateProgress:
+    """A plate being written: rows still to come, channel sums so far, its writer.
+
+    Args:
+        sub: The plate's site-table rows, sorted.
+        rows: Rows not yet written.
+        sums: Per-channel sums of the rows written (``encode_row``'s shape).
+        writer: Its writer, once its first row arrived.
+        done: Its zarr.json is written (committed): nothing to abort.
+    """
+
+    sub: pd.DataFrame
+    rows: int
+    sums: np.ndarray | float = 0.0
+    writer: PlateWriter | None = None
+    done: bool = False
+
+
 def pack_plates(
     images: Path,
     info: DatasetInfo,
     plates: list[tuple[pd.DataFrame, PlateSource]],
+    *,
     codec: FieldCodec = CODEC,
     workers: int = 1,
     progress: bool = True,
@@ -205,8 +155,40 @@ def pack_plates(
     Returns:
         ``(packed, skipped)`` plate keys (skipped: complete already).
     """
-    fmt, jobs, skipped = info.plate_format, [], []
-    todo: dict[str, dict[str, Any]] = {}
+    jobs, todo, skipped = _row_jobs(images, info, plates, codec)
+    if skipped:
+        log.info("skipping %d complete plate(s): %s", len(skipped), ", ".join(skipped))
+    total = sum(len(j.sites) for j in jobs)
+    try:
+        with tqdm(total=total, unit="site", desc=desc, disable=not progress) as bar:
+            for job, (members, sums) in zip(
+                jobs, ordered_map(encode_row, jobs, workers), strict=True
+            ):
+                _write_row(images, info, job, todo[job.key], members, sums)
+                bar.update(len(job.sites))
+    except BaseException:
+        for plate in todo.values():
+            if plate.writer is not None and not plate.done:
+                plate.writer.abort()
+        raise
+    return list(todo), skipped
+
+
+def _row_jobs(
+    images: Path,
+    info: DatasetInfo,
+    plates: list[tuple[pd.DataFrame, PlateSource]],
+    codec: FieldCodec,
+) -> tuple[list[RowJob], dict[str, _PlateProgress], list[str]]:
+    """The row jobs of the plates not complete yet (arguments: ``pack_plates``'s).
+
+    Returns:
+        ``(jobs, todo, skipped)``: the jobs in order, each plate to write by key, and
+        the keys of the complete plates skipped.
+    """
+    jobs: list[RowJob] = []
+    todo: dict[str, _PlateProgress] = {}
+    skipped: list[str] = []
     for sub, source in plates:
         sub = sub.sort_values(["row", "col", "site"])  # the same bytes whatever the table order
         key = plate_key(sub.experiment.iloc[0], int(sub.plate.iloc[0]))
@@ -217,50 +199,51 @@ def pack_plates(
         if not exp_group.is_file():
             atomic_write_text(exp_group, group_json({}).decode())
         rows = [
-            _RowJob(
-                key,
-                int(row),
-                fmt,
-                tuple(
-                    zip(
-                        g.col.astype(int),
-                        g.well,
-                        g.site.astype(int),
-                        g.well_type == "negative_control",
-                        strict=True,
-                    )
-                ),
-                source,
-                codec,
-            )
+            RowJob(key, int(row), info.plate_format, _row_sites(g), source, codec)
             for row, g in sub.groupby("row", sort=True)
         ]
-        todo[key] = {"rows": len(rows), "sums": 0.0, "sub": sub, "writer": None}
+        todo[key] = _PlateProgress(sub=sub, rows=len(rows))
         jobs += rows
-    if skipped:
-        log.info("skipping %d complete plate(s): %s", len(skipped), ", ".join(skipped))
-    total = sum(len(j.sites) for j in jobs)
-    open_writers: list[PlateWriter] = []
-    try:
-        with tqdm(total=total, unit="site", desc=desc, disable=not progress) as bar:
-            for job, (members, sums) in zip(
-                jobs, ordered_map(_encode_row, jobs, workers), strict=True
-            ):
-                entry = todo[job.key]
-                if entry["writer"] is None:
-                    writer = plate_writer(images, job.key, info.store)
-                    entry["writer"] = writer
-                    open_writers.append(writer)
-                for name, data in members:
-                    entry["writer"].write(name, data)
-                entry["rows"] -= 1
-                entry["sums"] = entry["sums"] + sums
-                if entry["rows"] == 0:
-                    _finish_plate(entry["writer"], job.key, entry["sub"], entry["sums"], info)
-                    open_writers.remove(entry["writer"])
-                bar.update(len(job.sites))
-    except BaseException:
-        for writer in open_writers:
-            writer.abort()
-        raise
-    return list(todo), skipped
+    return jobs, todo, skipped
+
+
+def _row_sites(g: pd.DataFrame) -> tuple[tuple[int, str, int, bool], ...]:
+    """``RowJob.sites`` of one row's site-table rows."""
+    return tuple(
+        zip(
+            g.col.astype(int),
+            g.well,
+            g.site.astype(int),
+            g.well_type == "negative_control",
+            strict=True,
+        )
+    )
+
+
+def _write_row(
+    images: Path,
+    info: DatasetInfo,
+    job: RowJob,
+    plate: _PlateProgress,
+    members: list[tuple[str, bytes]],
+    sums: np.ndarray,
+) -> None:
+    """Write one encoded row; after its plate's last row, finish the plate.
+
+    Args:
+        images: The images.zarr folder.
+        info: The dataset's info.
+        job: The row's job.
+        plate: Its plate's progress (updated).
+        members: The row's encoded members.
+        sums: The row's channel sums.
+    """
+    if plate.writer is None:
+        plate.writer = plate_writer(images, job.key, info.store)
+    for name, data in members:
+        plate.writer.write(name, data)
+    plate.rows -= 1
+    plate.sums = plate.sums + sums
+    if plate.rows == 0:
+        _finish_plate(plate.writer, job.key, plate.sub, np.asarray(plate.sums), info)
+        plate.done = True

@@ -23,9 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +35,9 @@ from cellblock.dataset import PackedDataset, plate_key
 from cellblock.errors import CorruptDataError, UserError
 from cellblock.omezarr import row_col_names
 from cellblock.plates import PlateFormat
+from cellblock.predinfo import ATTR, FORMAT_VERSION, PredictionInfo
 
+# FORMAT_VERSION, PredictionInfo: cellblock.predinfo, re-exported
 __all__ = [
     "FORMAT_VERSION",
     "PredictionInfo",
@@ -50,70 +50,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
-ATTR = "cellblock_predictions"
 # zarr's default compressor (zstd level 0), then a crc32c checksum that every reader
 # (ours through zarr-python, tensorstore) verifies: a damaged chunk is an error, not
 # silently wrong logits in a submission
 CHUNK_CODECS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
-
-
-@dataclass(frozen=True)
-class PredictionInfo:
-    """Provenance of a predictions store, in its root attrs.
-
-    Args:
-        setup: Setup name, e.g. ``"synthetic/tiny"``.
-        run: The run folder the checkpoint came from.
-        iteration: The checkpoint's iteration.
-        classes: sirna id of each logit column (``label="control"`` runs: the controls).
-        tta: Test-time transforms averaged, e.g. ``"none"``, ``"flips"``, ``"d4"``.
-        channels: 1-based channels the model saw.
-        embedding_dim: Width of ``embeddings``.
-        dataset: The packed dataset predicted.
-        code_version: ``cellblock`` version (and git commit) that predicted.
-        format_version: Layout version of this store.
-    """
-
-    setup: str
-    run: str
-    iteration: int
-    classes: tuple[int, ...]
-    tta: str
-    channels: tuple[int, ...]
-    embedding_dim: int
-    dataset: str
-    code_version: str
-    format_version: int = FORMAT_VERSION
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["classes"], out["channels"] = list(self.classes), list(self.channels)
-        return out
-
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> PredictionInfo:
-        """Parse and validate; a missing or mistyped field is a UserError naming it."""
-        if not isinstance(obj, dict):
-            raise UserError(f"{where}: no {ATTR!r} attributes; not a cellblock predictions store")
-        kinds = {"setup": str, "run": str, "iteration": int, "classes": list, "tta": str,
-                 "channels": list, "embedding_dim": int, "dataset": str, "code_version": str,
-                 "format_version": int}  # fmt: skip
-        for key, kind in kinds.items():
-            if not isinstance(obj.get(key), kind):
-                raise UserError(f"{where}: field {key!r} missing or not {kind.__name__}")
-        if obj["format_version"] != FORMAT_VERSION:
-            raise UserError(
-                f"{where}: format_version {obj['format_version']}, this code reads {FORMAT_VERSION}"
-            )
-        fields = {k: obj[k] for k in kinds}
-        fields["classes"] = tuple(int(c) for c in obj["classes"])
-        fields["channels"] = tuple(int(c) for c in obj["channels"])
-        return cls(**fields)
 
 
 def store_path(pred: Path | str) -> Path:
@@ -146,6 +86,17 @@ def create_store(
         The store path.
     """
     path = store_path(pred)
+    root = _open_root(path, info, overwrite)
+    for key in plates:
+        if key not in root:
+            _create_plate(root, key, info, packed)
+    return path
+
+
+def _open_root(path: Path, info: PredictionInfo, overwrite: bool) -> zarr.Group:
+    """The store's root group: created, or reopened if its classes, width, dataset and
+    channels match ``info`` (its provenance then updated); ``create_store``'s arguments.
+    """
     if overwrite and path.exists():
         shutil.rmtree(path)
     if path.exists():
@@ -157,33 +108,33 @@ def create_store(
                     "use --overwrite or another --out"
                 )
         root = zarr.open_group(path, mode="r+")
-        root.attrs[ATTR] = info.to_json()  # latest provenance (e.g. a later iteration)
     else:
         root = zarr.open_group(path, mode="w")
-        root.attrs[ATTR] = info.to_json()
+    root.attrs[ATTR] = info.to_json()  # latest provenance (e.g. a later iteration)
+    return root
+
+
+def _create_plate(root: zarr.Group, key: str, info: PredictionInfo, packed: PackedDataset) -> None:
+    """A plate's group (its row and column names) and its two NaN-filled arrays."""
     rows, cols, sites = packed.info.plate_shape[:3]
-    for key in plates:
-        if key in root:
-            continue
-        experiment, plate = key.split("/Plate")
-        group = root.require_group(key)
-        row_names, col_names = row_col_names(packed.info.plate_format)
-        group.attrs["cellblock"] = {"experiment": experiment, "plate": int(plate),
-                                    "rows": row_names, "columns": col_names}  # fmt: skip
-        for name, width, dtype in (
-            ("logits", info.n_classes, "float32"),
-            ("embeddings", info.embedding_dim, "float16"),
-        ):
-            group.create_array(
-                name,
-                shape=(rows, cols, sites, width),
-                chunks=(1, 1, sites, width),
-                dtype=dtype,
-                fill_value=np.nan,
-                compressors=CHUNK_CODECS,
-                dimension_names=("row", "col", "site", "class" if name == "logits" else "dim"),
-            )
-    return path
+    experiment, plate = key.split("/Plate")
+    group = root.require_group(key)
+    row_names, col_names = row_col_names(packed.info.plate_format)
+    group.attrs["cellblock"] = {"experiment": experiment, "plate": int(plate),
+                                "rows": row_names, "columns": col_names}  # fmt: skip
+    for name, width, dtype in (
+        ("logits", info.n_classes, "float32"),
+        ("embeddings", info.embedding_dim, "float16"),
+    ):
+        group.create_array(
+            name,
+            shape=(rows, cols, sites, width),
+            chunks=(1, 1, sites, width),
+            dtype=dtype,
+            fill_value=np.nan,
+            compressors=CHUNK_CODECS,
+            dimension_names=("row", "col", "site", "class" if name == "logits" else "dim"),
+        )
 
 
 def write_wells(

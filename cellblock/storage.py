@@ -17,29 +17,41 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import Any
 
 import boto3
 import botocore.exceptions
-from botocore import UNSIGNED
-from botocore.config import Config
 from tqdm import tqdm
 
 from cellblock.checksums import MANIFEST_NAME, Manifest, etag_matches
-from cellblock.errors import UserError
+from cellblock.remote import (
+    Remote,
+    RemoteObject,
+    StorageError,
+    UnsafeKeyError,
+    explain,
+    list_objects,
+    local_path,
+    make_client,
+    parallel,
+    relative_key,
+)
 
+# Remote ... relative_key: cellblock.remote, re-exported (their callers import them here)
 __all__ = [
     "Remote",
     "RemoteObject",
     "StorageError",
     "UnsafeKeyError",
     "download_objects",
+    "explain",
     "list_objects",
     "local_path",
     "make_client",
+    "relative_key",
     "upload_folder",
 ]
 
@@ -47,127 +59,23 @@ log = logging.getLogger(__name__)
 _BLOCK = 1024 * 1024
 
 
-class StorageError(UserError):
-    """A bucket, key, endpoint or credential problem; never contains a secret."""
-
-
-class UnsafeKeyError(StorageError):
-    """An object key that would be written outside the destination folder."""
-
-
 @dataclass(frozen=True)
-class Remote:
-    """Where objects live.
+class _Fetch:
+    """What the downloads of one ``download_objects`` call share.
 
     Args:
-        bucket: Bucket name.
-        prefix: Key prefix (a "folder"); keys are stored relative to it.
-        endpoint_url: S3 endpoint; None: ``AWS_ENDPOINT_URL`` or AWS itself.
-        anonymous: Unsigned requests (public buckets), no credentials needed.
-        profile: A named profile of ``~/.aws/config``.
-        region: Region name; None: the profile's, else ``us-east-1``.
+        client: The boto3 client.
+        remote: Bucket and prefix.
+        manifest: The bucket's checksum manifest, if it has one.
+        attempts: Tries per object.
+        on_bytes: Called with the size of each block received (the progress bar).
     """
 
-    bucket: str
-    prefix: str = ""
-    endpoint_url: str | None = None
-    anonymous: bool = False
-    profile: str | None = None
-    region: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
-
-@dataclass(frozen=True)
-class RemoteObject:
-    key: str
-    size: int
-    etag: str
-
-
-def make_client(remote: Remote, max_connections: int = 16):
-    """A boto3 S3 client for ``remote`` (thread-safe; share it between threads)."""
-    try:
-        session = boto3.Session(profile_name=remote.profile)
-    except botocore.exceptions.ProfileNotFound:
-        raise StorageError(f"AWS profile {remote.profile!r} not found") from None
-    config = Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        max_pool_connections=max_connections,
-        connect_timeout=5,
-        read_timeout=30,
-        signature_version=UNSIGNED if remote.anonymous else None,
-    )
-    endpoint = remote.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-    region = remote.region or session.region_name or "us-east-1"
-    return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
-
-
-def explain(error: Exception, what: str) -> StorageError:
-    """A one-line StorageError for a boto3 failure on ``what`` (no secrets, no traceback)."""
-    if isinstance(error, botocore.exceptions.ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchBucket",):
-            return StorageError(f"{what}: bucket does not exist")
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            return StorageError(
-                f"{what}: access denied ({code}); check the credentials, or use --anonymous "
-                "for a public bucket"
-            )
-        if code in ("NoSuchKey", "404"):
-            return StorageError(f"{what}: no such object")
-        return StorageError(f"{what}: {code or 'error'}")
-    if isinstance(error, botocore.exceptions.NoCredentialsError):
-        return StorageError(
-            f"{what}: no credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
-            "--profile, or use --anonymous for a public bucket)"
-        )
-    if isinstance(error, botocore.exceptions.EndpointConnectionError | ConnectionError):
-        return StorageError(f"{what}: cannot reach the endpoint ({type(error).__name__})")
-    return StorageError(f"{what}: {type(error).__name__}: {error}")
-
-
-def list_objects(client, remote: Remote, page_size: int = 1000) -> list[RemoteObject]:
-    """Every object under ``remote.prefix``, page by page; an error if there are none."""
-    out = []
-    pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=remote.bucket, Prefix=remote.prefix, PaginationConfig={"PageSize": page_size}
-    )
-    try:
-        for page in pages:
-            out += [RemoteObject(o["Key"], o["Size"], o["ETag"]) for o in page.get("Contents", [])]
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-        raise explain(e, remote.url) from None
-    if not out:
-        raise StorageError(f"{remote.url}: no objects under this prefix")
-    return out
-
-
-def relative_key(key: str, prefix: str) -> str:
-    rel = key[len(prefix) :] if key.startswith(prefix) else key
-    if prefix and not prefix.endswith("/") and rel.startswith("/"):
-        rel = rel[1:]
-    return rel
-
-
-def local_path(out: Path, key: str, prefix: str = "") -> Path:
-    """Where ``key`` lands under ``out``; UnsafeKeyError if it would land anywhere else."""
-    rel = relative_key(key, prefix)
-    parts = rel.split("/")
-    bad = (
-        not rel
-        or "\\" in rel
-        or "\x00" in rel
-        or rel.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or PurePosixPath(rel).is_absolute()
-    )
-    target = None if bad else (Path(out) / rel).resolve()
-    if target is None or not target.is_relative_to(Path(out).resolve()):
-        raise UnsafeKeyError(f"refusing object key {key!r}: it would be written outside {out}")
-    return target
+    client: Any
+    remote: Remote
+    manifest: Manifest | None
+    attempts: int
+    on_bytes: Callable[[int], object]
 
 
 def _intact(path: Path, obj: RemoteObject, name: str, manifest: Manifest | None) -> bool:
@@ -197,7 +105,16 @@ _LOCAL_ERRNOS = frozenset(
 )
 
 
-def _fetch_one(client, remote, obj, path, name, manifest, attempts, on_bytes) -> None:
+def _fetch_one(fetch: _Fetch, obj: RemoteObject, path: Path, name: str) -> None:
+    """Download ``obj`` to ``path`` (a temp name, verified, renamed), retrying with backoff.
+
+    Args:
+        fetch: What the call's downloads share.
+        obj: The object.
+        path: Where it lands.
+        name: Its key relative to the prefix (its manifest entry).
+    """
+    client, remote, manifest, attempts = fetch.client, fetch.remote, fetch.manifest, fetch.attempts
     tmp = path.with_name(f".{path.name}.part")
     what = f"s3://{remote.bucket}/{obj.key}"
     for attempt in range(attempts):
@@ -210,7 +127,7 @@ def _fetch_one(client, remote, obj, path, name, manifest, attempts, on_bytes) ->
                     f.write(block)
                     for d in digests.values():
                         d.update(block)
-                    on_bytes(len(block))
+                    fetch.on_bytes(len(block))
             if not _verified(tmp, obj, name, manifest, digests):
                 raise StorageError(f"{what}: downloaded bytes fail the size/checksum check")
             os.replace(tmp, path)
@@ -236,14 +153,15 @@ def _fetch_one(client, remote, obj, path, name, manifest, attempts, on_bytes) ->
 
 
 def download_objects(
-    client,
+    client: Any,
     remote: Remote,
     objects: list[RemoteObject],
     out: Path,
+    *,
     workers: int = 8,
     attempts: int = 8,
     progress: bool = True,
-) -> dict:
+) -> dict[str, int]:
     """Download ``objects`` under ``out`` (paths relative to ``remote.prefix``).
 
     Args:
@@ -274,26 +192,16 @@ def download_objects(
     total = sum(o.size for o, _ in todo)
     with tqdm(total=total, unit="B", unit_scale=True, desc="fetch", disable=not progress) as bar:
         done = [0]
+        fetch = _Fetch(client, remote, manifest, attempts, bar.update)
 
         def one(item: tuple[RemoteObject, str]) -> None:
             obj, name = item
-            _fetch_one(client, remote, obj, paths[obj.key], name, manifest, attempts, bar.update)
+            _fetch_one(fetch, obj, paths[obj.key], name)
             done[0] += 1
             bar.set_postfix_str(f"{done[0]}/{len(todo)} files", refresh=False)
 
-        _parallel(one, todo, workers)
+        parallel(one, todo, workers)
     return {"downloaded": len(todo), "skipped": skipped, "bytes": total}
-
-
-def _parallel(fn: Callable, items: Iterable, workers: int) -> None:
-    """Run ``fn`` over ``items`` in threads; the first error cancels what has not started."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(fn, item) for item in items]
-        try:
-            for f in futures:
-                f.result()
-        finally:
-            pool.shutdown(cancel_futures=True)
 
 
 def _read_manifest(client, remote: Remote, objects: list[RemoteObject]) -> Manifest | None:
@@ -312,14 +220,25 @@ def _read_manifest(client, remote: Remote, objects: list[RemoteObject]) -> Manif
 _LOCAL_ONLY = (".part", ".lock", ".corrupt")
 
 
-def upload_folder(client, remote: Remote, folder: Path, workers: int = 8,
-                  progress: bool = True) -> dict:  # fmt: skip
+def upload_folder(
+    client: Any, remote: Remote, folder: Path, *, workers: int = 8, progress: bool = True
+) -> dict[str, int]:
     """Upload every file of ``folder`` under ``remote.prefix``, then ``manifest.json``.
 
     Local-only files are skipped: ``*.part`` downloads, ``*.lock`` files, ``*.corrupt``
     checkpoints.
 
     The manifest goes last, so a reader that sees it sees every file it lists.
+
+    Args:
+        client: From :func:`make_client`.
+        remote: Bucket and prefix to upload under.
+        folder: The folder.
+        workers: Parallel uploads.
+        progress: Show a progress bar of bytes.
+
+    Returns:
+        ``{"files": n, "bytes": n}``.
     """
     folder = Path(folder)
     names = sorted(
@@ -344,7 +263,7 @@ def upload_folder(client, remote: Remote, folder: Path, workers: int = 8,
                     boto3.exceptions.S3UploadFailedError) as e:  # fmt: skip
                 raise explain(e, f"s3://{remote.bucket}/{prefix}{name}") from None
 
-        _parallel(one, names, workers)
+        parallel(one, names, workers)
     try:
         client.put_object(Bucket=remote.bucket, Key=prefix + MANIFEST_NAME,
                           Body=manifest.to_json().encode())  # fmt: skip

@@ -118,7 +118,13 @@ def _upgrade(dataset: Path, store: str, workers: int, progress: bool, codec) -> 
             shutil.rmtree(work)
     open_root(work / "images.zarr", info)
     packed, skipped = pack_plates(
-        work / "images.zarr", info, plates, codec, workers, progress, desc="upgrade"
+        work / "images.zarr",
+        info,
+        plates,
+        codec=codec,
+        workers=workers,
+        progress=progress,
+        desc="upgrade",
     )
     n = verify_rows(row_checks(work, table, v1_images=images), workers, progress)
     (work / "verified").write_text(f"{n} sites equal to {images}\n")

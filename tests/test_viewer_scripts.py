@@ -147,7 +147,7 @@ def test_montage_shows_the_plate(tiny_packed, tmp_path):
 
     _submission(packed, tmp_path / "ensemble")
     calls = load_calls(tmp_path / "ensemble", packed, "HEPG2-01", 1)
-    out = plate_montage(packed, "HEPG2-01", 1, tmp_path / "m.png", calls)
+    out = plate_montage(packed, "HEPG2-01", 1, tmp_path / "m.png", calls=calls)
     png = np.asarray(Image.open(out))[..., :3].astype(int)
     assert png.shape[0] > grid.shape[0] and png.shape[1] > grid.shape[1]  # + labels, title
     for name in ("correct", "wrong"):

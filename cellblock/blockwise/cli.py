@@ -24,6 +24,10 @@ def _list(text: str) -> list[str]:
 
 
 def _parser(blockwise: bool) -> argparse.ArgumentParser:
+    """The arguments of predict_blockwise.py (``blockwise``) or predict_scan.py.
+
+    Long, and left so: one flat list of options reads better than pieces of one.
+    """
     what = ("Predict plates blockwise with daisy: persistent workers (one per GPU), logits and "
             "embeddings to PRED/predictions.zarr, resumable (done blocks are skipped)."
             if blockwise else "Predict plates in this one process, without daisy (small data; "

@@ -49,7 +49,7 @@ def predict_scan(plan: Plan, overwrite: bool = False, device: str = "auto") -> S
     with driver_lock(plan):
         store = prepare_output(plan, overwrite)
         predictor = Predictor(plan.checkpoint, PackedDataset(plan.dataset), plan.tta,
-                              plan.batch_size, device)  # fmt: skip
+                              plan.batch_size, device=device)  # fmt: skip
         busy, cpu = time.time(), time.process_time()
         for i, key in enumerate(plan.grid.plates):
             wells = [(row, col) for row, col, _ in plan.grid.wells[key]]

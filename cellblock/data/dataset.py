@@ -69,6 +69,7 @@ class SiteDataset(Dataset):
         rows: Sequence | pd.Index | None,
         config: DataConfig,
         labels: pd.Series | None = None,
+        *,
         normalizer: Normalizer | None = None,
         normalize: bool = True,
     ):
@@ -85,7 +86,11 @@ class SiteDataset(Dataset):
         if labels is None:
             labels = dataset_labels(packed, config)
         self.normalizer = normalizer or Normalizer(
-            packed, config.normalization, config.stats_from, self.channels, config.min_std
+            packed,
+            config.normalization,
+            config.stats_from,
+            channels=self.channels,
+            min_std=config.min_std,
         )
         table = table.assign(_label=labels.reindex(table.index).fillna(-1).astype(np.int64))
         self._build_items(table)

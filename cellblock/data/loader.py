@@ -38,6 +38,7 @@ def collate_sites(items: Sequence[tuple[torch.Tensor, int, int]]) -> SiteBatch:
 def make_loader(
     dataset: Dataset,
     batch_size: int,
+    *,
     train: bool,
     workers: int = 0,
     seed: int = 0,

@@ -71,6 +71,7 @@ class Normalizer:
         packed: PackedDataset,
         mode: str = "plate",
         stats_from: str = "all",
+        *,
         channels: list[int] | None = None,
         min_std: float = 1.0,
         plates: Iterable[PlateId] | None = None,

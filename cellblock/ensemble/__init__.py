@@ -8,6 +8,7 @@ Modules, one concept each:
 * ``submission``: Kaggle ``id_code,sirna`` and its validation;
 * ``report``: report.json / report.md / plots (profiles: ``cellblock.profiling``);
 * ``pseudo``: pseudo labels from an ensemble's output;
+* ``steps``: the parts of one run and the ``EnsembleState`` they share;
 * ``pipeline``: ``run_ensemble``, all of the above in order.
 """
 

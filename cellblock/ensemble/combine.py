@@ -196,6 +196,25 @@ def class_columns(classes: np.ndarray, members: np.ndarray, what: str) -> np.nda
     return np.array([position[int(m)] for m in members], dtype=np.int64)
 
 
+def _read_store(
+    path: Path, info: PredictionInfo, reference: PredictionInfo, sites: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """A store's logits (columns in ``reference``'s class order) and embeddings of ``sites``.
+
+    Raises:
+        UserError: Other classes than ``reference``, an unpredicted site, non-finite logits.
+    """
+    order = _aligned_columns(info.classes, reference.classes, str(path))
+    _, logits, emb = read_sites(path, sites)
+    if not np.isfinite(logits).all():
+        bad = sites.iloc[int(np.flatnonzero(~np.isfinite(logits).all(axis=1))[0])]
+        raise UserError(
+            f"{path}: non-finite logits (inf) at {bad['id_code']} site {bad['site']}; "
+            "the prediction diverged — rerun it"
+        )
+    return (logits if order is None else logits[:, order]), emb
+
+
 def combine(
     preds: Sequence[Path | str],
     packed: PackedDataset | Path | str,
@@ -237,16 +256,7 @@ def combine(
         if reference is None:
             reference = info
             _check_class_range(info, path, packed)
-        order = _aligned_columns(info.classes, reference.classes, str(path))
-        _, logits, emb = read_sites(path, sites)
-        if not np.isfinite(logits).all():
-            bad = sites.iloc[int(np.flatnonzero(~np.isfinite(logits).all(axis=1))[0])]
-            raise UserError(
-                f"{path}: non-finite logits (inf) at {bad['id_code']} site {bad['site']}; "
-                "the prediction diverged — rerun it"
-            )
-        if order is not None:
-            logits = logits[:, order]
+        logits, emb = _read_store(path, info, reference, sites)
         scores = logits.astype(np.float64)
         if mode == "mean-probs":
             scores = softmax(scores, axis=1)

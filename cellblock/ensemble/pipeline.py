@@ -22,24 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from scipy.special import softmax
 
 import cellblock
 from cellblock.atomic import atomic_write_parquet
 from cellblock.dataset import PackedDataset
 from cellblock.ensemble import report as reporting
-from cellblock.ensemble.assign import assign, control_ids
-from cellblock.ensemble.combine import combine
-from cellblock.ensemble.groups import detect_groups, treatment_groups, true_groups
-from cellblock.ensemble.submission import (
-    expected_ids,
-    make_submission,
-    validate_submission,
-    write_submission,
+from cellblock.ensemble.steps import (
+    EnsembleState,
+    assign_plates,
+    combined,
+    group_summary,
+    keep_argmax,
+    plot,
+    step_accuracy,
+    write_answers,
 )
 from cellblock.errors import UserError
-from cellblock.metrics import accuracy_breakdown
 from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
 from cellblock.profiling.mapscore import copairs_map
 from cellblock.profiling.table import (
@@ -53,13 +51,13 @@ from cellblock.profiling.table import (
 __all__ = ["public_labels", "run_ensemble"]  # public_labels: cellblock.profiling.table
 
 log = logging.getLogger(__name__)
-META = ["id_code", "experiment", "plate", "well", "row", "col", "cell_type", "split", "well_type"]
 
 
 def run_ensemble(
     preds: Sequence[Path | str],
     data: Path | str,
     out: Path | str,
+    *,
     split: str = "test",
     experiments: Sequence[str] | None = None,
     weights: Sequence[float] | None = None,
@@ -96,117 +94,91 @@ def run_ensemble(
         raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # report.json marks a finished run: a rerun that fails must not leave the old one
-    # next to new, partial outputs
+    # report.json marks a finished run: a failed rerun must not leave it by partial outputs
     (out / "report.json").unlink(missing_ok=True)
-    packed = PackedDataset(data)
-    c = combine(preds, packed, split, experiments, weights, mode)
-    wells, classes = c.wells, c.classes
-    probs = softmax(c.log_probs, axis=1)
-    top = probs.argmax(axis=1)
-    per_well = wells[META].assign(
-        sirna=public_labels(wells).to_numpy(),
-        argmax=classes[top],
-        argmax_confidence=probs[np.arange(len(top)), top],
-    )
-    groups, plates, step = None, None, "none (argmax)"
+    run = combined(preds, PackedDataset(data), out, split=split, experiments=experiments,
+                   weights=weights, mode=mode)  # fmt: skip
     if plate_step:
-        if use_groups:
-            groups = treatment_groups(packed.metadata)
-            plates = detect_groups(wells, c.log_probs, classes, groups)
-        result = assign(wells, c.log_probs, classes, control_ids(packed.metadata), groups, plates)
-        per_well = per_well.assign(
-            masked=result.masked,
-            assigned=result.labels,
-            confidence=result.confidence,
-            group=result.group,
-        )
-        step = (
-            "group mask + per-plate assignment"
-            if groups is not None
-            else "per-plate assignment (no group mask)"
-        )
+        assign_plates(run, use_groups=use_groups)
     else:
-        per_well = per_well.assign(
-            assigned=per_well["argmax"], confidence=per_well["argmax_confidence"]
-        )
-    labels = per_well["assigned"].to_numpy()
-
-    submission = make_submission(wells, labels, include_controls)
-    validate_submission(
-        submission,
-        expected_ids(wells, include_controls),
-        int(packed.metadata["sirna"].max()) + 1,
-        "the new submission",
+        keep_argmax(run)
+    write_answers(run, include_controls=include_controls)
+    accuracy = step_accuracy(run, plate_step=plate_step)
+    profiles = _profiles(preds, run, align=align, profile_dim=profile_dim, null_size=null_size)
+    plot(run, accuracy)
+    report = _report(
+        run, accuracy, profiles, split=split, mode=mode, include_controls=include_controls
     )
-    outputs: dict[str, Any] = {
-        "submission": str(write_submission(submission, out / "submission.csv"))
-    }
-    atomic_write_parquet(per_well, out / "wells.parquet")
-    outputs["wells"] = str(out / "wells.parquet")
-
-    scored = wells["well_type"] == "treatment"
-    truth = wells["sirna"].astype("Int64")  # the answer key: reporting only
-    accuracy = {"argmax": accuracy_breakdown(wells[scored], per_well["argmax"][scored])}
-    if plate_step:
-        if groups is not None:
-            accuracy["masked"] = accuracy_breakdown(wells[scored], per_well["masked"][scored])
-        accuracy["assigned"] = accuracy_breakdown(wells[scored], labels[scored.to_numpy()])
-
-    profiles = _profiles(preds, packed, per_well, align, profile_dim, null_size)
-    atomic_write_parquet(profiles.pop("table"), out / "profiles.parquet")
-    outputs["profiles"] = str(out / "profiles.parquet")
-
-    shape = packed.info.plate_shape[:2]
-    maps = per_well.assign(truth=truth.to_numpy())
-    outputs["plots"] = [
-        str(p) if p else None
-        for p in (
-            reporting.plot_accuracy(
-                accuracy, "per_experiment", out / "accuracy_per_experiment.png"
-            ),
-            reporting.plot_accuracy(accuracy, "per_cell_type", out / "accuracy_per_cell_type.png"),
-            reporting.plot_plate_maps(maps, shape, out / "plate_maps.png"),
-        )
-    ]
-    report: dict[str, Any] = {
-        "dataset": str(packed.path.resolve()),
-        "split": split,
-        "experiments": sorted(set(wells["experiment"])),
-        "combine": mode,
-        "plate_step": step,
-        "include_controls": include_controls,
-        "n_wells": len(wells),
-        "n_scored_wells": int(scored.sum()),
-        "n_classes": len(classes),
-        "inputs": c.inputs,
-        "accuracy": accuracy,
-        "accuracy_scope": "treatment wells (the wells Kaggle scored); answer key = sirna column",
-        "profiles": {"embedding_dim": int(c.embeddings.shape[1]), **profiles},
-        "outputs": outputs,
-        "code_version": cellblock.__version__,
-    }
-    if plates is not None and groups is not None:
-        report["groups"] = _group_summary(wells, plates, groups)
     reporting.write_markdown(report, out / "report.md")
     reporting.write_json(report, out / "report.json")
     return report
 
 
+def _report(
+    run: EnsembleState,
+    accuracy: dict[str, Any],
+    profiles: dict[str, Any],
+    *,
+    split: str,
+    mode: str,
+    include_controls: bool,
+) -> dict[str, Any]:
+    """The report of a finished run (``report.json``).
+
+    Args:
+        run: The run, its outputs written.
+        accuracy: ``step_accuracy``'s result.
+        profiles: ``_profiles``'s result, its table popped.
+        split: The split ensembled.
+        mode: The combine mode.
+        include_controls: Whether the submission holds control wells.
+    """
+    wells = run.combined.wells
+    report: dict[str, Any] = {
+        "dataset": str(run.packed.path.resolve()),
+        "split": split,
+        "experiments": sorted(set(wells["experiment"])),
+        "combine": mode,
+        "plate_step": run.step,
+        "include_controls": include_controls,
+        "n_wells": len(wells),
+        "n_scored_wells": int((wells["well_type"] == "treatment").sum()),
+        "n_classes": len(run.combined.classes),
+        "inputs": run.combined.inputs,
+        "accuracy": accuracy,
+        "accuracy_scope": "treatment wells (the wells Kaggle scored); answer key = sirna column",
+        "profiles": {"embedding_dim": int(run.combined.embeddings.shape[1]), **profiles},
+        "outputs": run.outputs,
+        "code_version": cellblock.__version__,
+    }
+    if run.plates is not None and run.groups is not None:
+        report["groups"] = group_summary(wells, run.plates, run.groups)
+    return report
+
+
 def _profiles(
     preds: Sequence[Path | str],
-    packed: PackedDataset,
-    per_well: pd.DataFrame,
+    run: EnsembleState,
+    *,
     align: str,
     profile_dim: int,
     null_size: int,
 ) -> dict[str, Any]:
-    """profiles.parquet of every plate the stores predicted, and copairs mAP of the split.
+    """Write profiles.parquet of every plate the stores predicted; copairs mAP of the split.
 
-    The answer key joins only the in-memory frame the mAP is computed on.
+    Args:
+        preds: The predictions stores.
+        run: The run after its plate step (its ``outputs`` gains the parquet's path).
+        align: Alignment of the profiles.
+        profile_dim: Widest profile kept.
+        null_size: copairs null size.
+
+    Returns:
+        The report's ``profiles`` (but ``embedding_dim``). The answer key joins only the
+        in-memory frame the mAP is computed on.
     """
-    embeddings = read_well_embeddings(preds, packed, "all")
-    assigned = per_well.set_index("id_code")["assigned"]
+    embeddings = read_well_embeddings(preds, run.packed, "all")
+    assigned = run.per_well.set_index("id_code")["assigned"]
     predicted = embeddings.wells["id_code"].map(assigned).astype("Int64")
     table = aligned_table(embeddings, align, profile_dim, predicted)
     scored = table["Metadata_id_code"].isin(assigned.index).to_numpy()
@@ -217,28 +189,11 @@ def _profiles(
         kind: copairs_map(meta, features, kind, null_size=null_size)
         for kind in ("activity", "consistency")
     }
+    atomic_write_parquet(table, run.out / "profiles.parquet")
+    run.outputs["profiles"] = str(run.out / "profiles.parquet")
     return {
-        "table": table,
         "align": align,
         "profile_dim": len(feature_columns(table)),
         "n_wells": len(table),
         "map": scores,
-    }
-
-
-def _group_summary(wells: pd.DataFrame, plates: pd.DataFrame, groups) -> dict[str, Any]:
-    actual = true_groups(wells, groups)
-    rows = []
-    for r in plates.to_dict("records"):
-        r["true_group"] = int(actual.get((r["experiment"], r["plate"]), -1))
-        rows.append(r)
-    known = [r for r in rows if r["true_group"] >= 0]
-    return {
-        "n_groups": len(groups),
-        "group_sizes": [len(g) for g in groups],
-        "min_margin": float(plates["margin"].min()) if len(plates) else None,
-        "detection_accuracy": (
-            float(np.mean([r["group"] == r["true_group"] for r in known])) if known else None
-        ),
-        "plates": rows,
     }

@@ -220,8 +220,6 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         report: The report dict (as written to ``report.json``).
         path: The markdown file to write.
     """
-    acc = report["accuracy"]
-    stages = [(k, t) for k, t in STAGES if acc.get(k)]
     lines = [
         "# Ensemble report",
         "",
@@ -232,26 +230,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         f"- submission: `{report['outputs']['submission']}`",
         "",
     ]
-    if stages:
-        lines += [
-            "## Accuracy (treatment wells)",
-            "",
-            "| | n | " + " | ".join(t for _, t in stages) + " |",
-            "|---|---:|" + "---:|" * len(stages),
-        ]
-        first = acc[stages[0][0]]
-        lines.append(
-            f"| **overall** | {first['n']} | "
-            + " | ".join(f"**{acc[k]['overall']:.4f}**" for k, _ in stages)
-            + " |"
-        )
-        for section in ("per_cell_type", "per_experiment"):
-            for name, n in first["n_" + section].items():
-                values = " | ".join(_fmt(acc[k][section].get(name)) for k, _ in stages)
-                lines.append(f"| {name} | {n} | {values} |")
-        lines.append("")
-    else:
-        lines += ["No answer key for these wells: accuracy not computed.", ""]
+    lines += _accuracy_lines(report["accuracy"])
     groups = report.get("groups")
     if groups:
         lines += [
@@ -262,27 +241,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
             f"{_fmt(groups.get('detection_accuracy'))}.",
             "",
         ]
-    profiles = report.get("profiles", {})
-    if profiles:
-        lines += [
-            "## Profiles",
-            "",
-            f"`{report['outputs']['profiles']}`: {profiles['n_wells']} wells of every "
-            f"predicted plate, {profiles['profile_dim']} features, aligned `{profiles['align']}`.",
-            "copairs mAP of this split's treatment wells (answer key joined for scoring only):",
-            "",
-            "| | mAP | significant (FDR 5%) |",
-            "|---|---:|---:|",
-        ]
-        for kind, meaning in (("activity", "activity vs negative controls"),
-                              ("consistency", "consistency across experiments")):  # fmt: skip
-            score = profiles.get("map", {}).get(kind)
-            lines.append(
-                f"| {meaning} | - | - |"
-                if not score
-                else f"| {meaning} | {score['map']:.4f} | {score['fraction_significant']:.2f} |"
-            )
-        lines.append("")
+    if report.get("profiles"):
+        lines += _profile_lines(report["profiles"], report["outputs"]["profiles"])
     lines += ["## Inputs", ""]
     for item in report["inputs"]:
         lines.append(
@@ -295,3 +255,44 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _accuracy_lines(acc: dict[str, Any]) -> list[str]:
+    """The accuracy table of ``report.md``: a column per stage, a row per group of wells."""
+    stages = [(k, t) for k, t in STAGES if acc.get(k)]
+    if not stages:
+        return ["No answer key for these wells: accuracy not computed.", ""]
+    lines = [
+        "## Accuracy (treatment wells)",
+        "",
+        "| | n | " + " | ".join(t for _, t in stages) + " |",
+        "|---|---:|" + "---:|" * len(stages),
+    ]
+    first = acc[stages[0][0]]
+    overall = " | ".join(f"**{acc[k]['overall']:.4f}**" for k, _ in stages)
+    lines.append(f"| **overall** | {first['n']} | {overall} |")
+    for section in ("per_cell_type", "per_experiment"):
+        for name, n in first["n_" + section].items():
+            values = " | ".join(_fmt(acc[k][section].get(name)) for k, _ in stages)
+            lines.append(f"| {name} | {n} | {values} |")
+    return [*lines, ""]
+
+
+def _profile_lines(profiles: dict[str, Any], table: str) -> list[str]:
+    """The profiles section of ``report.md`` (``table``: profiles.parquet's path)."""
+    lines = [
+        "## Profiles",
+        "",
+        f"`{table}`: {profiles['n_wells']} wells of every "
+        f"predicted plate, {profiles['profile_dim']} features, aligned `{profiles['align']}`.",
+        "copairs mAP of this split's treatment wells (answer key joined for scoring only):",
+        "",
+        "| | mAP | significant (FDR 5%) |",
+        "|---|---:|---:|",
+    ]
+    for kind, meaning in (("activity", "activity vs negative controls"),
+                          ("consistency", "consistency across experiments")):  # fmt: skip
+        score = profiles.get("map", {}).get(kind)
+        values = f"{score['map']:.4f} | {score['fraction_significant']:.2f}" if score else "- | -"
+        lines.append(f"| {meaning} | {values} |")
+    return [*lines, ""]

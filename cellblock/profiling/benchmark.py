@@ -167,6 +167,7 @@ def run_benchmark(
     inputs: Sequence[Path | str],
     data: Path | str,
     out: Path | str,
+    *,
     names: Sequence[str] | None = None,
     split: str = "test",
     align: str = DEFAULT_ALIGN,
@@ -199,29 +200,16 @@ def run_benchmark(
     Raises:
         UserError: Bad names, split or alignment, or an unreadable input.
     """
-    if not inputs:
-        raise UserError("no models given")
-    if split not in SPLITS:
-        raise UserError(f"--split {split!r}: expected one of {list(SPLITS)}")
-    if align not in ALIGNMENTS:
-        raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
-    names = list(names) if names else [_default_name(Path(p)) for p in inputs]
-    if len(names) != len(inputs) or len(set(names)) != len(names):
-        raise UserError(f"--names: need {len(inputs)} distinct names, got {names}")
+    names = _checked_names(inputs, names, split, align)
     pairs = read_relationships(relationships) if relationships else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").unlink(missing_ok=True)
     packed = PackedDataset(data)
-    models = []
-    for name, path in zip(names, inputs, strict=True):
-        table, stores, how = load_model(path, packed, split, align, profile_dim)
-        features = table[feature_columns(table)].to_numpy(np.float64)
-        scores = score_profiles(evaluation_meta(table, packed), features, pairs, null_size, seed)
-        scores["rotation"] = _rotation(stores, packed, table, rotation_sites, seed, device)
-        models.append({"name": name, "input": str(path), "align": how, "n_wells": len(table),
-                       "profile_dim": features.shape[1], **scores})  # fmt: skip
-        log.info("benchmark %s: %s", name, benchreport.headline(models[-1]))
+    models = [_score_model(name, path, packed, pairs, split=split, align=align,
+                           profile_dim=profile_dim, null_size=null_size,
+                           rotation_sites=rotation_sites, seed=seed, device=device)
+              for name, path in zip(names, inputs, strict=True)]  # fmt: skip
     bench: dict[str, Any] = {
         "dataset": str(packed.path.resolve()),
         "split": split,
@@ -237,6 +225,65 @@ def run_benchmark(
     }
     benchreport.write_json(bench, out / "benchmark.json")
     return bench
+
+
+def _score_model(
+    name: str,
+    path: Path | str,
+    packed: PackedDataset,
+    pairs: pd.DataFrame | None,
+    *,
+    split: str,
+    align: str,
+    profile_dim: int,
+    null_size: int,
+    rotation_sites: int,
+    seed: int,
+    device: str,
+) -> dict[str, Any]:
+    """One model's entry of the benchmark (arguments: ``run_benchmark``'s).
+
+    Args:
+        name: The model's name.
+        path: Its predictions store or ensemble output.
+        packed: The dataset.
+        pairs: The relationship table, or None.
+        split: Wells scored.
+        align: Alignment of stores' profiles.
+        profile_dim: Widest profile of a store.
+        null_size: copairs null size per siRNA.
+        rotation_sites: Sites embedded under each D4 view (0: skip the metric).
+        seed: Seed of every sample, null and fold.
+        device: Where models run for the rotation metric.
+    """
+    table, stores, how = load_model(path, packed, split, align, profile_dim)
+    features = table[feature_columns(table)].to_numpy(np.float64)
+    scores = score_profiles(evaluation_meta(table, packed), features, pairs, null_size, seed)
+    scores["rotation"] = _rotation(stores, packed, table, rotation_sites, seed, device)
+    model = {"name": name, "input": str(path), "align": how, "n_wells": len(table),
+             "profile_dim": features.shape[1], **scores}  # fmt: skip
+    log.info("benchmark %s: %s", name, benchreport.headline(model))
+    return model
+
+
+def _checked_names(
+    inputs: Sequence[Path | str], names: Sequence[str] | None, split: str, align: str
+) -> list[str]:
+    """The models' names, once the arguments are checked (``run_benchmark``'s).
+
+    Raises:
+        UserError: No inputs; bad names, split or alignment.
+    """
+    if not inputs:
+        raise UserError("no models given")
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r}: expected one of {list(SPLITS)}")
+    if align not in ALIGNMENTS:
+        raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
+    names = list(names) if names else [_default_name(Path(p)) for p in inputs]
+    if len(names) != len(inputs) or len(set(names)) != len(names):
+        raise UserError(f"--names: need {len(inputs)} distinct names, got {names}")
+    return names
 
 
 def _default_name(path: Path) -> str:

@@ -49,6 +49,32 @@ def status(state_dir: Path) -> LocalS3 | None:
     return server
 
 
+def _running(state_dir: Path, port: int | None) -> LocalS3 | None:
+    """The server already serving ``state_dir``, or None (its folder then exists).
+
+    Args:
+        state_dir: The state folder (resolved).
+        port: The port asked for (None: any).
+
+    Raises:
+        S3LocalError: It runs on another port than ``port``, or runs but does not answer.
+    """
+    running = status(state_dir)
+    if running is not None:
+        if port is not None and port != running.port:
+            raise S3LocalError(
+                f"a server already runs on {state_dir} at port {running.port}, not {port}"
+            )
+        return running
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pid = (read_json(state_dir / STATE_FILE) or {}).get("pid")
+    if process.is_our_server(pid, state_dir):
+        # Alive but not answering: a second weed on the same data would corrupt it.
+        message = f"weed (pid {pid}) runs on {state_dir} but S3 does not answer; stop it first"
+        raise S3LocalError(with_log_tail(message, state_dir / LOG_FILE))
+    return None
+
+
 def start(
     state_dir: Path,
     port: int | None = None,
@@ -75,20 +101,9 @@ def start(
             another port than ``port``.
     """
     state_dir = Path(state_dir).resolve()
-    running = status(state_dir)
+    running = _running(state_dir, port)
     if running is not None:
-        if port is not None and port != running.port:
-            raise S3LocalError(
-                f"a server already runs on {state_dir} at port {running.port}, not {port}"
-            )
         return running
-
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pid = (read_json(state_dir / STATE_FILE) or {}).get("pid")
-    if process.is_our_server(pid, state_dir):
-        # Alive but not answering: a second weed on the same data would corrupt it.
-        message = f"weed (pid {pid}) runs on {state_dir} but S3 does not answer; stop it first"
-        raise S3LocalError(with_log_tail(message, state_dir / LOG_FILE))
     chosen = ports.choose(state_dir, port)
     port = chosen["s3.port"]
     access_key, secret_key = prepare(state_dir, public_bucket)

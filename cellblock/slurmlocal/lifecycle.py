@@ -131,19 +131,7 @@ def start(
             proc, offset = daemons.spawn(daemon, layout)
             pids[daemon] = proc.pid
             _save(layout, chosen, n_cpus, memory, pids)  # so stop() finds a half-started one
-            deadline = time.monotonic() + timeout
-            while not ready.READY_CHECKS[daemon](layout, chosen):
-                if proc.poll() is not None:
-                    raise SlurmLocalError(
-                        f"{daemon} exited with code {proc.returncode} while starting; "
-                        + _log_tail(layout, daemon, offset)
-                    )
-                if time.monotonic() > deadline:
-                    raise SlurmLocalError(
-                        f"{daemon} not ready in {timeout:.0f} s; "
-                        + _log_tail(layout, daemon, offset)
-                    )
-                time.sleep(0.2)
+            _wait_ready(layout, chosen, daemon, proc, offset, timeout)
     except BaseException:
         stop(layout.state_dir)
         raise
@@ -155,6 +143,41 @@ def start(
         layout.state_dir,
     )  # fmt: skip
     return cluster
+
+
+def _wait_ready(
+    layout: Layout,
+    chosen: dict[str, int],
+    daemon: str,
+    proc: subprocess.Popen,
+    offset: int,
+    timeout: float,
+) -> None:
+    """Wait until ``daemon`` passes its readiness check.
+
+    Args:
+        layout: The cluster's folders.
+        chosen: Its ports.
+        daemon: The daemon's name (a key of ``ready.READY_CHECKS``).
+        proc: Its process.
+        offset: Where its log stood when it started (the tail quoted on failure).
+        timeout: Seconds to wait.
+
+    Raises:
+        SlurmLocalError: It exited or was not ready in time (with the tail of its log).
+    """
+    deadline = time.monotonic() + timeout
+    while not ready.READY_CHECKS[daemon](layout, chosen):
+        if proc.poll() is not None:
+            raise SlurmLocalError(
+                f"{daemon} exited with code {proc.returncode} while starting; "
+                + _log_tail(layout, daemon, offset)
+            )
+        if time.monotonic() > deadline:
+            raise SlurmLocalError(
+                f"{daemon} not ready in {timeout:.0f} s; " + _log_tail(layout, daemon, offset)
+            )
+        time.sleep(0.2)
 
 
 def _save(

@@ -61,6 +61,7 @@ def render_site(
     base: np.ndarray,
     shift: np.ndarray,
     plate: PlateDesign,
+    *,
     size: int,
     cell_variation: float,
     coverage: float,

@@ -69,10 +69,10 @@ def _render_row(
                 BASE[plate.cell_type],
                 shift,
                 plate,
-                config.image_size,
-                config.cell_variation,
-                config.coverage,
-                rng,
+                size=config.image_size,
+                cell_variation=config.cell_variation,
+                coverage=config.coverage,
+                rng=rng,
             )
             code = id_code(plate.experiment, plate.plate, well)
             traits.append((code, site, n_cells, *np.round(site_traits, 5).tolist()))
@@ -156,9 +156,21 @@ def write_dataset(
     }
 
 
+_WELL_COLUMNS = ["id_code", "experiment", "plate", "well"]  # every table starts so
+
+
 def _write_tables(
     design: Design, plates: list[PlateDesign], out: Path, layout: str, stats: list[tuple]
 ) -> None:
+    """The raw tree's tables, pixel_stats.csv, relationships.csv and synthetic.json (last).
+
+    Args:
+        design: The dataset's design.
+        plates: Its plates.
+        out: The raw tree.
+        layout: ``"kaggle"`` (train/test CSVs) or ``"v1.0"`` (one metadata.csv).
+        stats: The rendered sites' pixel statistics rows.
+    """
     cfg = design.config
     rows = [
         dict(
@@ -175,40 +187,11 @@ def _write_tables(
         for w, label in p.wells.items()
     ]
     wells = pd.DataFrame(rows)
-    treat = wells["well_type"] == "treatment"
-    train = wells["split"] == "train"
-    base_cols = ["id_code", "experiment", "plate", "well"]
     if layout == "kaggle":
-        atomic_write_csv(wells[train & treat][[*base_cols, "sirna"]], out / "train.csv")
-        atomic_write_csv(wells[~train & treat][base_cols], out / "test.csv")
-        ctrl_cols = [*base_cols, "sirna", "well_type"]
-        atomic_write_csv(wells[train & ~treat][ctrl_cols], out / "train_controls.csv")
-        atomic_write_csv(wells[~train & ~treat][ctrl_cols], out / "test_controls.csv")
-        atomic_write_csv(wells[~train & treat][["id_code", "sirna"]], out / "test_labels.csv")
-        sample = wells[~train & treat][["id_code"]].assign(sirna=0)
-        atomic_write_csv(sample, out / "sample_submission.csv")
+        _write_kaggle_tables(wells, out)
     else:
-        sites = wells.merge(pd.DataFrame({"site": range(1, cfg.n_sites + 1)}), how="cross")
-        meta = pd.DataFrame(
-            {
-                "site_id": sites["id_code"] + "_" + sites["site"].astype(str),
-                "well_id": sites["id_code"],
-                "cell_type": sites["cell_type"],
-                "dataset": sites["split"],
-                "experiment": sites["experiment"],
-                "plate": sites["plate"],
-                "well": sites["well"],
-                "site": sites["site"],
-                "well_type": sites["well_type"],
-                "sirna": [
-                    "EMPTY" if t == "negative_control" else f"SYN{s:05d}"
-                    for s, t in zip(sites["sirna"], sites["well_type"], strict=True)
-                ],
-                "sirna_id": sites["sirna"],
-            }
-        )
-        atomic_write_csv(meta, out / "metadata.csv")
-    stat_cols = [*base_cols, "site", "channel", "mean", "std", "median", "min", "max"]
+        atomic_write_csv(_v1_metadata(wells, cfg.n_sites), out / "metadata.csv")
+    stat_cols = [*_WELL_COLUMNS, "site", "channel", "mean", "std", "median", "min", "max"]
     pixel = pd.DataFrame(stats, columns=stat_cols)
     pixel = pixel.sort_values(["experiment", "plate", "well", "site", "channel"])
     atomic_write_csv(pixel, out / "pixel_stats.csv")
@@ -223,3 +206,40 @@ def _write_tables(
         atomic_write_csv(design.relationships(), out / "relationships.csv")
     atomic_write_text(out / "synthetic.json", json.dumps(info, indent=2) + "\n")
     log.info("wrote tables to %s (pid %d)", out, os.getpid())
+
+
+def _write_kaggle_tables(wells: pd.DataFrame, out: Path) -> None:
+    """Kaggle's tables of ``wells`` (one row per well), test labels and a sample submission."""
+    treat = wells["well_type"] == "treatment"
+    train = wells["split"] == "train"
+    atomic_write_csv(wells[train & treat][[*_WELL_COLUMNS, "sirna"]], out / "train.csv")
+    atomic_write_csv(wells[~train & treat][_WELL_COLUMNS], out / "test.csv")
+    ctrl_cols = [*_WELL_COLUMNS, "sirna", "well_type"]
+    atomic_write_csv(wells[train & ~treat][ctrl_cols], out / "train_controls.csv")
+    atomic_write_csv(wells[~train & ~treat][ctrl_cols], out / "test_controls.csv")
+    atomic_write_csv(wells[~train & treat][["id_code", "sirna"]], out / "test_labels.csv")
+    sample = wells[~train & treat][["id_code"]].assign(sirna=0)
+    atomic_write_csv(sample, out / "sample_submission.csv")
+
+
+def _v1_metadata(wells: pd.DataFrame, n_sites: int) -> pd.DataFrame:
+    """The v1.0 release's metadata.csv of ``wells``: one row per site."""
+    sites = wells.merge(pd.DataFrame({"site": range(1, n_sites + 1)}), how="cross")
+    return pd.DataFrame(
+        {
+            "site_id": sites["id_code"] + "_" + sites["site"].astype(str),
+            "well_id": sites["id_code"],
+            "cell_type": sites["cell_type"],
+            "dataset": sites["split"],
+            "experiment": sites["experiment"],
+            "plate": sites["plate"],
+            "well": sites["well"],
+            "site": sites["site"],
+            "well_type": sites["well_type"],
+            "sirna": [
+                "EMPTY" if t == "negative_control" else f"SYN{s:05d}"
+                for s, t in zip(sites["sirna"], sites["well_type"], strict=True)
+            ],
+            "sirna_id": sites["sirna"],
+        }
+    )

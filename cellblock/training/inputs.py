@@ -72,7 +72,9 @@ def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
     train = SiteDataset(packed, train_rows, cfg.data, labels, normalize=False)
     val = None
     if len(val_rows):
-        val = SiteDataset(packed, val_rows, cfg.data, labels, train.normalizer, normalize=False)
+        val = SiteDataset(
+            packed, val_rows, cfg.data, labels, normalizer=train.normalizer, normalize=False
+        )
     cell_types: dict[int, str] = {}
     well_types: dict[int, str] = {}
     if val is not None:
@@ -105,11 +107,13 @@ def train_loader(
         world_size: Number of data-parallel processes.
     """
     sampler = InfiniteSampler(len(dataset), seed, start, rank, world_size)
-    return make_loader(dataset, batch_size, True, workers, seed, device, sampler=sampler)
+    return make_loader(
+        dataset, batch_size, train=True, workers=workers, seed=seed, device=device, sampler=sampler
+    )
 
 
 def val_loader(
     dataset: SiteDataset, batch_size: int, workers: int, device: torch.device
 ) -> DataLoader:
     """All validation items, in order."""
-    return make_loader(dataset, batch_size, False, workers, device=device)
+    return make_loader(dataset, batch_size, train=False, workers=workers, device=device)

@@ -100,8 +100,8 @@ def _serve(viewer: neuroglancer.Viewer, what: str) -> None:
     server.serve_forever()
 
 
-def view_data_main(argv: Sequence[str] | None = None) -> int:
-    """``view_data.py``: a packed plate in neuroglancer, as a PNG, or as a montage."""
+def _data_parser() -> argparse.ArgumentParser:
+    """``view_data.py``'s arguments."""
     p = argparse.ArgumentParser(
         prog="view_data.py",
         description="View a whole plate of a packed dataset in neuroglancer: wells in plate\n"
@@ -145,8 +145,20 @@ def view_data_main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--wells", help="with --serve: only these wells, e.g. B02,C03")
     _serve_arguments(p)
-    args = p.parse_args(argv)
+    return p
 
+
+def view_data_main(argv: Sequence[str] | None = None) -> int:
+    """``view_data.py``: a packed plate in neuroglancer, as a PNG, or as a montage.
+
+    Args:
+        argv: The command line's arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    p = _data_parser()
+    args = p.parse_args(argv)
     packed = PackedDataset(args.data)
     experiment, plate = parse_plate(args.plate)
     packed.plate(experiment, plate)  # a missing plate: error listing the available ones
@@ -161,7 +173,7 @@ def view_data_main(argv: Sequence[str] | None = None) -> int:
         calls = load_calls(args.predictions, packed, experiment, plate)
         print(f"{args.plate}: {summarize_calls(calls)}", flush=True)
     if args.montage is not None:
-        plate_montage(packed, experiment, plate, args.montage, calls, contrast=args.contrast)
+        plate_montage(packed, experiment, plate, args.montage, calls=calls, contrast=args.contrast)
         print(f"wrote {args.montage}", flush=True)
         if args.screenshot is None:
             return 0
@@ -169,9 +181,8 @@ def view_data_main(argv: Sequence[str] | None = None) -> int:
     size = _fit(TileGrid.for_plate(packed.info.plate_shape).shape, args.size)
     # served: framed for a modest browser window, so the whole plate is in view at first
     viewport = size if args.screenshot is not None else (args.size or SERVE_VIEWPORT)
-    show_plate(
-        viewer, packed, experiment, plate, calls, args.contrast, args.pixel_size, viewport=viewport
-    )
+    show_plate(viewer, packed, experiment, plate, calls=calls, contrast=args.contrast,
+               pixel_size_um=args.pixel_size, viewport=viewport)  # fmt: skip
     if args.screenshot is not None:
         screenshot(viewer, args.screenshot, size)
         print(f"wrote {args.screenshot}", flush=True)
@@ -188,7 +199,8 @@ def _serve_fields(args: argparse.Namespace, packed: PackedDataset, experiment: s
     try:
         viewer = _viewer(args)
         size = args.size or (SERVE_VIEWPORT if args.screenshot is None else (1600, 1000))
-        show_fields(viewer, packed, experiment, plate, data.url, wells, args.contrast, size)
+        show_fields(viewer, packed, experiment, plate, data.url, wells=wells,
+                    contrast=args.contrast, viewport=size)  # fmt: skip
         state_url = data.add("/cellblock/state.json", json.dumps(viewer.state.to_json()).encode())
         if args.screenshot is not None:
             screenshot(viewer, args.screenshot, size)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import neuroglancer
+import pandas as pd
 
 from cellblock.dataset import PackedDataset, plate_key
 from cellblock.omezarr import field_name
@@ -52,12 +53,53 @@ def _space(packed: PackedDataset) -> tuple[list[str], list[float]]:
     return (["m", "m"], [px * 1e-6, px * 1e-6]) if px else (["", ""], [1.0, 1.0])
 
 
+def _field_sources(
+    packed: PackedDataset, sites: pd.DataFrame, grid: TileGrid, base_url: str
+) -> tuple[list[neuroglancer.LayerDataSource], list[tuple[int, int]]]:
+    """A ``zarr3://`` source per site, placed in the plate layout, and each one's origin.
+
+    Args:
+        packed: The dataset.
+        sites: The site-table rows of the fields shown (one plate).
+        grid: The plate's tile grid.
+        base_url: Where the dataset folder is served.
+    """
+    fmt = packed.info.plate_format
+    units, scales = _space(packed)
+    out_dims = neuroglancer.CoordinateSpace(
+        names=["c^", "y", "x"], units=["", *units], scales=[1, *scales]
+    )
+    sources, boxes = [], []
+    for s in sites.itertuples():
+        y, x = grid.site_origin(int(s.row), int(s.col), int(s.site))
+        boxes.append((y, x))
+        # OME puts a pixel's centre on its coordinate, neuroglancer its corner: +0.5
+        matrix = [[1, 0, 0, 0], [0, 1, 0, y + 0.5], [0, 0, 1, x + 0.5]]
+        url = field_url(
+            packed,
+            base_url,
+            str(s.experiment),
+            int(s.plate),
+            field_name(fmt, int(s.row), int(s.col), int(s.site)),
+        )
+        sources.append(
+            neuroglancer.LayerDataSource(
+                url=url,
+                transform=neuroglancer.CoordinateSpaceTransform(
+                    output_dimensions=out_dims, matrix=matrix
+                ),
+            )
+        )
+    return sources, boxes
+
+
 def show_fields(
     viewer: neuroglancer.Viewer,
     packed: PackedDataset,
     experiment: str,
     plate: int,
     base_url: str,
+    *,
     wells: Iterable[str] | None = None,
     contrast: str = "plate",
     viewport: tuple[int, int] = (1280, 720),
@@ -81,33 +123,8 @@ def show_fields(
     sites = meta[(meta.experiment == experiment) & (meta.plate == int(plate))]
     if wells is not None:
         sites = sites[sites.well.isin(set(wells))]
-    fmt = packed.info.plate_format
     grid = TileGrid.for_plate(packed.info.plate_shape)
-    units, scales = _space(packed)
-    out_dims = neuroglancer.CoordinateSpace(
-        names=["c^", "y", "x"], units=["", *units], scales=[1, *scales]
-    )
-    sources, boxes = [], []
-    for s in sites.itertuples():
-        y, x = grid.site_origin(int(s.row), int(s.col), int(s.site))
-        boxes.append((y, x))
-        # OME puts a pixel's centre on its coordinate, neuroglancer its corner: +0.5
-        matrix = [[1, 0, 0, 0], [0, 1, 0, y + 0.5], [0, 0, 1, x + 0.5]]
-        url = field_url(
-            packed,
-            base_url,
-            experiment,
-            plate,
-            field_name(fmt, int(s.row), int(s.col), int(s.site)),
-        )
-        sources.append(
-            neuroglancer.LayerDataSource(
-                url=url,
-                transform=neuroglancer.CoordinateSpaceTransform(
-                    output_dimensions=out_dims, matrix=matrix
-                ),
-            )
-        )
+    sources, boxes = _field_sources(packed, sites, grid, base_url)
     displays = dataset_displays(packed, experiment, plate, contrast)
     with viewer.txn() as state:
         state.layers.clear()

@@ -65,11 +65,42 @@ def montage_image(
     return out, grid
 
 
+def _outline_calls(ax: plt.Axes, grid: TileGrid, calls: pd.DataFrame) -> None:
+    """Outline each called well in its call's colour, with a legend.
+
+    Args:
+        ax: The montage's axes.
+        grid: The montage's tile grid.
+        calls: Per-well predictions (``overlay.load_calls``).
+    """
+    for call in calls.itertuples(index=False):
+        y0, x0, y1, x1 = grid.tile_box(int(call.row), int(call.col))
+        # on the well's edge: neighbours' outlines stay a gap apart
+        ax.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5),
+                x1 - x0,
+                y1 - y0,
+                fill=False,
+                edgecolor=CALL_COLORS[call.correct],
+                linewidth=1.5,
+            )
+        )
+    ax.legend(
+        handles=[Patch(edgecolor=c, facecolor="none", label=k) for k, c in CALL_COLORS.items()],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=7,
+        frameon=False,
+    )
+
+
 def plate_montage(
     packed: PackedDataset,
     experiment: str,
     plate: int,
     out: Path | str,
+    *,
     calls: pd.DataFrame | None = None,
     site_px: int = 64,
     contrast: str = "plate",
@@ -107,28 +138,7 @@ def plate_montage(
         title = f"{plate_key(experiment, plate)}  ({info.cell_type}, {info.split})"
         if calls is not None:
             title += f"\npredictions: {summarize_calls(calls)}"
-            for call in calls.itertuples(index=False):
-                y0, x0, y1, x1 = grid.tile_box(int(call.row), int(call.col))
-                # on the well's edge: neighbours' outlines stay a gap apart
-                ax.add_patch(
-                    Rectangle(
-                        (x0 - 0.5, y0 - 0.5),
-                        x1 - x0,
-                        y1 - y0,
-                        fill=False,
-                        edgecolor=CALL_COLORS[call.correct],
-                        linewidth=1.5,
-                    )
-                )
-            ax.legend(
-                handles=[
-                    Patch(edgecolor=c, facecolor="none", label=k) for k, c in CALL_COLORS.items()
-                ],
-                loc="upper left",
-                bbox_to_anchor=(1.0, 1.0),
-                fontsize=7,
-                frameon=False,
-            )
+            _outline_calls(ax, grid, calls)
         ax.set_title(title, fontsize=9, pad=14)
         for spine in ax.spines.values():
             spine.set_visible(False)

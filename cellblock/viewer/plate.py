@@ -81,6 +81,7 @@ def show_plate(
     packed: PackedDataset,
     experiment: str,
     plate: int,
+    *,
     calls: pd.DataFrame | None = None,
     contrast: str = "plate",
     pixel_size_um: float | None = None,
