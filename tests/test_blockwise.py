@@ -393,8 +393,7 @@ def test_block_grid_covers_only_existing_wells():
     assert block_shape(None, 22) == (1, 1, 22) and block_shape(50, 22) == (1, 2, 22)
     with pytest.raises(UserError, match="at least 1"):
         block_shape(0, 22)
-    # the run summary of this grid: one block failed, one completed; by keyword, and the
-    # positional form blockwise/driver.py still uses gives the same summary
+    # the run summary of this grid: one block failed, one completed; keywords only
     result = TaskResult(total=24, failed=1, orphaned=0, abandoned=False, abandon_reason=None,
                         last_worker_error=None, failed_blocks=((5, (0, 2, 7), (1, 1, 1)),),
                         worker_failures=0, restarts=0)  # fmt: skip
@@ -405,9 +404,8 @@ def test_block_grid_covers_only_existing_wells():
     summary = RunSummary.build(grid, result, **args)
     assert (summary.blocks, summary.completed, summary.failed, summary.not_run) == (3, 1, 1, 0)
     assert summary.first_block_s == 3.0 and summary.failures[0].wells == ("r2c7",)
-    assert RunSummary.build(grid, result, *args.values()) == summary
-    with pytest.raises(TypeError, match="keywords"):
-        RunSummary.build(grid, result, 1, 2, done_after=2)
+    with pytest.raises(TypeError, match="positional"):
+        RunSummary.build(grid, result, *args.values())
 
 
 def test_local_launcher_pins_one_gpu_per_worker_and_reports_exits(tmp_path):

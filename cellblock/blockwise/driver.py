@@ -156,5 +156,6 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
         after = done_count(tracking)
         lines = read_block_lines(plan.state_dir, plan.run_id)
         records = read_failures(plan.state_dir)
-    return RunSummary.build(plan.grid, result, before, after, lines, records, seconds, cpu,
-                            launched, workers, plan.store, plan.log_dir)  # fmt: skip
+    return RunSummary.build(plan.grid, result, done_before=before, done_after=after, lines=lines,
+                            records=records, seconds=seconds, driver_cpu_s=cpu, started=launched,
+                            workers=workers, store=plan.store, log_dir=plan.log_dir)  # fmt: skip

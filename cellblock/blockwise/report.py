@@ -11,19 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from cellblock.blockwise.geometry import BlockGrid
 from cellblock.blockwise.task import TaskResult
 
 __all__ = ["BlockFailure", "RunSummary", "read_block_lines", "read_failures"]
-
-# RunSummary.build's arguments after grid and result, in the order of the old positional
-# call (blockwise/driver.py still makes it)
-_BUILD_ARGS = (
-    "done_before", "done_after", "lines", "records", "seconds", "driver_cpu_s", "started",
-    "workers", "store", "log_dir",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -135,72 +128,8 @@ class RunSummary:
         """Sites per second while blocks were processed (the steady rate)."""
         return self.sites / self.busy_s if self.busy_s else None
 
-    @overload
     @classmethod
     def build(
-        cls,
-        grid: BlockGrid,
-        result: TaskResult,
-        *,
-        done_before: int,
-        done_after: int,
-        lines: list[dict[str, Any]],
-        records: dict[int, dict[str, Any]],
-        seconds: float,
-        driver_cpu_s: float,
-        started: float,
-        workers: int,
-        store: Path,
-        log_dir: Path,
-    ) -> RunSummary: ...
-
-    @overload
-    @classmethod
-    def build(
-        cls,
-        grid: BlockGrid,
-        result: TaskResult,
-        done_before: int,
-        done_after: int,
-        lines: list[dict[str, Any]],
-        records: dict[int, dict[str, Any]],
-        seconds: float,
-        driver_cpu_s: float,
-        started: float,
-        workers: int,
-        store: Path,
-        log_dir: Path,
-    ) -> RunSummary: ...
-
-    @classmethod
-    def build(cls, grid: BlockGrid, result: TaskResult, *legacy: Any, **kw: Any) -> RunSummary:
-        """Assemble the summary of a finished run (see the module docstring).
-
-        Call it with keywords. The positional form (the second overload) is the one
-        ``blockwise/driver.py`` still uses; it goes once the driver passes keywords.
-
-        Args:
-            grid: The run's block grid.
-            result: daisy's task result.
-            done_before: Blocks done (marked) before the run.
-            done_after: Blocks done after it.
-            lines: The run's ``blocks.jsonl`` lines (``read_block_lines``).
-            records: The workers' failure records by block id (``read_failures``).
-            seconds: Wall time of the run.
-            driver_cpu_s: CPU time of the driver process.
-            started: When the user started the command (``time.time()``).
-            workers: Number of workers.
-            store: The predictions store.
-            log_dir: The workers' log folder.
-        """
-        if legacy:
-            if len(legacy) != len(_BUILD_ARGS) or kw:
-                raise TypeError(f"RunSummary.build: expected keywords {', '.join(_BUILD_ARGS)}")
-            kw = dict(zip(_BUILD_ARGS, legacy, strict=True))
-        return cls._build(grid, result, **kw)
-
-    @classmethod
-    def _build(
         cls,
         grid: BlockGrid,
         result: TaskResult,
@@ -216,7 +145,22 @@ class RunSummary:
         store: Path,
         log_dir: Path,
     ) -> RunSummary:
-        """``build`` with its arguments by name (documented there)."""
+        """Assemble the summary of a finished run (see the module docstring).
+
+        Args:
+            grid: The run's block grid.
+            result: daisy's task result.
+            done_before: Blocks done (marked) before the run.
+            done_after: Blocks done after it.
+            lines: The run's ``blocks.jsonl`` lines (``read_block_lines``).
+            records: The workers' failure records by block id (``read_failures``).
+            seconds: Wall time of the run.
+            driver_cpu_s: CPU time of the driver process.
+            started: When the user started the command (``time.time()``).
+            workers: Number of workers.
+            store: The predictions store.
+            log_dir: The workers' log folder.
+        """
         n_blocks = result.total - int(grid.skip_mask().sum())
         completed = done_after - done_before
         failed_ids = {b[0] for b in result.failed_blocks}
