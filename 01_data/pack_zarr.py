@@ -50,10 +50,9 @@ def main() -> None:
     if args.upgrade is not None:
         with writing(args.upgrade):
             s = upgrade_dataset(args.upgrade, args.store, args.workers, progress, codec)
-        if s.get("already"):
-            print(f"{args.upgrade} is in the current layout already: nothing to do")
-            return
-        print(f"upgraded {s['plates_packed']} plate(s) ({s['plates_skipped']} already done) of "
+        already = f"{args.upgrade} is in the current layout already: nothing to do"
+        print(already if s.get("already") else
+              f"upgraded {s['plates_packed']} plate(s) ({s['plates_skipped']} already done) of "
               f"{args.upgrade} to OME-Zarr ({s['store']} store), verified {s['sites_verified']} "
               f"sites: {s['bytes'] / 1e6:.1f} MB in {s['seconds']:.1f} s")  # fmt: skip
         return
@@ -65,12 +64,11 @@ def main() -> None:
         n = verify_dataset(args.out, args.workers)
         print(f"verified {n} sites of {args.out}: every chunk checksum matches")
         return
+    experiments = comma_list(args.experiments, what="--experiments") or None
     with writing(args.out):
-        s = pack_dataset(args.raw, args.out,
-                         experiments=comma_list(args.experiments, what="--experiments") or None,
-                         workers=args.workers, verify=args.verify, plate_wells=args.plate_wells,
-                         progress=progress, store=args.store, pixel_size_um=args.pixel_size,
-                         codec=codec)  # fmt: skip
+        s = pack_dataset(args.raw, args.out, experiments=experiments, workers=args.workers,
+                         verify=args.verify, plate_wells=args.plate_wells, progress=progress,
+                         store=args.store, pixel_size_um=args.pixel_size, codec=codec)  # fmt: skip
     verified = f", verified {s['sites_verified']} sites" if args.verify else ""
     print(f"packed {s['plates_packed']} plate(s) ({s['plates_skipped']} already complete, "
           f"{s['sites']} sites, {s['plate_wells']}-well, {s['layout']} layout) into {args.out} "
