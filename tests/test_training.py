@@ -18,7 +18,7 @@ from cellblock.errors import ConfigError, UserError
 from cellblock.models import NetConfig, build_net
 from cellblock.setup_cli import default_run_dir, mknet_main, train_main
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
-from cellblock.training.loop import init_weights
+from cellblock.training.resume import init_weights
 from tests.conftest import ROOT, run_script
 
 SETUP = ROOT / "02_train" / "synthetic" / "tiny"

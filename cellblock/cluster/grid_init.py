@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["init_checkpoints", "source_checkpoint"]
 
-# What must agree between a source run and the run it starts (as in training.init_weights).
+# What must agree between a source run and the run it starts (as in training.resume.init_weights).
 _SAME_NET = ("backbone", "in_channels", "embedding_dim", "pool")
 
 

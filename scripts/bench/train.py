@@ -50,8 +50,8 @@ from cellblock.data import BatchAugment, BatchNormalizer
 from cellblock.errors import UserError
 from cellblock.models import NetConfig, build_net
 from cellblock.training.inputs import load_run_data, train_loader
-from cellblock.training.loop import pick_device
 from cellblock.training.schedule import make_optimizer
+from cellblock.training.steps import pick_device
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "scripts" / "bench" / "results"

@@ -1,0 +1,206 @@
+"""The parts of a training run that ``loop.train`` strings together.
+
+:func:`new_state` makes a :class:`~cellblock.training.state.TrainState`, :func:`restore`
+loads a checkpoint into it, :func:`wrap_model` wraps its network (DDP, ``torch.compile``),
+:func:`train_step` runs one optimizer step, :func:`step_snapshot` makes its batch
+snapshot and :func:`save_state` writes a checkpoint.
+Nothing here logs: the loop's lines stay the loop's (``cellblock.training.loop``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from cellblock.config import SetupConfig
+from cellblock.data import BatchAugment, BatchNormalizer
+from cellblock.errors import UserError
+from cellblock.models import Net
+from cellblock.training import checkpoint as ckpt
+from cellblock.training.distributed import DistEnv
+from cellblock.training.evaluate import flatten_sites
+from cellblock.training.schedule import make_optimizer, make_scheduler
+from cellblock.training.snapshots import Snapshot
+from cellblock.training.state import RunContext, Step, TrainState
+
+__all__ = [
+    "new_state",
+    "pick_device",
+    "restore",
+    "save_state",
+    "seed_all",
+    "step_snapshot",
+    "train_step",
+    "wrap_model",
+]
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"``: CUDA if available, else CPU; ``"cuda"`` without a GPU is a UserError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_all(seed: int) -> None:
+    """Seed the global RNGs of torch, numpy and Python with ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def new_state(
+    net: Net, cfg: SetupConfig, normalize: BatchNormalizer, env: DistEnv, device: torch.device
+) -> TrainState:
+    """Move ``net`` to ``device`` and make its optimizer, schedule and augmentation.
+
+    Args:
+        net: The network (built, perhaps initialized from another run).
+        cfg: The setup (its ``train`` and ``data.augment`` sections).
+        normalize: The run's batch normalization (moved to ``device`` here).
+        env: The data-parallel environment (the rank seeds the augmentation).
+        device: Where training runs.
+    """
+    t, cuda = cfg.train, device.type == "cuda"
+    amp, channels_last = t.amp and cuda, t.channels_last and cuda
+    memory = torch.channels_last if channels_last else torch.preserve_format
+    # torch accepts memory_format (Module.to's typed overloads leave it out)
+    net.to(device, memory_format=memory)  # type: ignore[call-overload]
+    augment = BatchAugment(cfg.data.augment, cfg.data.crop, t.seed + env.rank).to(device)
+    normalize = normalize.to(device)
+    optimizer = make_optimizer(net.parameters(), t, env.world_size)
+    return TrainState(
+        net=net, model=net, optimizer=optimizer, scheduler=make_scheduler(optimizer, t),
+        augment=augment, normalize=normalize, device=device, amp=amp,
+        channels_last=channels_last,
+    )  # fmt: skip
+
+
+def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> int:
+    """Load a checkpoint's model, optimizer, scheduler, and this rank's RNG and augmentation.
+
+    Args:
+        st: The state to load into (before :func:`wrap_model`).
+        state: The checkpoint's state.
+        env: The data-parallel environment (this rank takes its own share).
+
+    Returns:
+        How many processes wrote the checkpoint (not ``env.world_size``: not bit-exact).
+    """
+    st.net.load_state_dict(state["model"])
+    st.optimizer.load_state_dict(state["optimizer"])
+    st.scheduler.load_state_dict(state["scheduler"])
+    ranks = state.get("ranks") or [{"rng": state["rng"], "augment": state["augment"]}]
+    mine = ranks[env.rank % len(ranks)]
+    st.augment.load_state_dict(mine["augment"])
+    ckpt.set_rng_state(mine["rng"])
+    return len(ranks)
+
+
+def wrap_model(st: TrainState, env: DistEnv, *, compile: bool) -> None:
+    """Set ``st.model``: the network in DDP when data parallel, compiled if asked.
+
+    Args:
+        st: The state (its network restored already: DDP copies rank 0's weights).
+        env: The data-parallel environment.
+        compile: Wrap in ``torch.compile``.
+    """
+    model: torch.nn.Module = st.net
+    if env.enabled:
+        cuda = st.device.type == "cuda"
+        model = torch.nn.parallel.DistributedDataParallel(
+            st.net, device_ids=[st.device] if cuda else None
+        )
+    if compile:
+        model = cast(torch.nn.Module, torch.compile(model))  # typed as returning a callable
+    st.model = model
+
+
+def train_step(
+    st: TrainState, batches: Iterator, *, grad_accum: int, grad_clip: float, done: int
+) -> Step:
+    """One optimizer step over ``grad_accum`` micro-batches; adds its loss to the window.
+
+    Args:
+        st: The state (stepped in place).
+        batches: The training loader's batches (uint8 pixels, numpy labels and rows).
+        grad_accum: Micro-batches per step.
+        grad_clip: Clip the gradient norm to this (0: no clipping).
+        done: The iteration this step completes (for the error message).
+
+    Raises:
+        UserError: The loss is not finite.
+    """
+    lr = st.optimizer.param_groups[0]["lr"]
+    st.optimizer.zero_grad(set_to_none=True)
+    step_loss = 0.0
+    for _ in range(grad_accum):
+        pixels, labels, index = next(batches)  # uint8 pixels; numpy labels and rows
+        images = st.normalize(pixels.to(st.device, non_blocking=True), torch.from_numpy(index))
+        labels = torch.from_numpy(labels).to(st.device, non_blocking=True)
+        images, labels = flatten_sites(images, labels)
+        images = st.augment(images)
+        if st.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(st.device.type, dtype=torch.bfloat16, enabled=st.amp):
+            out = st.model(images)
+            loss = st.net.loss(out, labels) / grad_accum
+        loss.backward()
+        step_loss += loss.item()
+    if not math.isfinite(step_loss):
+        raise UserError(f"loss is {step_loss} at iteration {done}; lower train.lr")
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(st.net.parameters(), grad_clip)
+    st.optimizer.step()
+    st.scheduler.step()
+    st.window.add(step_loss)
+    return Step(loss=step_loss, lr=lr, batch=(images, labels, index), logits=out.logits)
+
+
+def save_state(
+    st: TrainState, env: DistEnv, *, run_dir: Path, done: int, resolved: dict[str, Any]
+) -> None:
+    """Checkpoint iteration ``done`` (a collective: every rank calls it; rank 0 writes).
+
+    Args:
+        st: The state.
+        env: The data-parallel environment (every rank's RNG and augmentation state
+            is gathered into the checkpoint).
+        run_dir: The run folder.
+        done: The iteration just finished.
+        resolved: The resolved config, stored in the checkpoint.
+    """
+    mine = {"rng": ckpt.get_rng_state(), "augment": st.augment.state_dict()}
+    ranks = env.gather(mine)
+    if env.is_main:
+        extra = {"log_window": st.window.saved()}
+        ckpt.save_checkpoint(run_dir, done, st.net, st.optimizer, st.scheduler, st.augment,
+                             resolved, ranks if env.enabled else None, extra)  # fmt: skip
+
+
+def step_snapshot(run: RunContext, step: Step, *, done: int) -> Snapshot:
+    """The snapshot of a step's last micro-batch: what the network saw, labels, logits.
+
+    Args:
+        run: The run (its tables, config, classes; the setup is named by its folder).
+        step: The step just taken.
+        done: The iteration it completed.
+    """
+    images, labels, index = step.batch
+    index = run.data.train.item_sites(index).ravel()  # unit "well": sites flattened in order
+    rows = run.data.table.loc[index]
+    channels = run.resolved["data"].get("channels") or list(range(1, images.shape[-3] + 1))
+    return Snapshot(
+        iteration=done, inputs=images.float().cpu().numpy(), labels=labels.cpu().numpy(),
+        logits=step.logits.detach().float().cpu().numpy(), id_code=tuple(rows["id_code"]),
+        site=rows["site"].to_numpy(), channels=tuple(channels), classes=run.classes,
+        setup=run.run_dir.name,
+    )  # fmt: skip
