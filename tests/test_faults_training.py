@@ -314,7 +314,8 @@ code_version()  # runs git: before the limit
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
 try:
-    save_checkpoint(sys.argv[2], 1, net, opt, sched, BatchAugment(cfg.data.augment), {})
+    save_checkpoint(sys.argv[2], iteration=1, model=net, optimizer=opt, scheduler=sched,
+                    augment=BatchAugment(cfg.data.augment), config={})
 except OSError as e:
     print("OSError", errno.errorcode[e.errno], type(e).__name__)
 """

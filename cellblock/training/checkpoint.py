@@ -24,34 +24,31 @@ import io
 import logging
 import os
 import pickle
-import random
 import re
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
 
 import cellblock
 from cellblock.atomic import atomic_path
 from cellblock.checksums import sidecar_matches, sidecar_path, write_sidecar
 from cellblock.errors import UserError
+from cellblock.training.rng import get_rng_state
 
 __all__ = [
     "UnreadableCheckpointError",
     "checkpoint_path",
     "checkpoints",
     "code_version",
-    "get_rng_state",
     "latest_checkpoint",
     "load_checkpoint",
     "resolve_checkpoint",
     "resume_point",
     "save_checkpoint",
     "set_aside",
-    "set_rng_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,39 +92,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return version
-
-
-def get_rng_state() -> dict[str, Any]:
-    """The global RNG states of torch, numpy and Python, as tensors and plain types."""
-    # the legacy tuple (numpy's stubs also allow the dict of get_state(legacy=False))
-    kind, keys, pos, has_gauss, gauss = cast(
-        tuple[str, np.ndarray, int, int, float], np.random.get_state()
-    )
-    version, internal, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": {"version": version, "state": list(internal), "gauss": py_gauss},
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def checkpoint_path(run_dir: Path | str, iteration: int) -> Path:
@@ -176,6 +140,7 @@ def resolve_checkpoint(source: Path | str) -> Path:
 
 def save_checkpoint(
     run_dir: Path | str,
+    *,
     iteration: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -263,13 +263,10 @@ def train(
         ``{"iteration": reached, "trained": iterations run now, "val": last metrics,
         "stopped": True if ``stop`` ended it early}``.
     """
-    cfg = SetupConfig.from_resolved(setup_config)
-    resolved, t = cfg.to_resolved(), cfg.train
-    env = DistEnv.from_env()
-    run_dir = Path(run_dir)
+    cfg, env, run_dir = SetupConfig.from_resolved(setup_config), DistEnv.from_env(), Path(run_dir)
     # an unreadable latest checkpoint is set aside (by rank 0) and the run resumes from
     # the one before; a checkpoint of other classes or channels is an error
-    latest, state = ckpt.resume_point(run_dir, resolved, rename=env.is_main)
+    latest, state = ckpt.resume_point(run_dir, cfg.to_resolved(), rename=env.is_main)
     start = state["iteration"] if state else 0
     if start >= iterations:
         log.info("%s: already at iteration %d (asked for %d); nothing to do", run_dir, start,
@@ -277,8 +274,8 @@ def train(
         return {"iteration": start, "trained": 0, "val": {}, "stopped": False}
     if state and init_from:
         log.info("--init-from ignored: resuming %s from iteration %d", run_dir, start)
-    device = env.start(pick_device(t.device))
-    seed_all(t.seed)  # the same initial weights on every rank
+    device = env.start(pick_device(cfg.train.device))
+    seed_all(cfg.train.seed)  # the same initial weights on every rank
     data = load_run_data(cfg, dataset_path)
     st = _prepare(cfg, data, env, device, resume=(latest, state), init_from=init_from)
     info = {"dataset": str(Path(dataset_path).resolve()), "setup": setup,

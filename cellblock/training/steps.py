@@ -25,6 +25,7 @@ from cellblock.models import Net
 from cellblock.training import checkpoint as ckpt
 from cellblock.training.distributed import DistEnv
 from cellblock.training.evaluate import flatten_sites
+from cellblock.training.rng import get_rng_state, set_rng_state
 from cellblock.training.schedule import make_optimizer, make_scheduler
 from cellblock.training.snapshots import Snapshot
 from cellblock.training.state import RunContext, Step, TrainState
@@ -101,7 +102,7 @@ def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> int:
     ranks = state.get("ranks") or [{"rng": state["rng"], "augment": state["augment"]}]
     mine = ranks[env.rank % len(ranks)]
     st.augment.load_state_dict(mine["augment"])
-    ckpt.set_rng_state(mine["rng"])
+    set_rng_state(mine["rng"])
     return len(ranks)
 
 
@@ -178,12 +179,15 @@ def save_state(
         done: The iteration just finished.
         resolved: The resolved config, stored in the checkpoint.
     """
-    mine = {"rng": ckpt.get_rng_state(), "augment": st.augment.state_dict()}
+    mine = {"rng": get_rng_state(), "augment": st.augment.state_dict()}
     ranks = env.gather(mine)
     if env.is_main:
         extra = {"log_window": st.window.saved()}
-        ckpt.save_checkpoint(run_dir, done, st.net, st.optimizer, st.scheduler, st.augment,
-                             resolved, ranks if env.enabled else None, extra)  # fmt: skip
+        ckpt.save_checkpoint(
+            run_dir, iteration=done, model=st.net, optimizer=st.optimizer,
+            scheduler=st.scheduler, augment=st.augment, config=resolved,
+            ranks=ranks if env.enabled else None, extra=extra,
+        )  # fmt: skip
 
 
 def step_snapshot(run: RunContext, step: Step, *, done: int) -> Snapshot:
