@@ -187,7 +187,7 @@ def parse_site_filename(name: str) -> SiteFile | None:
 
 
 def site_path(
-    layout: str, split: str, experiment: str, plate: int, well: str, site: int, channel: int
+    layout: str, split: str, experiment: str, plate: int, well: str, site: int, *, channel: int
 ) -> PurePosixPath:
     """Relative path of one channel image of one site in a raw RxRx1 tree.
 

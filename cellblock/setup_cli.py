@@ -180,6 +180,7 @@ def _train(
     config: dict[str, Any],
     data: str,
     run_dir: Path,
+    *,
     args: argparse.Namespace,
     stop: threading.Event | None,
     setup: str,
@@ -238,7 +239,8 @@ def train_main(
     if not Path(data).is_dir():
         raise UserError(f"--data {data}: no such packed dataset folder")
     with run_lock(run_dir), writing(run_dir):  # a full disk names the run folder
-        result = _train(config, data, run_dir, args, stop, project.setup_name(setup_dir), setup_dir)
+        result = _train(config, data, run_dir, args=args, stop=stop,
+                        setup=project.setup_name(setup_dir), setup_dir=setup_dir)  # fmt: skip
     if result["stopped"]:
         print(f"{run_dir}: stopped at iteration {result['iteration']} (checkpointed)")
     elif result["trained"] == 0:

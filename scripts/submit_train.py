@@ -83,9 +83,17 @@ def status_main(argv: list[str]) -> int:
 def submit_main(argv: list[str]) -> int:
     args = _submit_parser().parse_args(argv)
     project = Project.locate(args.project, start=__file__)
-    grid = make_grid(args.setup, args.folds, args.channel_sets, args.data, args.out,
-                     args.iterations, parse_overrides(args.set), args.init_from,
-                     project)  # fmt: skip
+    grid = make_grid(
+        args.setup,
+        folds=args.folds,
+        channel_sets=args.channel_sets,
+        data=args.data,
+        out=args.out,
+        iterations=args.iterations,
+        overrides=parse_overrides(args.set),
+        init_from=args.init_from,
+        project=project,
+    )
     with writing(grid.out):  # grid.json, the runs' folders and job files
         submission, results = submit_grid(grid, args.cluster, from_args(args), wait=args.wait)
     if submission is None:

@@ -135,8 +135,15 @@ def test_bad_channel_sets(sets, message):
 
 
 def test_grid_runs_specs_and_manifest(tiny_packed, tmp_path):
-    grid = make_grid(SETUP, "0-1", "1,2,3,4,5;2,3,4,5,6", tiny_packed, tmp_path / "grid", 6,
-                     {"data.n_folds": 2, "train.lr": 0.01})  # fmt: skip
+    grid = make_grid(
+        SETUP,
+        folds="0-1",
+        channel_sets="1,2,3,4,5;2,3,4,5,6",
+        data=tiny_packed,
+        out=tmp_path / "grid",
+        iterations=6,
+        overrides={"data.n_folds": 2, "train.lr": 0.01},
+    )
     runs = grid.runs()
     assert [(r.channels, r.fold) for r in runs] == [
         ((1, 2, 3, 4, 5), 0), ((1, 2, 3, 4, 5), 1), ((2, 3, 4, 5, 6), 0), ((2, 3, 4, 5, 6), 1)
@@ -179,15 +186,41 @@ def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
 
     sets = {"data.n_folds": 3}
     two = "1,2,3,4,5;2,3,4,5,6"
-    stage1 = make_grid(SETUP, "0", two, tiny_packed, tmp_path / "s1", 4, sets)
+    stage1 = make_grid(
+        SETUP,
+        folds="0",
+        channel_sets=two,
+        data=tiny_packed,
+        out=tmp_path / "s1",
+        iterations=4,
+        overrides=sets,
+    )
     save_manifest(stage1)
     for run in stage1.runs():
         _touch_checkpoint(run.run_dir, 2)
     with pytest.raises(UserError, match=r"fold_0: at iteration 2 of 4; let that grid finish"):
-        make_grid(SETUP, "0", two, tiny_packed, tmp_path / "s2", 6, sets, tmp_path / "s1")
+        make_grid(
+            SETUP,
+            folds="0",
+            channel_sets=two,
+            data=tiny_packed,
+            out=tmp_path / "s2",
+            iterations=6,
+            overrides=sets,
+            init_from=tmp_path / "s1",
+        )
     for run in stage1.runs():
         _touch_checkpoint(run.run_dir, 4)
-    stage2 = make_grid(SETUP, "0-2", two, tiny_packed, tmp_path / "s2", 6, sets, tmp_path / "s1")
+    stage2 = make_grid(
+        SETUP,
+        folds="0-2",
+        channel_sets=two,
+        data=tiny_packed,
+        out=tmp_path / "s2",
+        iterations=6,
+        overrides=sets,
+        init_from=tmp_path / "s1",
+    )
     for run in stage2.runs():  # one fold in the source: every fold starts from it
         want = tmp_path / "s1" / channels_name(run.channels) / "fold_0" / "checkpoints"
         assert stage2.init_checkpoints[run.index] == str(want / "checkpoint_00000004.pt")
@@ -201,37 +234,124 @@ def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
     for run in stage1.runs():
         _touch_checkpoint(run.run_dir, 8)
     _touch_checkpoint(stage2.runs()[0].run_dir, 2)
-    again = make_grid(SETUP, "0-2", two, None, tmp_path / "s2", 6, sets)
+    again = make_grid(
+        SETUP,
+        folds="0-2",
+        channel_sets=two,
+        data=None,
+        out=tmp_path / "s2",
+        iterations=6,
+        overrides=sets,
+    )
     assert again.init_from == tmp_path / "s1"  # a resubmission keeps its source
     assert again.init_checkpoints[0] == stage2.init_checkpoints[0]
     assert again.init_checkpoints[1].endswith("checkpoint_00000008.pt")
     with pytest.raises(UserError, match=r"already started from .*s1; use another --out"):
-        make_grid(SETUP, "0-2", two, None, tmp_path / "s2", 6, sets, stage1.runs()[0].run_dir)
+        make_grid(
+            SETUP,
+            folds="0-2",
+            channel_sets=two,
+            data=None,
+            out=tmp_path / "s2",
+            iterations=6,
+            overrides=sets,
+            init_from=stage1.runs()[0].run_dir,
+        )
     # Several folds in the source: the same fold, and none for a fold it lacks.
-    stage1b = make_grid(SETUP, "0-1", "1,2,3,4,5", tiny_packed, tmp_path / "s1b", 4, sets)
+    stage1b = make_grid(
+        SETUP,
+        folds="0-1",
+        channel_sets="1,2,3,4,5",
+        data=tiny_packed,
+        out=tmp_path / "s1b",
+        iterations=4,
+        overrides=sets,
+    )
     save_manifest(stage1b)
     for run in stage1b.runs():
         _touch_checkpoint(run.run_dir, 4)
-    grid = make_grid(SETUP, "1", "1,2,3,4,5", tiny_packed, tmp_path / "s3", 6, sets,
-                     tmp_path / "s1b")  # fmt: skip
+    grid = make_grid(
+        SETUP,
+        folds="1",
+        channel_sets="1,2,3,4,5",
+        data=tiny_packed,
+        out=tmp_path / "s3",
+        iterations=6,
+        overrides=sets,
+        init_from=tmp_path / "s1b",
+    )
     assert "/s1b/ch1-2-3-4-5/fold_1/" in grid.init_checkpoints[0]
     with pytest.raises(UserError, match=r"ch1-2-3-4-5 fold 2 .*\(folds there: fold_0, fold_1\)"):
-        make_grid(SETUP, "2", "1,2,3,4,5", tiny_packed, tmp_path / "s4", 6, sets, tmp_path / "s1b")
+        make_grid(
+            SETUP,
+            folds="2",
+            channel_sets="1,2,3,4,5",
+            data=tiny_packed,
+            out=tmp_path / "s4",
+            iterations=6,
+            overrides=sets,
+            init_from=tmp_path / "s1b",
+        )
     with pytest.raises(UserError, match=r"channels ch1-2-3-4-5-6 fold 0 .*\(folds there: none\)"):
-        make_grid(SETUP, "0", "all", tiny_packed, tmp_path / "s5", 6, sets, tmp_path / "s1")
+        make_grid(
+            SETUP,
+            folds="0",
+            channel_sets="all",
+            data=tiny_packed,
+            out=tmp_path / "s5",
+            iterations=6,
+            overrides=sets,
+            init_from=tmp_path / "s1",
+        )
     # A run folder starts every run, if its network fits (net_config.json of the run).
     run = stage1b.runs()[0].run_dir
-    grid = make_grid(SETUP, "0-2", "1,2,3,4,5", tiny_packed, tmp_path / "s6", 6, sets, run)
+    grid = make_grid(
+        SETUP,
+        folds="0-2",
+        channel_sets="1,2,3,4,5",
+        data=tiny_packed,
+        out=tmp_path / "s6",
+        iterations=6,
+        overrides=sets,
+        init_from=run,
+    )
     assert set(grid.init_checkpoints.values()) == {str(run / "checkpoints/checkpoint_00000004.pt")}
     made = {"backbone": "test_resnet", "in_channels": 5, "embedding_dim": 64, "pool": "avg"}
     (run / "net_config.json").write_text(json.dumps(made))
-    make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, tmp_path / "s6b", 6, sets, run)
+    make_grid(
+        SETUP,
+        folds="0",
+        channel_sets="1,2,3,4,5",
+        data=tiny_packed,
+        out=tmp_path / "s6b",
+        iterations=6,
+        overrides=sets,
+        init_from=run,
+    )
     with pytest.raises(UserError, match=r"made with net\.in_channels=5, this grid's run needs 6"):
-        make_grid(SETUP, "0", "all", tiny_packed, tmp_path / "s6c", 6, sets, run)
+        make_grid(
+            SETUP,
+            folds="0",
+            channel_sets="all",
+            data=tiny_packed,
+            out=tmp_path / "s6c",
+            iterations=6,
+            overrides=sets,
+            init_from=run,
+        )
     empty = tmp_path / "empty_run"
     empty.mkdir()
     with pytest.raises(UserError, match=r"--init-from: .*empty_run: no checkpoints"):
-        make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, tmp_path / "s7", 6, sets, empty)
+        make_grid(
+            SETUP,
+            folds="0",
+            channel_sets="1,2,3,4,5",
+            data=tiny_packed,
+            out=tmp_path / "s7",
+            iterations=6,
+            overrides=sets,
+            init_from=empty,
+        )
     # train.py --init-from a grid folder: the error says what to give instead
     from cellblock.training.checkpoint import resolve_checkpoint
 
@@ -241,13 +361,13 @@ def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
 
 def test_grid_errors_name_the_input(tiny_packed, tmp_path):
     with pytest.raises(UserError, match=r"--setup nowhere: no config\.yaml"):
-        make_grid("nowhere", "0", "all", tiny_packed, tmp_path)
+        make_grid("nowhere", folds="0", channel_sets="all", data=tiny_packed, out=tmp_path)
     with pytest.raises(UserError, match="--data is needed"):
-        make_grid(SETUP, "0", "all", None, tmp_path / "new")
+        make_grid(SETUP, folds="0", channel_sets="all", data=None, out=tmp_path / "new")
     with pytest.raises(UserError, match="no such packed dataset"):
-        make_grid(SETUP, "0", "all", tmp_path / "missing", tmp_path)
+        make_grid(SETUP, folds="0", channel_sets="all", data=tmp_path / "missing", out=tmp_path)
     with pytest.raises(UserError, match=r"channel 7 not in 1\.\.6"):
-        make_grid(SETUP, "0", "7", tiny_packed, tmp_path)
+        make_grid(SETUP, folds="0", channel_sets="7", data=tiny_packed, out=tmp_path)
 
 
 # --- container ----------------------------------------------------------------------

@@ -128,7 +128,15 @@ def test_preempted_and_requeued_training_ends_like_an_uninterrupted_run(
     names = ("reference", "signal", "requeue")
     specs = []
     for name in names:
-        grid = make_grid(SETUP, "0", "1,2,3,4,5", tiny_packed, tmp_path / name, ITERATIONS, sets)
+        grid = make_grid(
+            SETUP,
+            folds="0",
+            channel_sets="1,2,3,4,5",
+            data=tiny_packed,
+            out=tmp_path / name,
+            iterations=ITERATIONS,
+            overrides=sets,
+        )
         specs.append(grid.spec(grid.runs()[0]))
     runs = {name: Path(spec.run_dir) for name, spec in zip(names, specs, strict=True)}
     executor = make_executor("slurm", tmp_path / "jobs", ClusterOptions(time_min=60))

@@ -123,7 +123,7 @@ def test_plain_zarr_python_reads_field_pixels_equal_to_the_pngs(
             [
                 read_png(
                     tiny_raw
-                    / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, c)
+                    / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, channel=c)
                 )
                 for c in range(1, 7)
             ]

@@ -36,7 +36,10 @@ def test_random_sites_of_every_plate_are_pixel_identical(tiny_raw, tiny_packed):
             got = ds.read_site(exp, plate, s.row, s.col, s.site)
             want = np.stack(
                 [
-                    read_png(tiny_raw / site_path("kaggle", s.split, exp, plate, s.well, s.site, c))
+                    read_png(
+                        tiny_raw
+                        / site_path("kaggle", s.split, exp, plate, s.well, s.site, channel=c)
+                    )
                     for c in range(1, 7)
                 ]
             )

@@ -61,14 +61,14 @@ def test_id_code_round_trip():
 
 
 def test_site_paths_both_layouts():
-    assert str(site_path("kaggle", "train", "HEPG2-01", 1, "B02", 1, 1)) == (
+    assert str(site_path("kaggle", "train", "HEPG2-01", 1, "B02", 1, channel=1)) == (
         "train/HEPG2-01/Plate1/B02_s1_w1.png"
     )
-    assert str(site_path("v1", "test", "RPE-09", 3, "C05", 2, 6)) == (
+    assert str(site_path("v1", "test", "RPE-09", 3, "C05", 2, channel=6)) == (
         "images/RPE-09/Plate3/C05_s2_w6.png"
     )
     with pytest.raises(ValueError, match="layout"):
-        site_path("zip", "train", "HEPG2-01", 1, "B02", 1, 1)
+        site_path("zip", "train", "HEPG2-01", 1, "B02", 1, channel=1)
     f = parse_site_filename("O23_s2_w6.png")
     assert (f.well, f.site, f.channel) == ("O23", 2, 6)
     assert parse_site_filename("O23_s2_w6.tif") is None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cellblock.blockwise.plan import find_setup
+from cellblock.blockwise.setups import find_setup
 from cellblock.catalog import load_catalog
 from cellblock.errors import UserError
 from cellblock.paths import PROJECT_ENV, Project, enclosing

@@ -26,7 +26,7 @@ def _list(text: str) -> list[str]:
 def _parser(blockwise: bool) -> argparse.ArgumentParser:
     """The arguments of predict_blockwise.py (``blockwise``) or predict_scan.py.
 
-    Long, and left so: one flat list of options reads better than pieces of one.
+    Long because one flat list of options reads better than pieces of one.
     """
     what = ("Predict plates blockwise with daisy: persistent workers (one per GPU), logits and "
             "embeddings to PRED/predictions.zarr, resumable (done blocks are skipped)."
@@ -98,9 +98,9 @@ def _plan(args: argparse.Namespace, block_wells: int | None, project: Project | 
     """The plan of a command line; ``--project`` wins over the caller's ``project``."""
     if args.project or project is None:
         project = Project.locate(args.project)
-    return make_plan(args.run, args.data, args.out, args.iteration, args.split, args.experiments,
-                     args.tta, args.batch_size, block_wells, args.setup,
-                     project=project)  # fmt: skip
+    return make_plan(args.run, args.data, args.out, iteration=args.iteration, split=args.split,
+                     experiments=args.experiments, tta=args.tta, batch_size=args.batch_size,
+                     block_wells=block_wells, setup=args.setup, project=project)  # fmt: skip
 
 
 def blockwise_main(argv: Sequence[str] | None = None, project: Project | None = None) -> int:

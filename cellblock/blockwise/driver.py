@@ -143,8 +143,9 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
         plan.save(plan_path)
         tracking = tracking_path(plan.state_dir, plan.grid)
         before = done_count(tracking)
-        task = make_task(plan.grid, launcher, workers, tracking, max_restarts, opts.max_retries,
-                         opts.block_timeout)  # fmt: skip
+        task = make_task(plan.grid, launcher, workers=workers, tracking=tracking,
+                         max_worker_restarts=max_restarts, max_retries=opts.max_retries,
+                         timeout=opts.block_timeout)  # fmt: skip
         log.info("predicting %d sites of %d plates in blocks of %s wells: %d worker(s) %s, "
                  "daisy server on %s", plan.grid.n_sites, len(plan.grid.plates),
                  "x".join(map(str, plan.grid.block[1:])), workers,

@@ -16,17 +16,22 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cellblock.atomic import atomic_write_text
 from cellblock.blockwise.geometry import BlockGrid
+from cellblock.blockwise.setups import find_setup
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.paths import Project
 from cellblock.predictions import PredictionInfo, store_path
 
-__all__ = ["SPLITS", "Plan", "find_setup", "make_plan", "select_sites"]
+if TYPE_CHECKING:
+    from cellblock.runs import RunInfo
+
+__all__ = ["SPLITS", "Plan", "make_plan", "select_sites"]
 
 SPLITS = ("test", "train", "all")
 
@@ -70,71 +75,6 @@ def select_sites(
             keep |= hit
         chosen = chosen[keep.loc[chosen.index]]
     return chosen
-
-
-def find_setup(
-    run: Path, setup: str | Path | None = None, project: Project | None = None
-) -> tuple[str, Path | None]:
-    """The setup a run was trained from: its name and folder (None if not found).
-
-    Found from what the run records, never from the run folder's path: ``train.py``
-    writes the setup folder (absolute) into ``run.json`` as ``setup_dir``. A run
-    without it (trained before it was recorded), or whose recorded folder is gone (a
-    run copied or fetched from elsewhere), falls back to ``run.json``'s ``setup`` name
-    under the project's ``02_train``, then (a grid run of before) to the setup its
-    grid's ``grid.json`` records for it; else the setup is unknown (named after the run
-    folder) and ``--setup`` names it.
-
-    Args:
-        run: The run folder.
-        setup: ``--setup``: a setup folder, or its name under the project's ``02_train``;
-            None = from ``run.json`` as above.
-        project: The project; None = ``Project.locate()`` (from the working directory).
-
-    Raises:
-        UserError: ``--setup`` is not a setup folder (no config.yaml).
-    """
-    project = project or Project.locate()
-    if setup is not None:
-        folder = Path(setup) if Path(setup).is_dir() else project.train_dir / str(setup)
-        if not (folder / "config.yaml").is_file():
-            raise UserError(f"--setup {setup}: not a setup folder (no config.yaml)")
-        folder = folder.resolve()
-        return project.setup_name(folder), folder
-    recorded = run / "run.json"
-    info = json.loads(recorded.read_text()) if recorded.is_file() else {}
-    name, where = info.get("setup"), info.get("setup_dir")
-    if isinstance(where, str) and (Path(where) / "config.yaml").is_file():
-        folder = Path(where).resolve()
-        return (name if isinstance(name, str) and name else folder.name), folder
-    if isinstance(name, str) and name and (project.train_dir / name / "config.yaml").is_file():
-        return name, (project.train_dir / name).resolve()
-    in_grid = _grid_setup(run)
-    if in_grid is not None:
-        return project.setup_name(in_grid), in_grid
-    return run.resolve().name, None
-
-
-def _grid_setup(run: Path) -> Path | None:
-    """The setup folder the grid holding ``run`` records (``GRID/ch<c>/fold_<k>``), if any.
-
-    Args:
-        run: A run folder, perhaps one of a grid's (``scripts/submit_train.py``).
-    """
-    run = run.resolve()
-    for grid in run.parents[:2]:
-        manifest = grid / "grid.json"  # cellblock.cluster.grid_files.MANIFEST (not imported:
-        if not manifest.is_file():  # that package loads submitit)
-            continue
-        try:
-            recorded = json.loads(manifest.read_text())
-            runs = {r["run_dir"] for r in recorded["runs"]}
-            folder = Path(recorded["setup"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if run.relative_to(grid).as_posix() in runs and (folder / "config.yaml").is_file():
-            return folder.resolve()
-    return None
 
 
 @dataclass(frozen=True)
@@ -203,10 +143,57 @@ class Plan:
         return cls(**obj)
 
 
+def _open_inputs(
+    run: Path | str, data: Path | str, *, iteration: int | None, batch_size: int
+) -> tuple[Path, Path, PackedDataset]:
+    """The checkpoint, its run folder and the dataset, each checked.
+
+    Args:
+        run: The run folder (or a checkpoint file).
+        data: The packed dataset.
+        iteration: Checkpoint iteration; None = the latest.
+        batch_size: Sites per forward pass (at least 1).
+
+    Raises:
+        UserError: A batch size below 1, no such checkpoint or dataset.
+    """
+    from cellblock.runs import run_checkpoint
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    checkpoint = run_checkpoint(run, iteration)
+    run_dir = Path(run) if Path(run).is_dir() else checkpoint.parents[1]
+    if not Path(data).is_dir():
+        raise UserError(f"--data {data}: no such packed dataset folder")
+    return checkpoint, run_dir, PackedDataset(data)
+
+
+def _check_model(checkpoint: Path, packed: PackedDataset, *, tta: str) -> tuple[RunInfo, list[int]]:
+    """The run's checkpoint and the channels it reads, checked against the dataset.
+
+    Args:
+        checkpoint: The checkpoint file.
+        packed: The dataset to predict.
+        tta: The TTA mode (checked against the image shape).
+
+    Raises:
+        UserError: The dataset lacks the run's channels, or an unknown TTA mode.
+    """
+    # torch comes in here, not at import: a worker reads its plan before loading torch
+    from cellblock.inference import tta_transforms
+    from cellblock.runs import check_channels, load_run_info
+
+    run_info = load_run_info(checkpoint)
+    channels = check_channels(run_info.config, packed, str(checkpoint))
+    tta_transforms(tta, packed.info.image_size)
+    return run_info, channels
+
+
 def make_plan(
     run: Path | str,
     data: Path | str,
     out: Path | str,
+    *,
     iteration: int | None = None,
     split: str = "test",
     experiments: list[str] | None = None,
@@ -237,48 +224,24 @@ def make_plan(
     Raises:
         UserError: Any input that would make a worker fail, named.
     """
-    # torch comes in here, not at import: a worker reads its plan before loading torch
-    from cellblock.inference import tta_transforms
-    from cellblock.runs import check_channels, class_ids, load_run_info, run_checkpoint
+    from cellblock.runs import class_ids
     from cellblock.training.checkpoint import code_version
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    checkpoint = run_checkpoint(run, iteration)
-    run_dir = Path(run) if Path(run).is_dir() else checkpoint.parents[1]
-    if not Path(data).is_dir():
-        raise UserError(f"--data {data}: no such packed dataset folder")
-    packed = PackedDataset(data)
-    run_info = load_run_info(checkpoint)
-    cfg = run_info.config
-    channels = check_channels(cfg, packed, str(checkpoint))
-    tta_transforms(tta, packed.info.image_size)
-    table = select_sites(packed, split, experiments)
-    grid = BlockGrid.from_table(table, block_wells)
+    checkpoint, run_dir, packed = _open_inputs(run, data, iteration=iteration,
+                                               batch_size=batch_size)  # fmt: skip
+    run_info, channels = _check_model(checkpoint, packed, tta=tta)
+    grid = BlockGrid.from_table(select_sites(packed, split, experiments), block_wells)
     setup_name, setup_dir = find_setup(run_dir, setup, project)
     info = PredictionInfo(
-        setup=setup_name,
-        run=str(run_dir.resolve()),
-        iteration=run_info.iteration,
-        classes=class_ids(cfg, packed),
-        tta=tta,
-        channels=tuple(c + 1 for c in channels),
-        embedding_dim=run_info.embedding_dim,
-        dataset=str(Path(data).resolve()),
-        code_version=code_version(),
-    )
+        setup=setup_name, run=str(run_dir.resolve()), iteration=run_info.iteration,
+        classes=class_ids(run_info.config, packed), tta=tta,
+        channels=tuple(c + 1 for c in channels), embedding_dim=run_info.embedding_dim,
+        dataset=str(Path(data).resolve()), code_version=code_version(),
+    )  # fmt: skip
     return Plan(
-        run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
-        run=info.run,
-        checkpoint=str(checkpoint.resolve()),
-        iteration=run_info.iteration,
-        setup=setup_name,
-        setup_dir=None if setup_dir is None else str(setup_dir),
-        dataset=info.dataset,
-        out=str(Path(out).resolve()),
-        tta=tta,
-        batch_size=batch_size,
-        info=info,
-        grid=grid,
+        run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}", run=info.run,
+        checkpoint=str(checkpoint.resolve()), iteration=run_info.iteration, setup=setup_name,
+        setup_dir=None if setup_dir is None else str(setup_dir), dataset=info.dataset,
+        out=str(Path(out).resolve()), tta=tta, batch_size=batch_size, info=info, grid=grid,
         cpu_threads=cpu_threads,
-    )
+    )  # fmt: skip

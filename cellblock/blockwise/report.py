@@ -147,6 +147,9 @@ class RunSummary:
     ) -> RunSummary:
         """Assemble the summary of a finished run (see the module docstring).
 
+        Long because it documents its twelve inputs and names every field it fills;
+        the arithmetic is a dozen lines.
+
         Args:
             grid: The run's block grid.
             result: daisy's task result.

@@ -46,6 +46,7 @@ def done_count(path: Path) -> int:
 def make_task(
     grid: BlockGrid,
     launcher: Any,
+    *,
     workers: int,
     tracking: Path,
     max_worker_restarts: int,

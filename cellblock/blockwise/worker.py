@@ -112,8 +112,19 @@ class BlockRecords:
         self.blocks = plan.state_dir / "blocks.jsonl"
         self.log_path = os.environ.get(WORKER_LOG_ENV, "")
 
-    def done(self, block_id: int, key: str, n_wells: int, n_sites: int, seconds: float,
-             cpu: float) -> None:  # fmt: skip
+    def done(
+        self, block_id: int, key: str, *, n_wells: int, n_sites: int, seconds: float, cpu: float
+    ) -> None:
+        """Record a finished block (``blocks.jsonl``); drop its failure record, if any.
+
+        Args:
+            block_id: daisy's block id.
+            key: The plate (``EXP/PlateN``).
+            n_wells: Wells in the block.
+            n_sites: Sites predicted.
+            seconds: Wall time of the block.
+            cpu: CPU seconds of the block.
+        """
         (self.failures / f"block_{block_id}.json").unlink(missing_ok=True)
         end = time.time()
         line = {"run_id": self.plan.run_id, "block_id": block_id, "plate": key, "wells": n_wells,
@@ -184,7 +195,8 @@ def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int)
         in_a_row, finished = 0, finished + 1
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         n_sites = plan.grid.sites_in(offset, shape)
-        records.done(int(block.block_id[1]), key, len(wells), n_sites, seconds, cpu)
+        records.done(int(block.block_id[1]), key, n_wells=len(wells), n_sites=n_sites,
+                     seconds=seconds, cpu=cpu)  # fmt: skip
         log.info("block %d %s %s: %d sites in %.2f s", int(block.block_id[1]), key,
                  ",".join(names), n_sites, seconds)  # fmt: skip
 

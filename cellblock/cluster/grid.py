@@ -189,8 +189,35 @@ def _n_channels(data: Path) -> int:
         raise UserError(f"--data {data}: not a packed dataset ({e})") from None
 
 
+def _inputs(
+    out_dir: Path, data: str | Path | None, init_from: str | Path | None
+) -> tuple[dict[str, Any], Path, Path | None]:
+    """The grid folder's previous ``grid.json`` (or {}), the dataset and the runs' source,
+    each defaulting to what that manifest records.
+
+    Args:
+        out_dir: The grid folder.
+        data: ``--data``, or None.
+        init_from: ``--init-from``, or None.
+
+    Raises:
+        UserError: No dataset given or recorded, or no such dataset folder.
+    """
+    previous = load_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {}
+    if data is None:
+        if "data" not in previous:
+            raise UserError(f"--data is needed: {out_dir} has no grid naming a dataset")
+        data = previous["data"]
+    init_from = init_from or previous.get("init_from")
+    data_dir = Path(data).absolute()
+    if not data_dir.is_dir():
+        raise UserError(f"--data {data}: no such packed dataset folder")
+    return previous, data_dir, Path(init_from).absolute() if init_from else None
+
+
 def make_grid(
     setup: str | Path,
+    *,
     folds: str,
     channel_sets: str,
     data: str | Path | None = None,
@@ -212,9 +239,9 @@ def make_grid(
         iterations: Iteration each run trains to (default: the setup's
             ``train.schedule_iters``).
         overrides: ``--set`` values for every run.
-        project: The project (``--project``); None = located from the setup folder.
         init_from: A run folder, checkpoint or grid whose weights start the runs that
             have no checkpoint yet (default: the one in the grid's ``grid.json``).
+        project: The project (``--project``); None = located from the setup folder.
 
     Raises:
         UserError: No such setup or dataset, bad folds or channel sets, nothing to start
@@ -225,15 +252,7 @@ def make_grid(
     setup_dir = setup_folder(setup, project)
     project = project or Project.locate(start=setup_dir)
     out_dir = Path(out).absolute() if out else default_out(setup_dir, project)
-    previous = load_manifest(out_dir) if (out_dir / MANIFEST).is_file() else {}
-    if data is None:
-        if "data" not in previous:
-            raise UserError(f"--data is needed: {out_dir} has no grid naming a dataset")
-        data = previous["data"]
-    init_from = init_from or previous.get("init_from")
-    data_dir = Path(data).absolute()
-    if not data_dir.is_dir():
-        raise UserError(f"--data {data}: no such packed dataset folder")
+    previous, data_dir, source = _inputs(out_dir, data, init_from)
     overrides = dict(overrides or {})
     if iterations is None:
         iterations = int(load_setup_config(setup_dir / "config.yaml", overrides, project)
@@ -241,14 +260,9 @@ def make_grid(
     if iterations < 1:
         raise UserError(f"--iterations: need at least 1, got {iterations}")
     grid = TrainGrid(
-        setup_dir=setup_dir,
-        data=data_dir,
-        out=out_dir,
-        iterations=iterations,
+        setup_dir=setup_dir, data=data_dir, out=out_dir, iterations=iterations,
         folds=tuple(parse_folds(folds)),
         channel_sets=tuple(parse_channel_sets(channel_sets, _n_channels(data_dir))),
-        overrides=overrides,
-        init_from=Path(init_from).absolute() if init_from else None,
-        project=project,
-    )
+        overrides=overrides, init_from=source, project=project,
+    )  # fmt: skip
     return replace(grid, init_checkpoints=init_checkpoints(grid, previous))

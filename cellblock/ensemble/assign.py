@@ -137,12 +137,34 @@ def assign(
         confidence[rows] = np.exp(candidates[np.arange(len(rows)), picked])
         masked[rows] = classes[columns[candidates.argmax(axis=1)]]
         group_of[rows] = g
-    _label_controls(wells, log_probs, classes, controls, ~treat, labels, confidence, masked)
-    return Assignment(labels, confidence, masked, group_of)
+    result = Assignment(labels, confidence, masked, group_of)
+    _label_controls(result, wells, log_probs, classes=classes, controls=controls, is_control=~treat)
+    return result
 
 
-def _label_controls(wells, log_probs, classes, controls, is_control, labels, confidence, masked):
-    """Known control labels where the table has them, else the best control class."""
+def _label_controls(
+    out: Assignment,
+    wells: pd.DataFrame,
+    log_probs: np.ndarray,
+    *,
+    classes: np.ndarray,
+    controls: np.ndarray,
+    is_control: np.ndarray,
+) -> None:
+    """Known control labels where the table has them, else the best control class.
+
+    Args:
+        out: The assignment whose control rows are filled in (in place).
+        wells: One row per well (its ``sirna`` is read).
+        log_probs: ``(n_wells, n_classes)`` aligned with ``wells``.
+        classes: sirna id of each column.
+        controls: sirna ids of the control classes.
+        is_control: ``(n_wells,)`` True for the control wells.
+
+    Raises:
+        UserError: Control wells without a known label, and no control classes.
+    """
+    labels, confidence, masked = out.labels, out.confidence, out.masked
     rows = np.flatnonzero(is_control)
     if not len(rows):
         return

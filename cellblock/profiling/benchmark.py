@@ -180,6 +180,9 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Score each model and write ``benchmark.json``, ``benchmark.md``, ``benchmark.png``.
 
+    Long because each of its twelve options is documented here; the body is a few
+    calls (:func:`_checked_names`, :func:`_score_model`, ``benchreport``).
+
     Args:
         inputs: Predictions stores or ensemble outputs, one per model.
         data: The packed dataset they predicted (its answer key scores them).

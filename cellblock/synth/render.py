@@ -93,11 +93,36 @@ def render_site(
     for _ in range(n_cells):
         z = shift + rng.normal(0.0, cell_variation, N_TRAITS)
         total += z
-        _draw_cell(signal, base * np.exp(z), zoom, rng, fine, medium, puncta)
+        _draw_cell(signal, base * np.exp(z), zoom, rng, _Textures(fine, medium, puncta))
     return RenderedSite(_acquire(signal, plate, rng), total / n_cells, n_cells)
 
 
-def _draw_cell(signal, t, zoom, rng, fine, medium, puncta) -> None:
+class _Textures(NamedTuple):
+    """A site's stain textures, each ``(size, size)``: fine (nucleus), medium
+    (cytoplasm), puncta (vesicles)."""
+
+    fine: np.ndarray
+    medium: np.ndarray
+    puncta: np.ndarray
+
+
+def _draw_cell(
+    signal: np.ndarray,
+    t: np.ndarray,
+    zoom: float,
+    rng: np.random.Generator,
+    textures: _Textures,
+) -> None:
+    """Add one cell, at a random place, to ``signal`` (in place).
+
+    Args:
+        signal: ``(6, size, size)`` stain intensities of the site.
+        t: The cell's traits (``traits.N_TRAITS``, linear scale).
+        zoom: Cell size relative to a 512 px field.
+        rng: The site's random stream (the draws' order fixes the pixels).
+        textures: The site's stain textures.
+    """
+    fine, medium, puncta = textures
     size = signal.shape[-1]
     r, elong = t[0] * zoom, max(t[1], 1.0)
     a, b = r * np.sqrt(elong), r / np.sqrt(elong)
@@ -131,16 +156,7 @@ def _draw_cell(signal, t, zoom, rng, fine, medium, puncta) -> None:
     perinuclear = np.clip(1.25 - d, 0.0, None)
 
     stripes = 0.5 + 0.5 * np.cos(v * (2.0 * np.pi / (3.0 + 2.0 * zoom)) + rng.uniform(0, 6.3))
-    spots = np.zeros_like(d)
-    for _ in range(int(rng.poisson(t[13]))):
-        rad, ang = 0.6 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
-        pu, pv = nu + rad * na * np.cos(ang), nv + rad * nb * np.sin(ang)
-        s2 = 2.0 * (0.16 * (na + nb) / 2 + 0.4) ** 2
-        spots += np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / s2)
-    ang = rng.uniform(0, 2 * np.pi)
-    gu, gv = nu + 1.05 * na * np.cos(ang), nv + 1.05 * nb * np.sin(ang)
-    g2 = 2.0 * (t[15] * (na + nb) / 2 + 0.5) ** 2
-    golgi = np.exp(-((u - gu) ** 2 + (v - gv) ** 2) / g2) * cell
+    spots, golgi = _organelles(u, v, t, rng, nucleus=(nu, nv, na, nb))  # golgi: unmasked
     membrane = np.exp(-(((d - 0.95) / 0.12) ** 2)) * cell
 
     level = STAIN_LEVEL * t[4:10]
@@ -149,7 +165,37 @@ def _draw_cell(signal, t, zoom, rng, fine, medium, puncta) -> None:
     signal[2][window] += level[2] * (0.8 * membrane + t[12] * cyto * stripes)
     signal[3][window] += level[3] * (0.25 * cyto + 0.3 * nucleus + np.minimum(spots, 1.5) * nucleus)
     signal[4][window] += level[4] * cyto * perinuclear * np.clip(0.5 + 0.6 * t[14] * p, 0.0, None)
-    signal[5][window] += level[5] * (1.2 * golgi + 0.6 * t[16] * membrane)
+    signal[5][window] += level[5] * (1.2 * (golgi * cell) + 0.6 * t[16] * membrane)
+
+
+def _organelles(
+    u: np.ndarray,
+    v: np.ndarray,
+    t: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    nucleus: tuple[float, float, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nuclear spots and the Golgi blob of one cell (unmasked).
+
+    Args:
+        u: Coordinates along the cell's long axis (its window).
+        v: Coordinates across it.
+        t: The cell's traits.
+        rng: The site's random stream.
+        nucleus: The nucleus' centre (u, v) and half-axes (along, across).
+    """
+    nu, nv, na, nb = nucleus
+    spots = np.zeros_like(u)
+    for _ in range(int(rng.poisson(t[13]))):
+        rad, ang = 0.6 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+        pu, pv = nu + rad * na * np.cos(ang), nv + rad * nb * np.sin(ang)
+        s2 = 2.0 * (0.16 * (na + nb) / 2 + 0.4) ** 2
+        spots += np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / s2)
+    ang = rng.uniform(0, 2 * np.pi)
+    gu, gv = nu + 1.05 * na * np.cos(ang), nv + 1.05 * nb * np.sin(ang)
+    g2 = 2.0 * (t[15] * (na + nb) / 2 + 0.5) ** 2
+    return spots, np.exp(-((u - gu) ** 2 + (v - gv) ** 2) / g2)
 
 
 def _acquire(signal: np.ndarray, plate: PlateDesign, rng: np.random.Generator) -> np.ndarray:

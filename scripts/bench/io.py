@@ -133,7 +133,7 @@ def _read_png(s: Site) -> int:
         [
             read_png(
                 _state["raw"]
-                / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, c)
+                / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, channel=c)
             )
             for c in range(1, 7)
         ]
@@ -214,7 +214,8 @@ def compare_codecs(raw: Path, sites: list[Site], rounds: int) -> list[dict]:
         np.stack(
             [
                 read_png(
-                    raw / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, c)
+                    raw
+                    / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, channel=c)
                 )
                 for c in range(1, 7)
             ]
@@ -222,7 +223,7 @@ def compare_codecs(raw: Path, sites: list[Site], rounds: int) -> list[dict]:
         for s in sites
     ]
     png = sum(
-        (raw / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, c))
+        (raw / site_path("kaggle", s.split, s.experiment, s.plate, s.well, s.site, channel=c))
         .stat()
         .st_size
         for s in sites
