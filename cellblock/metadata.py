@@ -46,18 +46,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SITE_COLUMNS = [
-    "id_code",
-    "experiment",
-    "plate",
-    "well",
-    "row",
-    "col",
-    "site",
-    "cell_type",
-    "split",
-    "well_type",
-    "sirna",
-]
+    "id_code", "experiment", "plate", "well", "row", "col", "site", "cell_type", "split",
+    "well_type", "sirna",
+]  # fmt: skip
 WELL_TYPES = ("treatment", "positive_control", "negative_control")
 
 KAGGLE_COLUMNS = {
@@ -71,18 +62,9 @@ PIXEL_STATS_COLUMNS = [
     "min", "max",
 ]  # fmt: skip
 V1_COLUMNS = [
-    "site_id",
-    "well_id",
-    "cell_type",
-    "dataset",
-    "experiment",
-    "plate",
-    "well",
-    "site",
-    "well_type",
-    "sirna",
-    "sirna_id",
-]
+    "site_id", "well_id", "cell_type", "dataset", "experiment", "plate", "well", "site",
+    "well_type", "sirna", "sirna_id",
+]  # fmt: skip
 
 
 class MetadataError(UserError):
