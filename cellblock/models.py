@@ -209,7 +209,11 @@ def build_net(cfg: NetConfig, cache_dir: str | Path | None = None) -> Net:
         cfg: The configuration.
         cache_dir: Cache folder for ``s3://`` checkpoints (see :func:`resolve_pretrained`).
     """
-    return Net(cfg, create_backbone(cfg, cache_dir))
+    backbone = create_backbone(
+        cfg.backbone, args=cfg.backbone_args, in_channels=cfg.in_channels,
+        drop_path_rate=cfg.drop_path_rate, pretrained=cfg.pretrained, cache_dir=cache_dir,
+    )  # fmt: skip
+    return Net(cfg, backbone)
 
 
 def _blocks(net: Net) -> list[tuple[str, nn.Module]]:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from torch import nn
 
 from cellblock.cache import cached_copy
 from cellblock.errors import ConfigError
 from cellblock.torchcompat import import_timm
-
-if TYPE_CHECKING:  # models imports this module: NetConfig is only a type here
-    from cellblock.models import NetConfig
 
 __all__ = ["create_backbone", "resolve_pretrained"]
 
@@ -48,35 +46,50 @@ def resolve_pretrained(source: str, cache_dir: str | Path | None = None) -> Path
         raise ConfigError(f"pretrained: {e}") from None
 
 
-def create_backbone(cfg: NetConfig, cache_dir: str | Path | None = None) -> nn.Module:
-    """The timm backbone of ``cfg`` (feature maps, no pooling), pretrained if asked.
+def create_backbone(
+    backbone: str,
+    *,
+    args: Mapping[str, Any],
+    in_channels: int,
+    drop_path_rate: float | None,
+    pretrained: str | None,
+    cache_dir: str | Path | None = None,
+) -> nn.Module:
+    """A timm backbone (feature maps, no pooling), pretrained if asked.
+
+    Takes ``NetConfig``'s fields, not the config: ``cellblock.models`` builds on this
+    module, never the other way.
 
     Args:
-        cfg: The configuration.
+        backbone: The timm model name (``net.backbone``).
+        args: More timm arguments (``net.backbone_args``; lists become tuples).
+        in_channels: Input channels (a 3-channel checkpoint's stem is adapted).
+        drop_path_rate: Stochastic depth rate (None: the backbone's default).
+        pretrained: A local file or ``s3://bucket/key`` (timm checkpoint), or None.
         cache_dir: Cache folder for ``s3://`` checkpoints (see :func:`resolve_pretrained`).
     """
     timm = import_timm()
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.backbone_args.items()}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
     kwargs.update(
-        num_classes=0, global_pool="", in_chans=cfg.in_channels, drop_path_rate=cfg.drop_path_rate
+        num_classes=0, global_pool="", in_chans=in_channels, drop_path_rate=drop_path_rate
     )
-    if cfg.pretrained is None:
+    if pretrained is None:
         try:
-            return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
+            return timm.create_model(backbone, pretrained=False, **kwargs)
         except TypeError as e:  # an argument the backbone does not take
-            raise ConfigError(f"net config: backbone_args {cfg.backbone_args}: {e}") from None
+            raise ConfigError(f"net config: backbone_args {dict(args)}: {e}") from None
     os.environ["HF_HUB_OFFLINE"] = "1"  # the file override below never needs a hub
-    path = resolve_pretrained(cfg.pretrained, cache_dir)
+    path = resolve_pretrained(pretrained, cache_dir)
     try:
         overlay = dict(file=str(path))
-        model = timm.create_model(cfg.backbone, True, pretrained_cfg_overlay=overlay, **kwargs)
+        model = timm.create_model(backbone, True, pretrained_cfg_overlay=overlay, **kwargs)
         stored = timm.models.load_state_dict(str(path))
     except (RuntimeError, OSError, ValueError) as e:
         first = str(e).splitlines()[0]
-        raise ConfigError(f"pretrained {cfg.pretrained} into {cfg.backbone}: {first}") from None
+        raise ConfigError(f"pretrained {pretrained} into {backbone}: {first}") from None
     missing = [k for k in model.state_dict() if k not in stored and "num_batches" not in k]
     if missing:
         n, first = len(missing), missing[0]
-        raise ConfigError(f"pretrained {cfg.pretrained}: not {cfg.backbone} ({n} missing: {first})")
-    log.info("%s: weights from %s, stem for %d channels", cfg.backbone, path, cfg.in_channels)
+        raise ConfigError(f"pretrained {pretrained}: not {backbone} ({n} missing: {first})")
+    log.info("%s: weights from %s, stem for %d channels", backbone, path, in_channels)
     return model
