@@ -45,6 +45,7 @@ def make_loader(
     device: torch.device | str | None = None,
     prefetch_factor: int = 4,
     sampler: Sampler | None = None,
+    batches: Sequence[Sequence[int]] | None = None,
 ) -> DataLoader:
     """A DataLoader of ``SiteBatch`` batches: shuffled with a seeded generator and
     dropping the last partial batch when training; in order and complete otherwise.
@@ -64,16 +65,21 @@ def make_loader(
         prefetch_factor: Batches each worker loads ahead (workers > 0 only).
         sampler: The item order (e.g. an endless ``InfiniteSampler``); replaces the
             shuffle. None = shuffled when training, in order otherwise.
+        batches: Fixed batches of dataset positions, in order (evaluation only; replaces
+            ``batch_size`` and the sampler), e.g. batches that never mix plates.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
+    if batches is not None:
+        if train or sampler is not None:
+            raise ValueError("make_loader: fixed batches are for evaluation, without a sampler")
+        extra["batch_sampler"] = batches
+    else:
+        extra |= {"batch_size": batch_size, "shuffle": train and sampler is None,
+                  "sampler": sampler, "drop_last": train}  # fmt: skip
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        drop_last=train,
         num_workers=workers,
         collate_fn=collate_sites,
         persistent_workers=workers > 0,

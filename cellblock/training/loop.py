@@ -226,9 +226,14 @@ def train(
         log_ = RunLog(run_dir, start, t.tensorboard)
 
     per_step = t.global_batch(env.world_size)
-    batches = iter(train_loader(data.train, t.batch_size, t.seed, start * per_step, t.workers,
-                                device, env.rank, env.world_size))  # fmt: skip
-    val_batches = val_loader(data.val, t.batch_size, t.workers, device) if data.val else None
+    batches = iter(train_loader(data.train, batch_size=t.batch_size, seed=t.seed,
+                                start=start * per_step, workers=t.workers, device=device,
+                                batch_by=cfg.data.batch_by, rank=env.rank,
+                                world_size=env.world_size))  # fmt: skip
+    val_batches = None
+    if data.val:
+        val_batches = val_loader(data.val, batch_size=t.batch_size, workers=t.workers,
+                                 device=device, batch_by=cfg.data.batch_by)  # fmt: skip
     log.info("training %s from iteration %d to %d on %s x %d (%d train items, %d val)", run_dir,
              start, iterations, device, env.world_size, len(data.train),
              len(data.val or []))  # fmt: skip
@@ -285,8 +290,9 @@ def train(
                          row["img_per_s"])  # fmt: skip
             window_loss, window_steps, tick, timed = 0.0, 0, time.perf_counter(), 0
         if log_ and val_batches is not None and (done % t.validate_every == 0 or last):
-            metrics = validate(net, val_batches, normalize, data.cell_types, device, amp,
-                               channels_last, well_types=data.well_types)  # fmt: skip
+            metrics = validate(net, val_batches, normalize=normalize, cell_types=data.cell_types,
+                               device=device, autocast=amp, channels_last=channels_last,
+                               well_types=data.well_types, bn_groups=data.bn_groups)  # fmt: skip
             log_.log_val({"iteration": done, **metrics})
             log.info("it %d  val loss %.4f  treatments %.3f (top-3 %.3f)  controls %.3f  "
                      "all %.3f", done, metrics["loss"], metrics["treatment_accuracy"],
