@@ -10,56 +10,37 @@ subset, std floor) normalizes the batch on the device. Every site is predicted o
 too); the well's answer is combined downstream. Test-time augmentation runs the
 network on several dihedral transforms of each site and averages logits and
 embeddings. On CUDA the network runs in bf16 autocast with channels-last tensors.
+
+A run trained with ``data.batch_by: plate`` (or ``experiment``) predicts each plate with
+BatchNorm statistics estimated on that plate's sites (``cellblock.bnstats``), once per
+plate and process, over the same TTA views.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cellblock.data import Normalizer, SiteDataset, d4
+from cellblock.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
+from cellblock.data import Normalizer, SiteDataset, d4, read_batches
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.models import Net, build_net
 from cellblock.runs import check_channels, class_ids, inference_config
 from cellblock.training.checkpoint import load_checkpoint
+from cellblock.tta import tta_transforms
 
-__all__ = ["TTA", "Predictor", "tta_transforms"]
+__all__ = ["Predictor"]
 
 log = logging.getLogger(__name__)
 
-# Elements of the dihedral group (cellblock.data.d4: k % 4 quarter turns, then a flip if
-# k >= 4). "flips" = identity, both flips and their product (a half turn): valid on
-# non-square images too. Microscopy has no canonical orientation, so all are free views.
-TTA: dict[str, tuple[int, ...]] = {"none": (0,), "flips": (0, 2, 4, 6), "d4": tuple(range(8))}
-
-
-def tta_transforms(name: str, image_size: tuple[int, int]) -> tuple[int, ...]:
-    """The dihedral elements of a TTA mode.
-
-    Args:
-        name: ``"none"``, ``"flips"`` or ``"d4"``.
-        image_size: ``(height, width)`` of the sites; quarter turns need square ones.
-
-    Raises:
-        UserError: An unknown mode, or ``"d4"`` on non-square images.
-    """
-    if name not in TTA:
-        raise UserError(f"--tta {name!r}: expected one of {', '.join(TTA)}")
-    if name == "d4" and image_size[0] != image_size[1]:
-        raise UserError(
-            f"--tta d4 rotates by 90 degrees, which needs square sites; these are "
-            f"{image_size[0]}x{image_size[1]} (use --tta flips)"
-        )
-    return TTA[name]
+# BatchNorm statistics at prediction: the trained ones, or estimated per plate/experiment
+BN_STATS = ("auto", "trained", "plate", "experiment")
 
 
 def _well_rows(table: pd.DataFrame) -> dict[tuple[str, int, int, int], list]:
@@ -87,6 +68,10 @@ class Predictor:
         readers: Threads reading and normalizing sites ahead of the network (0 = read
             in this thread). They overlap IO with compute on a GPU; None = 4 on CUDA,
             0 on CPU, where the cores are busy with the network already.
+        bn_stats: BatchNorm statistics: ``"trained"`` (stored in the checkpoint),
+            ``"plate"`` or ``"experiment"`` (estimated on all sites of the plate or
+            experiment being predicted); ``"auto"`` = the run's ``data.batch_by``, or
+            ``"trained"`` when it trained on mixed batches.
     """
 
     def __init__(
@@ -98,6 +83,7 @@ class Predictor:
         *,
         device: str = "auto",
         readers: int | None = None,
+        bn_stats: str = "auto",
     ):
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -132,41 +118,31 @@ class Predictor:
         # torch accepts memory_format (Module.to's typed overloads leave it out)
         self.net: Net = net.eval().to(self.device, memory_format=memory)  # type: ignore[call-overload]
         self.embedding_dim = net.embedding_dim
+        if bn_stats not in BN_STATS:
+            raise UserError(f"bn_stats {bn_stats!r}: expected one of {', '.join(BN_STATS)}")
+        if bn_stats == "auto":
+            bn_stats = data.batch_by or "trained"
+        self.bn_stats = bn_stats
+        self._bn_cache: dict[tuple, Buffers] = {}
         table = packed.metadata
         # labels are not needed to predict: -1 everywhere spares SiteDataset computing them
         self._no_labels = pd.Series(-1, index=table.index, dtype=np.int64)
         self._well_rows = _well_rows(table)
         self._site = table["site"]
-        log.info("%s: iteration %d on %s, TTA %s (%d views), batch %d", path, self.iteration,
-                 self.device, tta, len(self.transforms), batch_size)  # fmt: skip
+        log.info("%s: iteration %d on %s, TTA %s (%d views), batch %d, BatchNorm statistics %s",
+                 path, self.iteration, self.device, tta, len(self.transforms), batch_size,
+                 bn_stats)  # fmt: skip
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def _batches(self, dataset: SiteDataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """uint8 ``(B, C, H, W)`` batches of ``dataset`` in order, with their row labels."""
-        n, size = len(dataset), self.batch_size
-        spans = [(s, min(s + size, n)) for s in range(0, n, size)]
-        if self.readers == 0:
-            for a, b in spans:
-                yield np.stack([dataset.read(i) for i in range(a, b)]), dataset.index[a:b]
-            return
-        with ThreadPoolExecutor(self.readers, thread_name_prefix="read") as pool:
-            pending: deque = deque()
-
-            def submit(a: int, b: int) -> None:
-                pending.append((a, b, [pool.submit(dataset.read, i) for i in range(a, b)]))
-
-            ahead = iter(spans)
-            # two batches in flight: the next one loads while the network runs this one
-            for span in itertools.islice(ahead, 2):
-                submit(*span)
-            while pending:
-                a, b, futures = pending.popleft()
-                if (following := next(ahead, None)) is not None:
-                    submit(*following)
-                yield np.stack([f.result() for f in futures]), dataset.index[a:b]
+    def _batches(
+        self, dataset: SiteDataset, even: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """uint8 batches of ``dataset`` in order (``read_batches`` with this predictor's
+        batch size and reader threads)."""
+        return read_batches(dataset, self.batch_size, readers=self.readers, even=even)
 
     @torch.inference_mode()
     def _forward(
@@ -202,6 +178,55 @@ class Predictor:
         Returns:
             ``(logits (n, n_classes), embeddings (n, D))``, float32, in ``rows`` order.
         """
+        rows = pd.Index(rows)
+        if self.bn_stats == "trained" or len(rows) == 0:
+            return self._predict(rows, transforms)
+        logits = np.empty((len(rows), self.n_classes), np.float32)
+        embeddings = np.empty((len(rows), self.embedding_dim), np.float32)
+        keys = self._bn_keys(rows)
+        for key in dict.fromkeys(keys):
+            where = np.flatnonzero([k == key for k in keys])
+            with using_bn_buffers(self.net, self._group_stats(key)):
+                logits[where], embeddings[where] = self._predict(rows[where], transforms)
+        return logits, embeddings
+
+    def _bn_keys(self, rows: pd.Index) -> list[tuple]:
+        """The statistics group of each row: ``(experiment, plate)`` or ``(experiment,)``."""
+        table = self.packed.metadata.loc[rows]
+        if self.bn_stats == "experiment":
+            return [(str(e),) for e in table["experiment"]]
+        return list(zip(table["experiment"].astype(str), table["plate"].astype(int), strict=True))
+
+    def _group_stats(self, key: tuple) -> Buffers:
+        """BatchNorm statistics of every site of one plate (experiment), estimated once."""
+        if key not in self._bn_cache:
+            table = self.packed.metadata
+            chosen = table["experiment"].astype(str) == key[0]
+            if len(key) == 2:
+                chosen &= table["plate"].astype(int) == key[1]
+            rows = table.index[chosen.to_numpy()]
+            dataset = SiteDataset(self.packed, rows, self.data_config, self._no_labels,
+                                  normalizer=self.normalizer, normalize=False)  # fmt: skip
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                self._bn_cache[key] = estimate_bn_stats(self.net, self._views(dataset))
+            log.info("BatchNorm statistics of %s from %d sites x %d views",
+                     "/".join(map(str, key)), len(rows), len(self.transforms))  # fmt: skip
+        return self._bn_cache[key]
+
+    def _views(self, dataset: SiteDataset) -> Iterator[torch.Tensor]:
+        """Every TTA view of every batch of ``dataset``, normalized, on the device."""
+        for images, index in self._batches(dataset, even=True):
+            x = torch.from_numpy(images).to(self.device, non_blocking=True)
+            x = self.normalize(x, torch.from_numpy(index))
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for k in self.transforms:
+                yield d4(x, k) if k else x
+
+    def _predict(
+        self, rows: Sequence | pd.Index, transforms: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and embeddings of rows with the network's current statistics."""
         rows = pd.Index(rows)
         logits = np.empty((len(rows), self.n_classes), np.float32)
         embeddings = np.empty((len(rows), self.embedding_dim), np.float32)

@@ -23,12 +23,7 @@ MAX_POSITIONAL = 6
 REASON = "Long because"
 
 # Not yet in shape, each with its reason; remove an entry when its function is mended.
-KNOWN = {
-    # 8 positional: its signature is being changed on main in parallel; off this branch
-    "cellblock/training/inputs.py:train_loader",
-    # 80 lines, 8 positional: evaluate.py is left alone while that change lands
-    "cellblock/training/evaluate.py:validate",
-}
+KNOWN: set[str] = set()
 
 
 def _positional(node: ast.FunctionDef | ast.AsyncFunctionDef, method: bool) -> int:

@@ -217,9 +217,10 @@ def test_validate_scores_well_items_in_either_memory_format(channels_last):
     labels, index = np.array([0, 1, 2, 1]), np.arange(4)
     per_image = BatchNormalizer(None, None, None, min_std=1.0)
     kinds = {0: "HEPG2", 1: "HEPG2", 2: "U2OS", 3: "U2OS"}
-    metrics = validate(net, [(images, labels, index)], per_image, kinds, torch.device("cpu"),
-                       channels_last=channels_last)  # fmt: skip
-    reference = validate(net, [(images, labels, index)], per_image, kinds, torch.device("cpu"))
+    metrics = validate(net, [(images, labels, index)], normalize=per_image, cell_types=kinds,
+                       device=torch.device("cpu"), channels_last=channels_last)  # fmt: skip
+    reference = validate(net, [(images, labels, index)], normalize=per_image, cell_types=kinds,
+                         device=torch.device("cpu"))  # fmt: skip
     assert metrics["n"] == 4 and set(metrics) >= {"acc_HEPG2", "acc_U2OS", "top3"}
     assert metrics["accuracy"] == reference["accuracy"]
     assert metrics["loss"] == pytest.approx(reference["loss"], rel=1e-5)
@@ -257,8 +258,8 @@ def test_validation_reports_treatment_wells_apart_from_controls():
     cell_of = ["HEPG2", "HEPG2", "U2OS", "U2OS", "HEPG2", "U2OS"]
     cells = dict(zip(index.tolist(), cell_of, strict=True))
     wells = dict(zip(index.tolist(), ["treatment"] * 4 + ["positive_control"] * 2, strict=True))
-    m = validate(_Fixed(logits), [(images, labels, index)], lambda x, i: x.float(), cells,
-                 torch.device("cpu"), well_types=wells)  # fmt: skip
+    m = validate(_Fixed(logits), [(images, labels, index)], normalize=lambda x, i: x.float(),
+                 cell_types=cells, device=torch.device("cpu"), well_types=wells)  # fmt: skip
     assert m["n"] == 6 and m["n_treatment"] == 4
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["treatment_accuracy"] == 0.5 and m["treatment_top3"] == 0.75
@@ -266,6 +267,6 @@ def test_validation_reports_treatment_wells_apart_from_controls():
     assert m["treatment_acc_HEPG2"] == 0.5 and m["treatment_acc_U2OS"] == 0.5
     assert m["acc_HEPG2"] == pytest.approx(2 / 3)
     no_controls = {k: "treatment" for k in wells}
-    m = validate(_Fixed(logits), [(images, labels, index)], lambda x, i: x.float(), cells,
-                 torch.device("cpu"), well_types=no_controls)  # fmt: skip
+    m = validate(_Fixed(logits), [(images, labels, index)], normalize=lambda x, i: x.float(),
+                 cell_types=cells, device=torch.device("cpu"), well_types=no_controls)  # fmt: skip
     assert np.isnan(m["control_accuracy"]) and m["treatment_accuracy"] == pytest.approx(4 / 6)

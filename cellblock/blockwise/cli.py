@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from cellblock.argtypes import comma_list, key_values
 from cellblock.blockwise.plan import SPLITS, Plan, make_plan
 from cellblock.errors import UserError
-from cellblock.inference import TTA
 from cellblock.paths import Project, add_project_argument
+from cellblock.tta import TTA
 
 __all__ = ["blockwise_main", "scan_main"]
 

@@ -27,6 +27,7 @@ from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.paths import Project
 from cellblock.predictions import PredictionInfo, store_path
+from cellblock.tta import tta_transforms
 
 if TYPE_CHECKING:
     from cellblock.runs import RunInfo
@@ -180,7 +181,6 @@ def _check_model(checkpoint: Path, packed: PackedDataset, *, tta: str) -> tuple[
         UserError: The dataset lacks the run's channels, or an unknown TTA mode.
     """
     # torch comes in here, not at import: a worker reads its plan before loading torch
-    from cellblock.inference import tta_transforms
     from cellblock.runs import check_channels, load_run_info
 
     run_info = load_run_info(checkpoint)

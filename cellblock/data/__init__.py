@@ -17,7 +17,7 @@ from cellblock.data.augment import BatchAugment, d4
 from cellblock.data.config import AugmentConfig, DataConfig
 from cellblock.data.dataset import SiteDataset, dataset_labels
 from cellblock.data.labels import control_classes, make_labels, n_classes, read_pseudo_labels
-from cellblock.data.loader import make_loader
+from cellblock.data.loader import make_loader, read_batches
 from cellblock.data.normalize import BatchNormalizer, Normalizer, pool_stats
 from cellblock.data.splits import assign_folds, select_rows, validation_experiments
 
@@ -36,6 +36,7 @@ __all__ = [
     "make_loader",
     "n_classes",
     "pool_stats",
+    "read_batches",
     "read_pseudo_labels",
     "select_rows",
     "validation_experiments",

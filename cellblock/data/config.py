@@ -16,6 +16,7 @@ __all__ = ["AugmentConfig", "DataConfig"]
 
 UNITS = ("site", "well")
 NORMALIZATIONS = ("plate", "experiment", "image", "global")
+BATCH_BY = (None, "plate", "experiment")
 STATS_FROM = ("all", "negative_control")
 LABELS = ("sirna", "control")
 
@@ -125,6 +126,11 @@ class DataConfig:
             labelling test wells for training (stage III).
         min_confidence: Pseudo labels below this confidence are dropped.
         augment: Batch augmentations (``AugmentConfig``).
+        batch_by: ``"plate"`` or ``"experiment"``: every training batch holds sites of
+            one plate (experiment), so BatchNorm normalizes the features of every layer
+            within it, as ``normalization`` does the pixels; prediction and validation
+            then re-estimate the BatchNorm statistics on each plate (experiment) they
+            score (AdaBN). None: batches mix plates, and the trained statistics are used.
     """
 
     unit: str = "site"  # sites are independent fields of view: twice the samples per epoch
@@ -143,6 +149,7 @@ class DataConfig:
     pseudo_labels: str | None = None  # stage III: test wells labelled by an earlier model
     min_confidence: float = 0.0  # keep all pseudo labels by default
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    batch_by: str | None = None  # "plate": BatchNorm per plate, for strong batch effects
 
     def __post_init__(self) -> None:
         for name, allowed in [
@@ -150,6 +157,7 @@ class DataConfig:
             ("normalization", NORMALIZATIONS),
             ("stats_from", STATS_FROM),
             ("label", LABELS),
+            ("batch_by", BATCH_BY),
         ]:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")

@@ -148,6 +148,18 @@ class SiteDataset(Dataset):
         position = pd.Series(np.arange(len(self.index)), index=self.index)
         return self.site_index[position.loc[np.asarray(index)].to_numpy()]
 
+    def item_groups(self, by: str) -> list[str]:
+        """The group of every item: its ``"experiment"`` or ``"plate"`` (``"HEPG2-01/1"``).
+
+        Args:
+            by: ``"experiment"`` or ``"plate"`` (``data.batch_by``).
+        """
+        first = self.sites[:, 0]
+        experiments = self.experiment[first].astype(str)
+        if by == "experiment":
+            return experiments.tolist()
+        return [f"{e}/{p}" for e, p in zip(experiments, self.plate[first].tolist(), strict=True)]
+
     def batch_normalizer(self) -> BatchNormalizer:
         """The normalization of this dataset as a module for its uint8 batches."""
         return self.normalizer.batch_normalizer(self.packed.metadata)

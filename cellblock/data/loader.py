@@ -1,4 +1,5 @@
-"""``make_loader``: the DataLoader settings every training and validation run shares.
+"""``make_loader``: the DataLoader settings every training and validation run shares;
+``read_batches``: a dataset's sites in order, read ahead by threads (prediction).
 
 A batch is ``(images, labels, index)``: ``images`` a tensor (in shared memory when a
 worker made it), ``labels`` and ``index`` small int64 numpy arrays. The small arrays
@@ -10,14 +11,20 @@ small model's training step (``scripts/bench/train.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import itertools
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-__all__ = ["SiteBatch", "collate_sites", "make_loader"]
+if TYPE_CHECKING:
+    from cellblock.data.dataset import SiteDataset
+
+__all__ = ["SiteBatch", "collate_sites", "make_loader", "read_batches"]
 
 SiteBatch = tuple[torch.Tensor, np.ndarray, np.ndarray]
 
@@ -45,6 +52,7 @@ def make_loader(
     device: torch.device | str | None = None,
     prefetch_factor: int = 4,
     sampler: Sampler | None = None,
+    batches: Sequence[Sequence[int]] | None = None,
 ) -> DataLoader:
     """A DataLoader of ``SiteBatch`` batches: shuffled with a seeded generator and
     dropping the last partial batch when training; in order and complete otherwise.
@@ -64,16 +72,21 @@ def make_loader(
         prefetch_factor: Batches each worker loads ahead (workers > 0 only).
         sampler: The item order (e.g. an endless ``InfiniteSampler``); replaces the
             shuffle. None = shuffled when training, in order otherwise.
+        batches: Fixed batches of dataset positions, in order (evaluation only; replaces
+            ``batch_size`` and the sampler), e.g. batches that never mix plates.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
+    if batches is not None:
+        if train or sampler is not None:
+            raise ValueError("make_loader: fixed batches are for evaluation, without a sampler")
+        extra["batch_sampler"] = batches
+    else:
+        extra |= {"batch_size": batch_size, "shuffle": train and sampler is None,
+                  "sampler": sampler, "drop_last": train}  # fmt: skip
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        drop_last=train,
         num_workers=workers,
         collate_fn=collate_sites,
         persistent_workers=workers > 0,
@@ -81,3 +94,43 @@ def make_loader(
         generator=torch.Generator().manual_seed(seed),
         **extra,
     )
+
+
+def read_batches(
+    dataset: SiteDataset, batch_size: int, *, readers: int = 0, even: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """uint8 ``(B, C, H, W)`` batches of ``dataset``'s sites in order, with their row
+    labels (``dataset.index``), for prediction.
+
+    Args:
+        dataset: The sites (``unit="site"``, ``normalize=False``).
+        batch_size: Sites per batch.
+        readers: Threads reading ahead (two batches in flight, so the next one loads
+            while the network runs this one); 0 = read in this thread.
+        even: Batches of near-equal sizes (at most ``batch_size``), so none is a lone
+            site; else full batches and a remainder.
+    """
+    n = len(dataset)
+    if even:
+        bounds = np.linspace(0, n, -(-n // batch_size) + 1).round().astype(int).tolist()
+        spans = list(itertools.pairwise(bounds))
+    else:
+        spans = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if readers == 0:
+        for a, b in spans:
+            yield np.stack([dataset.read(i) for i in range(a, b)]), dataset.index[a:b]
+        return
+    with ThreadPoolExecutor(readers, thread_name_prefix="read") as pool:
+        pending: deque = deque()
+
+        def submit(a: int, b: int) -> None:
+            pending.append((a, b, [pool.submit(dataset.read, i) for i in range(a, b)]))
+
+        ahead = iter(spans)
+        for span in itertools.islice(ahead, 2):
+            submit(*span)
+        while pending:
+            a, b, futures = pending.popleft()
+            if (following := next(ahead, None)) is not None:
+                submit(*following)
+            yield np.stack([f.result() for f in futures]), dataset.index[a:b]

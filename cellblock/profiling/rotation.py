@@ -21,9 +21,10 @@ import pandas as pd
 
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.inference import Predictor, tta_transforms
+from cellblock.inference import Predictor
 from cellblock.predictions import open_info, store_path
 from cellblock.runs import run_checkpoint
+from cellblock.tta import tta_transforms
 
 __all__ = ["rotation_invariance"]
 

@@ -19,7 +19,7 @@ from cellblock.config import SetupConfig
 from cellblock.data import BatchNormalizer, SiteDataset, dataset_labels, make_loader, select_rows
 from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.training.sampler import InfiniteSampler
+from cellblock.training.sampler import GroupedSampler, InfiniteSampler, group_batches
 
 __all__ = ["RunData", "load_run_data", "train_loader", "val_loader"]
 
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunData:
     """Training and validation datasets (uint8 items), their normalization (for batches on
-    the device), the cell and well type of every validation row, the site table."""
+    the device), the cell and well type of every validation row, the site table, and
+    with ``data.batch_by`` the plate (experiment) of every validation row."""
 
     train: SiteDataset
     val: SiteDataset | None
@@ -37,6 +38,7 @@ class RunData:
     cell_types: dict[int, str]
     well_types: dict[int, str]
     table: pd.DataFrame  # the dataset's full site table (id_code, site, ... by index label)
+    bn_groups: dict[int, str] | None = None  # validation row -> its BatchNorm group
 
 
 def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
@@ -81,16 +83,22 @@ def load_run_data(cfg: SetupConfig, dataset_path: Path | str) -> RunData:
         rows = table.loc[pd.Index(val.index)]
         cell_types = dict(zip(val.index.tolist(), rows.cell_type.astype(str), strict=True))
         well_types = dict(zip(val.index.tolist(), rows.well_type.astype(str), strict=True))
-    return RunData(train, val, train.batch_normalizer(), cell_types, well_types, table)
+    bn_groups = None
+    if val is not None and cfg.data.batch_by is not None:
+        keys = val.item_groups(cfg.data.batch_by)
+        bn_groups = dict(zip(val.index.tolist(), keys, strict=True))
+    return RunData(train, val, train.batch_normalizer(), cell_types, well_types, table, bn_groups)
 
 
 def train_loader(
     dataset: SiteDataset,
+    *,
     batch_size: int,
     seed: int,
     start: int,
     workers: int,
     device: torch.device,
+    batch_by: str | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoader:
@@ -103,17 +111,37 @@ def train_loader(
         start: Stream position of the first item.
         workers: Loader processes.
         device: Where batches go (pinned memory for CUDA).
+        batch_by: ``"plate"`` or ``"experiment"``: each micro-batch (of all ranks
+            together) from one such group (``GroupedSampler``); None: mixed.
         rank: This process's rank (data parallel: each rank takes its share).
         world_size: Number of data-parallel processes.
     """
-    sampler = InfiniteSampler(len(dataset), seed, start, rank, world_size)
+    sampler: InfiniteSampler
+    if batch_by is None:
+        sampler = InfiniteSampler(len(dataset), seed, start, rank, world_size)
+    else:
+        groups = dataset.item_groups(batch_by)
+        sampler = GroupedSampler(groups, batch_size * world_size, seed, start, rank, world_size)
+        log.info("training batches by %s: %d groups, %d chunks of %d per epoch", batch_by,
+                 len(sampler.members), sum(sampler.chunks), sampler.chunk)  # fmt: skip
     return make_loader(
         dataset, batch_size, train=True, workers=workers, seed=seed, device=device, sampler=sampler
     )
 
 
 def val_loader(
-    dataset: SiteDataset, batch_size: int, workers: int, device: torch.device
+    dataset: SiteDataset,
+    *,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    batch_by: str | None = None,
 ) -> DataLoader:
-    """All validation items, in order."""
-    return make_loader(dataset, batch_size, train=False, workers=workers, device=device)
+    """All validation items, in order; with ``batch_by``, grouped so that no batch
+    mixes plates (experiments): ``validate`` adapts BatchNorm to each group."""
+    if batch_by is None:
+        return make_loader(dataset, batch_size, train=False, workers=workers, device=device)
+    batches = group_batches(dataset.item_groups(batch_by), batch_size)
+    return make_loader(
+        dataset, batch_size, train=False, workers=workers, device=device, batches=batches
+    )

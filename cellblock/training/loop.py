@@ -138,8 +138,10 @@ def _validate(run: RunContext, st: TrainState, done: int) -> dict[str, Any]:
         done: The iteration just finished.
     """
     assert run.log is not None and run.val_batches is not None
-    metrics = validate(st.net, run.val_batches, st.normalize, run.data.cell_types, st.device,
-                       st.amp, st.channels_last, well_types=run.data.well_types)  # fmt: skip
+    metrics = validate(st.net, run.val_batches, normalize=st.normalize,
+                       cell_types=run.data.cell_types, device=st.device, autocast=st.amp,
+                       channels_last=st.channels_last, well_types=run.data.well_types,
+                       bn_groups=run.data.bn_groups)  # fmt: skip
     run.log.log_val({"iteration": done, **metrics})
     log.info("it %d  val loss %.4f  treatments %.3f (top-3 %.3f)  controls %.3f  "
              "all %.3f", done, metrics["loss"], metrics["treatment_accuracy"],
@@ -207,9 +209,14 @@ def _run(
         stop: See :func:`train`.
     """
     t, env, data, device, per_step = run.cfg.train, run.env, run.data, st.device, run.per_step
-    batches = iter(train_loader(data.train, t.batch_size, t.seed, start * per_step, t.workers,
-                                device, env.rank, env.world_size))  # fmt: skip
-    run.val_batches = val_loader(data.val, t.batch_size, t.workers, device) if data.val else None
+    by = run.cfg.data.batch_by
+    batches = iter(train_loader(data.train, batch_size=t.batch_size, seed=t.seed,
+                                start=start * per_step, workers=t.workers, device=device,
+                                batch_by=by, rank=env.rank, world_size=env.world_size))  # fmt: skip
+    run.val_batches = None
+    if data.val:
+        run.val_batches = val_loader(data.val, batch_size=t.batch_size, workers=t.workers,
+                                     device=device, batch_by=by)  # fmt: skip
     log.info("training %s from iteration %d to %d on %s x %d (%d train items, %d val)",
              run.run_dir, start, run.iterations, device, env.world_size, len(data.train),
              len(data.val or []))  # fmt: skip

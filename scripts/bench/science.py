@@ -54,11 +54,17 @@ SETUP = ROOT / "02_train" / "synthetic" / "tiny"
 #   pretrain    share of the iterations spent first on control wells only (stage I, the
 #               controls of train and test plates), the rest on all classes (stage II)
 #   iterations  factor on --iterations (a wider net gets fewer: the same CPU time)
+#   seeds       train this many seeds (train.seed 0, 1, ...) and ensemble them (04_ensemble)
 RECIPES: dict[str, dict] = {
     "default": {"sets": []},  # the setup as committed
+    # batches that mix plates, BatchNorm with the trained statistics (before data.batch_by)
+    "mixed_batches": {"sets": ["data.batch_by=null"]},
+    "ensemble3": {"sets": [], "seeds": 3},  # three seeds, logits averaged: 3x the time
     # the recipe before the sweep: one experiment per cell type held out for validation
-    # (half the training data), light augmentation and weight decay, 128-wide embedding
+    # (half the training data), light augmentation and weight decay, 128-wide embedding,
+    # mixed batches
     "previous": {"sets": ["data.val_experiments=[HEPG2-02,HUVEC-02,RPE-02,U2OS-02]",
+                          "data.batch_by=null",
                           "data.augment.erase_p=0.0", "data.augment.crop_scale=[0.8,1.0]",
                           "train.weight_decay=0.05", "net.dropout=0.0",
                           "net.embedding_dim=128"]},
@@ -104,6 +110,22 @@ def _train(
     return time.monotonic() - start, cpu
 
 
+def _train_recipe(
+    dataset: Path, run: Path, its: int, recipe: dict, sets: list[str], image_size: int
+) -> tuple[float, float]:
+    """Train one run of a recipe: stage I on the controls first if it pretrains."""
+    if not recipe.get("pretrain"):
+        return _train(dataset, run, its, sets, None, image_size)
+    n_controls = n_classes(PackedDataset(dataset).metadata, "control")
+    first = round(its * recipe["pretrain"])
+    stage1 = ["data.label=control", "data.controls_only=true",
+              f"net.num_classes={n_controls}", *sets]  # fmt: skip
+    stage = run.parent / f"{run.name}_stage1"
+    s1, c1 = _train(dataset, stage, first, stage1, None, image_size)
+    s2, c2 = _train(dataset, run, its - first, sets, stage, image_size)
+    return s1 + s2, c1 + c2
+
+
 def _recipe(dataset: Path, name: str, args) -> dict:
     """Train (stage I first if the recipe pretrains), predict and score one recipe."""
     recipe = RECIPES[name]
@@ -117,21 +139,18 @@ def _recipe(dataset: Path, name: str, args) -> dict:
     shutil.rmtree(folder, ignore_errors=True)  # an unfinished or other run starts afresh
     its = round(args.iterations * recipe.get("iterations", 1.0))
     seconds = cpu = 0.0
-    init = None
-    if recipe.get("pretrain"):
-        n_controls = n_classes(PackedDataset(dataset).metadata, "control")
-        first = round(its * recipe["pretrain"])
-        stage1 = ["data.label=control", "data.controls_only=true",
-                  f"net.num_classes={n_controls}", *recipe["sets"]]  # fmt: skip
-        seconds, cpu = _train(dataset, folder / "stage1", first, stage1, None, args.image_size)
-        its, init = its - first, folder / "stage1"
-    s, c = _train(dataset, folder / "run", its, recipe["sets"], init, args.image_size)
-    seconds, cpu = seconds + s, cpu + c
-    subprocess.run([sys.executable, str(ROOT / "03_predict" / "predict_scan.py"), "--run",
-                    str(folder / "run"), "--data", str(dataset), "--split", "test", "--out",
-                    str(folder / "pred"), "--tta", recipe.get("tta", "flips"), "--overwrite"],
-                   check=True, capture_output=True, text=True)  # fmt: skip
-    report = run_ensemble([folder / "pred"], dataset, folder / "ensemble", null_size=100)
+    preds = []
+    for seed in range(recipe.get("seeds", 1)):
+        run = folder / ("run" if seed == 0 else f"run_seed{seed}")
+        sets = [*recipe["sets"], f"train.seed={seed}"] if seed else recipe["sets"]
+        s, c = _train_recipe(dataset, run, its, recipe, sets, args.image_size)
+        seconds, cpu = seconds + s, cpu + c
+        preds.append(run.parent / run.name.replace("run", "pred"))
+        subprocess.run([sys.executable, str(ROOT / "03_predict" / "predict_scan.py"), "--run",
+                        str(run), "--data", str(dataset), "--split", "test", "--out",
+                        str(preds[-1]), "--tta", recipe.get("tta", "flips"), "--overwrite"],
+                       check=True, capture_output=True, text=True)  # fmt: skip
+    report = run_ensemble(preds, dataset, folder / "ensemble", null_size=100)
     result = {
         "accuracy": {k: v["overall"] for k, v in report["accuracy"].items() if v},
         "train_seconds": round(seconds, 1),
