@@ -51,7 +51,9 @@ bench-write: env  ## storing predicted wells: zarr-python vs the chunk writer, w
 bench-science: env  ## how far the recipe reaches (hours on 2 cores): the difficulty sweep, then the recipes at effect 1.0 / batch 2
 	$(PY) scripts/bench/science.py --work .science --recipes default
 	$(PY) scripts/bench/science.py --work .science --effects 1.0 --batches 2 --name science_recipes \
-	    --recipes default,previous,experiment_norm,global_norm,no_tta,controls_pretrain,wider
+	    --recipes default,ensemble3,mixed_batches,previous,experiment_norm,global_norm,no_tta,controls_pretrain,wider
+	$(PY) scripts/bench/science.py --work .science/seed11 --effects 1.0 --batches 2 --seed 11 \
+	    --name science_seed11 --recipes default,mixed_batches
 
 lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
 	rm -rf /tmp/cellblock-lock && python3.11 -m venv /tmp/cellblock-lock

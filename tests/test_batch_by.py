@@ -212,3 +212,21 @@ def test_prediction_adapts_to_each_plate_whatever_the_block(plate_run, tiny_pack
     # the trained statistics are another prediction, and stay selectable
     trained = Predictor(checkpoint, packed, "none", bn_stats="trained").predict_rows(rows)[0]
     assert not np.allclose(trained, logits, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_blockwise_workers_adapt_as_the_scan_does(plate_run, tiny_packed, tmp_path):
+    """Two daisy workers, blocks of 4 wells (a plate split over blocks and workers), give
+    the in-process scan's logits: each worker estimates a plate's statistics from the
+    whole plate, not from its blocks."""
+    from tests.test_blockwise import BLOCKWISE, SCAN, _assert_close, _common, _load, _run
+
+    scan, blockwise = tmp_path / "scan", tmp_path / "blockwise"
+    r = _run([str(SCAN), *_common(plate_run, tiny_packed, scan)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _run([str(BLOCKWISE), *_common(plate_run, tiny_packed, blockwise), "--block-wells", "4",
+              "--workers", "2"])  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    _assert_close(_load(blockwise), _load(scan))
+    logs = "".join(p.read_text() for p in (blockwise / "logs").glob("worker_*.log"))
+    assert "BatchNorm statistics of HEPG2-02/1 from" in logs

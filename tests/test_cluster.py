@@ -186,41 +186,21 @@ def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
 
     sets = {"data.n_folds": 3}
     two = "1,2,3,4,5;2,3,4,5,6"
-    stage1 = make_grid(
-        SETUP,
-        folds="0",
-        channel_sets=two,
-        data=tiny_packed,
-        out=tmp_path / "s1",
-        iterations=4,
-        overrides=sets,
-    )
+
+    def grid(out: str, folds: str, channels: str, iterations: int = 6, data=tiny_packed, **kw):
+        return make_grid(SETUP, folds=folds, channel_sets=channels, data=data,
+                         out=tmp_path / out, iterations=iterations, overrides=sets,
+                         **kw)  # fmt: skip
+
+    stage1 = grid("s1", "0", two, iterations=4)
     save_manifest(stage1)
     for run in stage1.runs():
         _touch_checkpoint(run.run_dir, 2)
     with pytest.raises(UserError, match=r"fold_0: at iteration 2 of 4; let that grid finish"):
-        make_grid(
-            SETUP,
-            folds="0",
-            channel_sets=two,
-            data=tiny_packed,
-            out=tmp_path / "s2",
-            iterations=6,
-            overrides=sets,
-            init_from=tmp_path / "s1",
-        )
+        grid("s2", "0", two, init_from=tmp_path / "s1")
     for run in stage1.runs():
         _touch_checkpoint(run.run_dir, 4)
-    stage2 = make_grid(
-        SETUP,
-        folds="0-2",
-        channel_sets=two,
-        data=tiny_packed,
-        out=tmp_path / "s2",
-        iterations=6,
-        overrides=sets,
-        init_from=tmp_path / "s1",
-    )
+    stage2 = grid("s2", "0-2", two, init_from=tmp_path / "s1")
     for run in stage2.runs():  # one fold in the source: every fold starts from it
         want = tmp_path / "s1" / channels_name(run.channels) / "fold_0" / "checkpoints"
         assert stage2.init_checkpoints[run.index] == str(want / "checkpoint_00000004.pt")
@@ -234,124 +214,36 @@ def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
     for run in stage1.runs():
         _touch_checkpoint(run.run_dir, 8)
     _touch_checkpoint(stage2.runs()[0].run_dir, 2)
-    again = make_grid(
-        SETUP,
-        folds="0-2",
-        channel_sets=two,
-        data=None,
-        out=tmp_path / "s2",
-        iterations=6,
-        overrides=sets,
-    )
+    again = grid("s2", "0-2", two, data=None)
     assert again.init_from == tmp_path / "s1"  # a resubmission keeps its source
     assert again.init_checkpoints[0] == stage2.init_checkpoints[0]
     assert again.init_checkpoints[1].endswith("checkpoint_00000008.pt")
     with pytest.raises(UserError, match=r"already started from .*s1; use another --out"):
-        make_grid(
-            SETUP,
-            folds="0-2",
-            channel_sets=two,
-            data=None,
-            out=tmp_path / "s2",
-            iterations=6,
-            overrides=sets,
-            init_from=stage1.runs()[0].run_dir,
-        )
+        grid("s2", "0-2", two, data=None, init_from=stage1.runs()[0].run_dir)
     # Several folds in the source: the same fold, and none for a fold it lacks.
-    stage1b = make_grid(
-        SETUP,
-        folds="0-1",
-        channel_sets="1,2,3,4,5",
-        data=tiny_packed,
-        out=tmp_path / "s1b",
-        iterations=4,
-        overrides=sets,
-    )
+    stage1b = grid("s1b", "0-1", "1,2,3,4,5", iterations=4)
     save_manifest(stage1b)
     for run in stage1b.runs():
         _touch_checkpoint(run.run_dir, 4)
-    grid = make_grid(
-        SETUP,
-        folds="1",
-        channel_sets="1,2,3,4,5",
-        data=tiny_packed,
-        out=tmp_path / "s3",
-        iterations=6,
-        overrides=sets,
-        init_from=tmp_path / "s1b",
-    )
-    assert "/s1b/ch1-2-3-4-5/fold_1/" in grid.init_checkpoints[0]
+    stage3 = grid("s3", "1", "1,2,3,4,5", init_from=tmp_path / "s1b")
+    assert "/s1b/ch1-2-3-4-5/fold_1/" in stage3.init_checkpoints[0]
     with pytest.raises(UserError, match=r"ch1-2-3-4-5 fold 2 .*\(folds there: fold_0, fold_1\)"):
-        make_grid(
-            SETUP,
-            folds="2",
-            channel_sets="1,2,3,4,5",
-            data=tiny_packed,
-            out=tmp_path / "s4",
-            iterations=6,
-            overrides=sets,
-            init_from=tmp_path / "s1b",
-        )
+        grid("s4", "2", "1,2,3,4,5", init_from=tmp_path / "s1b")
     with pytest.raises(UserError, match=r"channels ch1-2-3-4-5-6 fold 0 .*\(folds there: none\)"):
-        make_grid(
-            SETUP,
-            folds="0",
-            channel_sets="all",
-            data=tiny_packed,
-            out=tmp_path / "s5",
-            iterations=6,
-            overrides=sets,
-            init_from=tmp_path / "s1",
-        )
+        grid("s5", "0", "all", init_from=tmp_path / "s1")
     # A run folder starts every run, if its network fits (net_config.json of the run).
     run = stage1b.runs()[0].run_dir
-    grid = make_grid(
-        SETUP,
-        folds="0-2",
-        channel_sets="1,2,3,4,5",
-        data=tiny_packed,
-        out=tmp_path / "s6",
-        iterations=6,
-        overrides=sets,
-        init_from=run,
-    )
-    assert set(grid.init_checkpoints.values()) == {str(run / "checkpoints/checkpoint_00000004.pt")}
+    stage6 = grid("s6", "0-2", "1,2,3,4,5", init_from=run)
+    assert set(stage6.init_checkpoints.values()) == {str(run / "checkpoints/checkpoint_00000004.pt")}
     made = {"backbone": "test_resnet", "in_channels": 5, "embedding_dim": 64, "pool": "avg"}
     (run / "net_config.json").write_text(json.dumps(made))
-    make_grid(
-        SETUP,
-        folds="0",
-        channel_sets="1,2,3,4,5",
-        data=tiny_packed,
-        out=tmp_path / "s6b",
-        iterations=6,
-        overrides=sets,
-        init_from=run,
-    )
+    grid("s6b", "0", "1,2,3,4,5", init_from=run)
     with pytest.raises(UserError, match=r"made with net\.in_channels=5, this grid's run needs 6"):
-        make_grid(
-            SETUP,
-            folds="0",
-            channel_sets="all",
-            data=tiny_packed,
-            out=tmp_path / "s6c",
-            iterations=6,
-            overrides=sets,
-            init_from=run,
-        )
+        grid("s6c", "0", "all", init_from=run)
     empty = tmp_path / "empty_run"
     empty.mkdir()
     with pytest.raises(UserError, match=r"--init-from: .*empty_run: no checkpoints"):
-        make_grid(
-            SETUP,
-            folds="0",
-            channel_sets="1,2,3,4,5",
-            data=tiny_packed,
-            out=tmp_path / "s7",
-            iterations=6,
-            overrides=sets,
-            init_from=empty,
-        )
+        grid("s7", "0", "1,2,3,4,5", init_from=empty)
     # train.py --init-from a grid folder: the error says what to give instead
     from cellblock.training.checkpoint import resolve_checkpoint
 

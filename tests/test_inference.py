@@ -34,6 +34,7 @@ TRAIN = [
     "train.validate_every=10",
     "train.warmup_iters=2",
     "train.schedule_iters=20",
+    "data.batch_by=null",  # the stored BatchNorm statistics (per plate: test_batch_by.py)
 ]
 
 
