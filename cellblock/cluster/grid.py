@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cellblock.atomic import atomic_write_text
-from cellblock.cluster.grid_axes import channels_name, parse_channel_sets, parse_folds
+from cellblock.cluster.grid_axes import GridRun, channels_name, parse_channel_sets, parse_folds
 from cellblock.cluster.grid_files import MANIFEST, latest_iteration, load_manifest
 from cellblock.cluster.grid_init import init_checkpoints
 from cellblock.cluster.train_task import TrainSpec
@@ -48,23 +48,6 @@ __all__ = [
     "save_manifest",
     "setup_folder",
 ]
-
-
-@dataclass(frozen=True)
-class GridRun:
-    """One run of the grid.
-
-    Attributes:
-        index: Position in the grid (the array task index of a full submission).
-        channels: 1-based channel subset.
-        fold: Validation fold.
-        run_dir: Its run folder.
-    """
-
-    index: int
-    channels: tuple[int, ...]
-    fold: int
-    run_dir: Path
 
 
 @dataclass(frozen=True)
@@ -265,4 +248,7 @@ def make_grid(
         channel_sets=tuple(parse_channel_sets(channel_sets, _n_channels(data_dir))),
         overrides=overrides, init_from=source, project=project,
     )  # fmt: skip
-    return replace(grid, init_checkpoints=init_checkpoints(grid, previous))
+    starts = init_checkpoints(source=grid.init_from, out=grid.out, runs=grid.runs(),
+                              net_of=lambda run: grid.spec(run).resolved_config()["net"],
+                              previous=previous)  # fmt: skip
+    return replace(grid, init_checkpoints=starts)

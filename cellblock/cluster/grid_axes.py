@@ -8,11 +8,13 @@ channels_name((1, 2, 3))                -> "ch1-2-3"   (the run's folder)
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 from cellblock.argtypes import comma_list
 from cellblock.errors import UserError
 
-__all__ = ["channels_name", "parse_channel_sets", "parse_folds"]
+__all__ = ["GridRun", "channels_name", "parse_channel_sets", "parse_folds"]
 
 
 def parse_folds(text: str) -> list[int]:
@@ -72,3 +74,20 @@ def parse_channel_sets(text: str, n_channels: int) -> list[tuple[int, ...]]:
 def channels_name(channels: tuple[int, ...]) -> str:
     """``(1, 2, 3)`` -> ``ch1-2-3`` (as ``train.py --channels`` names its run folder)."""
     return "ch" + "-".join(map(str, channels))
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of the grid.
+
+    Attributes:
+        index: Position in the grid (the array task index of a full submission).
+        channels: 1-based channel subset.
+        fold: Validation fold.
+        run_dir: Its run folder.
+    """
+
+    index: int
+    channels: tuple[int, ...]
+    fold: int
+    run_dir: Path

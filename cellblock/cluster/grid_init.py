@@ -21,15 +21,13 @@ that already have checkpoints resume and keep the source they were submitted wit
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cellblock.cluster.grid_axes import channels_name
+from cellblock.cluster.grid_axes import GridRun, channels_name
 from cellblock.cluster.grid_files import MANIFEST, latest_iteration, load_manifest
 from cellblock.errors import UserError
-
-if TYPE_CHECKING:
-    from cellblock.cluster.grid import TrainGrid
 
 __all__ = ["init_checkpoints", "source_checkpoint"]
 
@@ -89,32 +87,42 @@ def _check_fits(checkpoint: Path, net: dict[str, Any]) -> None:
                             f"this grid's run needs {net[key]!r}")  # fmt: skip
 
 
-def init_checkpoints(grid: TrainGrid, previous: dict[str, Any]) -> dict[int, str]:
+def init_checkpoints(
+    *,
+    source: Path | None,
+    out: Path,
+    runs: list[GridRun],
+    net_of: Callable[[GridRun], dict[str, Any]],
+    previous: dict[str, Any],
+) -> dict[int, str]:
     """Run index -> the checkpoint file it starts from (see the module docstring).
 
     Args:
-        grid: The grid, with ``init_from`` set (or None: an empty mapping).
+        source: The grid's ``--init-from`` (None: an empty mapping).
+        out: The grid folder.
+        runs: The grid's runs.
+        net_of: A run's resolved ``net`` config (checked against the source's network).
         previous: The grid's ``grid.json`` so far (``{}`` for a new grid).
 
     Raises:
         UserError: A source that cannot start a run; another ``--init-from`` than the
             one runs of this grid already started from.
     """
-    if grid.init_from is None:
+    if source is None:
         return {}
     before = previous.get("init_from")
-    started = [r for r in grid.runs() if latest_iteration(r.run_dir) > 0]
-    if before and Path(before) != grid.init_from and started:
-        raise UserError(f"--init-from {grid.init_from}: runs of {grid.out} already started from "
+    started = [r for r in runs if latest_iteration(r.run_dir) > 0]
+    if before and Path(before) != source and started:
+        raise UserError(f"--init-from {source}: runs of {out} already started from "
                         f"{before}; use another --out for another source")  # fmt: skip
     recorded = {r["run_dir"]: r.get("init_checkpoint") for r in previous.get("runs", [])}
-    out: dict[int, str] = {}
-    for run in grid.runs():
+    starts: dict[int, str] = {}
+    for run in runs:
         if run in started:  # resumes: keeps what it started from
-            if recorded.get(str(run.run_dir.relative_to(grid.out))):
-                out[run.index] = recorded[str(run.run_dir.relative_to(grid.out))]
+            if recorded.get(str(run.run_dir.relative_to(out))):
+                starts[run.index] = recorded[str(run.run_dir.relative_to(out))]
             continue
-        checkpoint = source_checkpoint(grid.init_from, run.channels, run.fold)
-        _check_fits(checkpoint, grid.spec(run).resolved_config()["net"])
-        out[run.index] = str(checkpoint)
-    return out
+        checkpoint = source_checkpoint(source, run.channels, run.fold)
+        _check_fits(checkpoint, net_of(run))
+        starts[run.index] = str(checkpoint)
+    return starts
