@@ -162,6 +162,15 @@ def _recipe(dataset: Path, name: str, args) -> dict:
     return result
 
 
+def _members(dataset: Path, name: str) -> list[float]:
+    """Assigned accuracy of each seed of an ensembled recipe on its own (its predictions
+    scored alone by the same plate step)."""
+    folder = dataset.parent / "recipes" / name
+    preds = sorted(folder.glob("pred*"), key=lambda p: (p.name != "pred", p.name))
+    return [run_ensemble([pred], dataset, folder / f"alone_{pred.name}", null_size=100)
+            ["accuracy"]["assigned"]["overall"] for pred in preds]  # fmt: skip
+
+
 def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -211,6 +220,12 @@ def _markdown(result: dict, argv: list[str]) -> str:
                 cell += f" ({m['train_seconds']:.0f} s, {m['train_cpu_seconds']:.0f} cpu-s)"
             cells.append(cell)
         lines.append(f"| {r['effect']} / {r['batch']} | " + " | ".join(cells) + " |")
+    for r in rows:
+        for name, m in r["models"].items():
+            if "members" in m:
+                alone = ", ".join(f"{a:.3f}" for a in m["members"])
+                lines.append(f"\n{name} at {r['effect']} / {r['batch']}: its seeds alone, "
+                             f"assigned: {alone}")  # fmt: skip
     lines += ["", f"![sweep]({result['name']}.png)", "", f"Environment: {result['environment']}",
               ""]  # fmt: skip
     return "\n".join(lines)
@@ -246,6 +261,8 @@ def main() -> None:
             models = {}
             for name in recipes:
                 models[name] = _recipe(dataset, name, args)
+                if RECIPES[name].get("seeds", 1) > 1:
+                    models[name]["members"] = _members(dataset, name)
                 print(f"effect {effect} batch {batch} {name}: {models[name]['accuracy']}",
                       flush=True)  # fmt: skip
             for name, probe in probes["probes"].items():
