@@ -1,7 +1,7 @@
 """A network's timm backbone and its pretrained weights.
 
 Pretrained weights come from a local file or ``s3://bucket/key`` (downloaded with
-``cellblock.cache`` into a cache folder), never from a model hub; a 3-channel timm
+``cellblock.remote.cache`` into a cache folder), never from a model hub; a 3-channel timm
 checkpoint is adapted to ``in_channels`` by timm itself (``pretrained_cfg_overlay=
 dict(file=...)`` + ``in_chans``, which calls ``timm.models.adapt_input_conv``).
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from cellblock.cache import cached_copy
 from cellblock.errors import ConfigError
+from cellblock.remote.cache import cached_copy
 from cellblock.torchcompat import import_timm
 
 __all__ = ["create_backbone", "resolve_pretrained"]

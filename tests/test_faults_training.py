@@ -25,7 +25,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cellblock.checksums import sidecar_path
 from cellblock.cli import parse_overrides
 from cellblock.cluster import train_task
 from cellblock.cluster.train_task import TrainSpec, TrainTask
@@ -33,6 +32,7 @@ from cellblock.config import load_setup_config
 from cellblock.errors import UserError
 from cellblock.inference import Predictor
 from cellblock.locks import FolderBusyError, hold
+from cellblock.remote.checksums import sidecar_path
 from cellblock.runs import load_run_info, run_checkpoint
 from cellblock.setup_cli import run_lock, train_main
 from cellblock.training import checkpoint as ckpt
