@@ -28,10 +28,10 @@ import torch
 
 from cellblock.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.data import Normalizer, SiteDataset, d4, read_batches
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.models import Net, build_net
 from cellblock.runs import check_channels, class_ids, inference_config
+from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import load_checkpoint
 from cellblock.tta import tta_transforms
 
