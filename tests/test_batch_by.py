@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from cellblock.bnstats import bn_buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.data import DataConfig, SiteDataset
 from cellblock.errors import ConfigError
 from cellblock.inference import Predictor
+from cellblock.nets.bnstats import bn_buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.runs import run_checkpoint
 from cellblock.setup_cli import train_main
 from cellblock.store.packed import PackedDataset

@@ -304,7 +304,7 @@ _FULL_DISK = """
 import errno, resource, signal, sys, torch
 from cellblock.config import SetupConfig, load_setup_config
 from cellblock.data import BatchAugment
-from cellblock.models import build_net
+from cellblock.nets.models import build_net
 from cellblock.training.checkpoint import code_version, save_checkpoint
 cfg = SetupConfig.from_resolved(load_setup_config(sys.argv[1], {"net.input_size": 32}))
 net = build_net(cfg.net)

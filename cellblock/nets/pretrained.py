@@ -17,8 +17,8 @@ from typing import Any
 from torch import nn
 
 from cellblock.errors import ConfigError
+from cellblock.nets.torchcompat import import_timm
 from cellblock.remote.cache import cached_copy
-from cellblock.torchcompat import import_timm
 
 __all__ = ["create_backbone", "resolve_pretrained"]
 
@@ -57,7 +57,7 @@ def create_backbone(
 ) -> nn.Module:
     """A timm backbone (feature maps, no pooling), pretrained if asked.
 
-    Takes ``NetConfig``'s fields, not the config: ``cellblock.models`` builds on this
+    Takes ``NetConfig``'s fields, not the config: ``cellblock.nets.models`` builds on this
     module, never the other way.
 
     Args:
