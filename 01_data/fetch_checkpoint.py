@@ -11,10 +11,10 @@ Example:
 
 import argparse
 
-from cellblock.catalog import checkpoint_entry, remote_of, select_checkpoint
 from cellblock.cli import run, writing
 from cellblock.paths import Project, add_project_argument
-from cellblock.storage import Remote, download_objects, list_objects, make_client
+from cellblock.remote.catalog import checkpoint_entry, remote_of, select_checkpoint
+from cellblock.remote.storage import Remote, download_objects, list_objects, make_client
 
 
 def main() -> None:

@@ -14,12 +14,12 @@ import argparse
 import time
 
 from cellblock.argtypes import comma_list
-from cellblock.catalog import entry_of, remote_of, select_experiments
 from cellblock.cli import run, writing
 from cellblock.errors import UserError
-from cellblock.https import fetch_archives
 from cellblock.paths import Project, add_project_argument
-from cellblock.storage import Remote, download_objects, list_objects, make_client
+from cellblock.remote.catalog import entry_of, remote_of, select_experiments
+from cellblock.remote.httpfetch import fetch_archives
+from cellblock.remote.storage import Remote, download_objects, list_objects, make_client
 
 
 def main() -> None:

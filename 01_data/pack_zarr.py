@@ -21,10 +21,10 @@ import sys
 
 from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
-from cellblock.omezarr import FieldCodec
-from cellblock.pack import CODEC, pack_dataset, verify_dataset
-from cellblock.platestore import STORES
-from cellblock.upgrade import upgrade_dataset
+from cellblock.store.omezarr import FieldCodec
+from cellblock.store.pack import CODEC, pack_dataset, verify_dataset
+from cellblock.store.platestore import STORES
+from cellblock.store.upgrade import upgrade_dataset
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from cellblock.argtypes import comma_list
 from cellblock.atomic import atomic_write_text
 from cellblock.cli import run, writing
-from cellblock.dataset import PackedDataset
 from cellblock.ensemble import (
     SPLITS,
     expected_ids,
@@ -19,6 +18,7 @@ from cellblock.ensemble import (
 from cellblock.ensemble.combine import well_table
 from cellblock.errors import UserError
 from cellblock.metrics import accuracy_breakdown, format_breakdown
+from cellblock.store.packed import PackedDataset
 
 
 def main() -> None:

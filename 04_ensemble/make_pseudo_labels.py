@@ -4,8 +4,8 @@
 import argparse
 
 from cellblock.cli import run, writing
-from cellblock.dataset import PackedDataset
 from cellblock.ensemble import pseudo_labels, write_pseudo_labels
+from cellblock.store.packed import PackedDataset
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """cellblock: classify cellular microscopy plates (RxRx1-style) at HPC scale.
 
-Modules, one concept each: ``plates`` (geometry, naming), ``metadata`` (tables),
-``synth`` (synthetic screens), ``pack`` (PNG tree -> zarr), ``dataset`` (reading
-packed plates), ``atomic`` (crash-safe writes), ``cli`` (shared script plumbing).
+Subpackages follow the stages and the data: ``remote`` (object storage, HTTPS, the
+catalog), ``store`` (on-disk formats: plates, tables, packed OME-Zarr datasets, the
+predictions store), ``synth`` (synthetic screens), ``data`` (training datasets), ``nets``
+(networks), ``training``, ``blockwise`` (prediction), ``ensemble``, ``profiling``; beside
+them ``atomic`` (crash-safe writes) and ``cli`` (shared script plumbing).
 """
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """A setup's ``config.yaml``: sections ``net``, ``data``, ``train``, validated and resolved.
 
-    net:   cellblock.models.NetConfig       (the network)
+    net:   cellblock.nets.models.NetConfig       (the network)
     data:  cellblock.data.DataConfig        (what is read and how)
     train: cellblock.training.TrainConfig   (the optimization loop)
 
@@ -27,7 +27,7 @@ import yaml
 
 from cellblock.data import DataConfig
 from cellblock.errors import ConfigError
-from cellblock.models import NetConfig
+from cellblock.nets.models import NetConfig
 from cellblock.paths import Project
 from cellblock.training.config import TrainConfig
 

@@ -12,7 +12,7 @@ network on several dihedral transforms of each site and averages logits and
 embeddings. On CUDA the network runs in bf16 autocast with channels-last tensors.
 
 A run trained with ``data.batch_by: plate`` (or ``experiment``) predicts each plate with
-BatchNorm statistics estimated on that plate's sites (``cellblock.bnstats``), once per
+BatchNorm statistics estimated on that plate's sites (``cellblock.nets.bnstats``), once per
 plate and process, over the same TTA views.
 """
 
@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cellblock.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.data import Normalizer, SiteDataset, d4, read_batches
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.models import Net, build_net
+from cellblock.nets.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
+from cellblock.nets.models import Net, build_net
 from cellblock.runs import check_channels, class_ids, inference_config
+from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import load_checkpoint
 from cellblock.tta import tta_transforms
 

@@ -20,9 +20,9 @@ import torch
 
 from cellblock.config import SetupConfig
 from cellblock.data.labels import class_sirnas
-from cellblock.dataset import PackedDataset
 from cellblock.errors import ConfigError, UserError
-from cellblock.models import build_net
+from cellblock.nets.models import build_net
+from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import checkpoint_path, load_checkpoint, resolve_checkpoint
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cellblock.dataset import PackedDataset
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["summarize"]
 

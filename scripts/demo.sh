@@ -66,7 +66,7 @@ echo "== 6/11 predict the held-out test experiments blockwise (daisy, $workers w
 echo "== 7/11 summary"
 "$py" -m cellblock.summary "$demo/dataset" --seconds "$(( $(date +%s) - start ))"
 
-plate="$("$py" -c 'import sys; from cellblock.dataset import PackedDataset
+plate="$("$py" -c 'import sys; from cellblock.store.packed import PackedDataset
 t = PackedDataset(sys.argv[1]).metadata.query("split == \"test\"").iloc[0]
 print(f"{t.experiment}/Plate{t.plate}")' "$demo/dataset")"
 echo "== 8/11 look at test plate $plate: montage + headless neuroglancer screenshot, predictions overlaid"

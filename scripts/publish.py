@@ -11,7 +11,7 @@ Example:
 import argparse
 
 from cellblock.cli import run
-from cellblock.storage import Remote, make_client, upload_folder
+from cellblock.remote.storage import Remote, make_client, upload_folder
 
 
 def main() -> None:

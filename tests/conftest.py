@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cellblock.pack import pack_dataset
+from cellblock.store.pack import pack_dataset
 from cellblock.synth import preset, write_dataset
 
 pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_slurm"]

@@ -18,7 +18,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from cellblock.dataset import PackedDataset, plate_key
+from cellblock.store.packed import PackedDataset, plate_key
 
 V1_CODEC = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 

@@ -36,9 +36,9 @@ from cellblock.blockwise.launcher import (
 from cellblock.blockwise.report import RunSummary
 from cellblock.blockwise.task import TaskResult, done_count
 from cellblock.blockwise.worker import FAULT_ENV, Fault
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.pack import pack_dataset
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
 from tests.conftest import ROOT, run_script
 from tests.test_inference import train_tiny_run
 

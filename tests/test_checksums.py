@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import zarr
 
-from cellblock.chunkwrite import ChunkWriter
-from cellblock.dataset import PackedDataset
 from cellblock.errors import CorruptDataError
-from cellblock.omezarr import chunk_name, field_name
-from cellblock.pack import pack_dataset
-from cellblock.predictions import read_sites
+from cellblock.store.chunkwrite import ChunkWriter
+from cellblock.store.omezarr import chunk_name, field_name
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import read_sites
 from tests.conftest import ROOT, run_script
 from tests.test_ensemble_combine import crafted_store, split_plates
 

@@ -25,8 +25,8 @@ from cellblock.data import (
     read_pseudo_labels,
     select_rows,
 )
-from cellblock.dataset import PackedDataset
 from cellblock.errors import ConfigError, UserError
+from cellblock.store.packed import PackedDataset
 
 
 @pytest.fixture(scope="module")

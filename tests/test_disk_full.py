@@ -20,10 +20,10 @@ import pytest
 import torch.utils.data
 
 from cellblock.cli import EXIT_ERROR, run, writing
-from cellblock.dataset import PackedDataset
 from cellblock.errors import CorruptDataError, UserError
-from cellblock.pack import pack_dataset
 from cellblock.parallel import ordered_map
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
 from cellblock.synth import preset, write_dataset
 from tests.conftest import ROOT, run_script
 

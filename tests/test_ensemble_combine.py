@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from scipy.special import log_softmax, softmax
 
-from cellblock.dataset import PackedDataset
 from cellblock.ensemble.combine import combine, select_sites
 from cellblock.errors import UserError
-from cellblock.predictions import PredictionInfo, create_store, write_wells
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import PredictionInfo, create_store, write_wells
 
 EMBEDDING_DIM = 8
 

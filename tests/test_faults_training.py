@@ -25,7 +25,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cellblock.checksums import sidecar_path
 from cellblock.cli import parse_overrides
 from cellblock.cluster import train_task
 from cellblock.cluster.train_task import TrainSpec, TrainTask
@@ -33,6 +32,7 @@ from cellblock.config import load_setup_config
 from cellblock.errors import UserError
 from cellblock.inference import Predictor
 from cellblock.locks import FolderBusyError, hold
+from cellblock.remote.checksums import sidecar_path
 from cellblock.runs import load_run_info, run_checkpoint
 from cellblock.setup_cli import run_lock, train_main
 from cellblock.training import checkpoint as ckpt
@@ -304,7 +304,7 @@ _FULL_DISK = """
 import errno, resource, signal, sys, torch
 from cellblock.config import SetupConfig, load_setup_config
 from cellblock.data import BatchAugment
-from cellblock.models import build_net
+from cellblock.nets.models import build_net
 from cellblock.training.checkpoint import code_version, save_checkpoint
 cfg = SetupConfig.from_resolved(load_setup_config(sys.argv[1], {"net.input_size": 32}))
 net = build_net(cfg.net)

@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 
-from cellblock.dataset import PackedDataset
+from cellblock.store.packed import PackedDataset
 from cellblock.synth import write_dataset
 from tests.conftest import ROOT, TINY, run_script
 

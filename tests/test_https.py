@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
-import cellblock.httpio as httpio
+import cellblock.remote.httpclient as httpclient
 from cellblock.errors import UserError
-from cellblock.https import HttpRangeFile, download_url, extract_zip, fetch_archives, open_url
-from cellblock.storage import StorageError, UnsafeKeyError
+from cellblock.remote.httpfetch import (
+    HttpRangeFile,
+    download_url,
+    extract_zip,
+    fetch_archives,
+    open_url,
+)
+from cellblock.remote.storage import StorageError, UnsafeKeyError
 
 FAST = {"attempts": 3, "backoff": 0.01}  # failing tests give up in milliseconds
 
@@ -107,21 +113,21 @@ def test_download_part_complete_or_too_long(zip_url, raw_zip, tmp_path, extra):
 
 
 def test_download_from_a_server_that_ignores_range(zip_url, raw_zip, tmp_path, monkeypatch):
-    real = httpio._get
+    real = httpclient._get
     sent = []
 
     def no_range(url, first=None, last=None, timeout=30.0):
         sent.append(first)
         return real(url, None, None, timeout)  # the server sees no Range: 200, whole body
 
-    monkeypatch.setattr(httpio, "_get", no_range)
+    monkeypatch.setattr(httpclient, "_get", no_range)
     data = raw_zip.read_bytes()
     dest = tmp_path / "a.zip"
     (tmp_path / ".a.zip.part").write_bytes(b"x" * (len(data) // 2))  # wrong bytes too
     assert download_url(zip_url, dest, progress=False) == len(data)
     assert sent == [len(data) // 2]  # a resume was asked for, and a restart handled
     assert dest.read_bytes() == data
-    with pytest.raises(httpio.RangeNotSupportedError, match="Range"):
+    with pytest.raises(httpclient.RangeNotSupportedError, match="Range"):
         HttpRangeFile(zip_url)
 
 
@@ -147,7 +153,7 @@ class CutAfter:
 
 
 def test_dropped_connection_is_resumed_with_range(zip_url, raw_zip, tmp_path, monkeypatch):
-    real, sent = httpio._get, []
+    real, sent = httpclient._get, []
     data = raw_zip.read_bytes()
 
     def flaky(url, first=None, last=None, timeout=30.0):
@@ -155,7 +161,7 @@ def test_dropped_connection_is_resumed_with_range(zip_url, raw_zip, tmp_path, mo
         resp = real(url, first, last, timeout)
         return CutAfter(resp, len(data) // 3) if len(sent) == 1 else resp
 
-    monkeypatch.setattr(httpio, "_get", flaky)
+    monkeypatch.setattr(httpclient, "_get", flaky)
     dest = tmp_path / "a.zip"
     assert download_url(dest=dest, url=zip_url, progress=False, **FAST) == len(data)
     assert sent == [None, len(data) // 3]  # the retry asked only for the rest

@@ -12,12 +12,12 @@ import torch
 
 from cellblock.config import SetupConfig
 from cellblock.data import SiteDataset, d4
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.inference import Predictor
-from cellblock.models import build_net
+from cellblock.nets.models import build_net
 from cellblock.runs import check_channels, class_ids, load_run_info, run_checkpoint
 from cellblock.setup_cli import train_main
+from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
 from cellblock.tta import tta_transforms
 from tests.conftest import ROOT

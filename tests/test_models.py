@@ -1,4 +1,4 @@
-"""cellblock.models / cellblock.heads on CPU: shapes, heads, pretrained stems, config errors."""
+"""cellblock.nets.models and .heads on CPU: shapes, heads, pretrained stems, config errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch.nn import functional as nnf
 
 from cellblock.errors import ConfigError
-from cellblock.models import NetConfig, build_net, net_config_json, net_summary
-from cellblock.torchcompat import import_timm
+from cellblock.nets.models import NetConfig, build_net, net_config_json, net_summary
+from cellblock.nets.torchcompat import import_timm
 
 timm = import_timm()
 TINY = "test_byobnet"  # ~0.2 M parameters

@@ -20,11 +20,11 @@ from ome_zarr_models.v05.image import Image
 from ome_zarr_models.v05.plate import Plate
 from zarr.storage import ZipStore
 
-from cellblock.dataset import RXRX1_CHANNELS, PackedDataset
-from cellblock.omezarr import FieldCodec, array_json, group_json, plate_attrs, windows
-from cellblock.pack import pack_dataset
-from cellblock.plates import PlateFormat, site_path
-from cellblock.rawtree import read_png
+from cellblock.store.omezarr import FieldCodec, array_json, group_json, plate_attrs, windows
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import RXRX1_CHANNELS, PackedDataset
+from cellblock.store.plates import PlateFormat, site_path
+from cellblock.store.rawtree import read_png
 
 # rxrx1-utils (rxrx/io.py) RGB_MAP, channels w1..w6
 RXRX1_RGB = [

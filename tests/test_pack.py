@@ -11,13 +11,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.metadata import SITE_COLUMNS
-from cellblock.omezarr import LEVELS, downsample
-from cellblock.pack import pack_dataset
-from cellblock.plates import site_path
-from cellblock.rawtree import read_png
+from cellblock.store.metadata import SITE_COLUMNS
+from cellblock.store.omezarr import LEVELS, downsample
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
+from cellblock.store.plates import site_path
+from cellblock.store.rawtree import read_png
 from cellblock.synth import write_dataset
 from tests.conftest import ROOT, TINY, run_script
 from tests.old_layout import files

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from cellblock import upgrade
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.pack import pack_dataset
+from cellblock.store import upgrade
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
 from tests.conftest import ROOT, run_script
 from tests.old_layout import files, root_format, write_v1
 

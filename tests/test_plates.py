@@ -1,6 +1,6 @@
 import pytest
 
-from cellblock.plates import (
+from cellblock.store.plates import (
     PlateFormat,
     cell_type_of,
     id_code,

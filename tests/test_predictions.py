@@ -1,4 +1,4 @@
-"""cellblock.predictions: the store between prediction and ensembling (real zarr)."""
+"""cellblock.store.predictions: the store between prediction and ensembling (real zarr)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import zarr
 
-from cellblock.chunkwrite import ChunkWriter
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.predictions import (
+from cellblock.store.chunkwrite import ChunkWriter
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import (
     ATTR,
     FORMAT_VERSION,
     PredictionInfo,

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from cellblock.errors import UserError
-from cellblock.pack import pack_dataset
 from cellblock.probes import reference_probes
 from cellblock.probes.imagestats import STATISTICS, feature_names, site_statistics, site_table
 from cellblock.probes.run import oracle_sites
+from cellblock.store.pack import pack_dataset
 from cellblock.synth import write_dataset
 from cellblock.synth.traits import TRAITS
 from tests.conftest import ROOT, TINY, run_script
@@ -37,7 +37,7 @@ def test_site_statistics_of_known_images():
 
 
 def test_site_table_keeps_the_rows_order_across_workers(tiny_packed):
-    from cellblock.dataset import PackedDataset
+    from cellblock.store.packed import PackedDataset
 
     packed = PackedDataset(tiny_packed)
     rows = packed.metadata.sample(20, random_state=0)

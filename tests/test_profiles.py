@@ -10,14 +10,14 @@ from copairs.matching import assign_reference_index
 from PIL import Image
 from pycytominer import feature_select, normalize
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.pack import pack_dataset
-from cellblock.predictions import PredictionInfo, create_store, write_wells
 from cellblock.profiling import align_profiles, profile_table, run_benchmark
 from cellblock.profiling.mapscore import copairs_map
 from cellblock.profiling.relations import read_relationships, relationship_recall
 from cellblock.profiling.table import feature_columns, reduce_width
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import PredictionInfo, create_store, write_wells
 from cellblock.synth import Design, write_dataset
 from tests.conftest import ROOT, TINY, run_script
 from tests.test_ensemble_assign import N_CLASSES, crafted_wells

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from cellblock.blockwise.setups import find_setup
-from cellblock.catalog import load_catalog
 from cellblock.errors import UserError
 from cellblock.paths import PROJECT_ENV, Project, enclosing
+from cellblock.remote.catalog import load_catalog
 from cellblock.setup_cli import default_run_dir
 from tests.conftest import ROOT
 

@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from cellblock.pack import pack_dataset
+from cellblock.store.pack import pack_dataset
 from cellblock.synth import preset, write_dataset
 from tests.conftest import ROOT, run_script
 

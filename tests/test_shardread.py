@@ -14,13 +14,13 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.storage import ZipStore
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import CorruptDataError
-from cellblock.fieldread import FieldReader
-from cellblock.omezarr import field_name
-from cellblock.pack import pack_dataset
-from cellblock.platestore import open_plate
-from cellblock.shardread import ShardReader
+from cellblock.store.fieldread import FieldReader
+from cellblock.store.omezarr import field_name
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
+from cellblock.store.platestore import open_plate
+from cellblock.store.shardread import ShardReader
 from tests.old_layout import write_v1
 
 

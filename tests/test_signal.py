@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cellblock.dataset import PackedDataset
-from cellblock.pack import pack_dataset
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
 from cellblock.synth import preset, write_dataset
 
 # 8 treatments (2 per plate), 4 experiments per cell type (1 held out), 48 px.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cellblock import s3local
-from cellblock.storage import Remote, list_objects, make_client, upload_folder
+from cellblock.remote.storage import Remote, list_objects, make_client, upload_folder
 from tests.conftest import ROOT
 from tests.fixtures_s3 import restart_s3
 

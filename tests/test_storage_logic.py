@@ -7,11 +7,11 @@ import hashlib
 
 import pytest
 
-from cellblock.catalog import load_catalog, select_experiments
-from cellblock.checksums import Manifest, etag_matches
 from cellblock.errors import ConfigError, UserError
 from cellblock.paths import Project
-from cellblock.storage import RemoteObject, UnsafeKeyError, local_path
+from cellblock.remote.catalog import load_catalog, select_experiments
+from cellblock.remote.checksums import Manifest, etag_matches
+from cellblock.remote.storage import RemoteObject, UnsafeKeyError, local_path
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import sys
 
 def test_timm_imports_and_builds_a_six_channel_model_in_a_fresh_process():
     code = (
-        "from cellblock.torchcompat import import_timm\n"
+        "from cellblock.nets.torchcompat import import_timm\n"
         "import torch\n"
         "timm = import_timm()\n"
         "m = timm.create_model('densenet121', in_chans=6, num_classes=7, pretrained=False)\n"

@@ -15,7 +15,7 @@ import torch
 
 from cellblock.config import load_setup_config
 from cellblock.errors import ConfigError, UserError
-from cellblock.models import NetConfig, build_net
+from cellblock.nets.models import NetConfig, build_net
 from cellblock.setup_cli import default_run_dir, mknet_main, train_main
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
 from cellblock.training.resume import init_weights

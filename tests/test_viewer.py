@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.predictions import PredictionInfo, create_store, write_wells
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import PredictionInfo, create_store, write_wells
 from cellblock.viewer import server
 from cellblock.viewer.display import composite_rgb, plate_displays
 from cellblock.viewer.layers import annotation_table
@@ -76,7 +76,7 @@ def _hide_all_but(viewer, *names: str) -> None:
 
 @pytest.mark.parametrize("wells,size,sites", [(96, 32, 2), (384, 512, 2), (1536, 64, 4)])
 def test_tile_grid_places_every_site_once(wells, size, sites):
-    from cellblock.plates import PlateFormat
+    from cellblock.store.plates import PlateFormat
 
     fmt = PlateFormat.from_n_wells(wells)
     grid = TileGrid.for_plate((fmt.n_rows, fmt.n_cols, sites, 6, size, size))
@@ -401,7 +401,7 @@ def test_data_server_answers_cors_range_and_nothing_outside(tiny_packed, tmp_pat
 
 @pytest.fixture(scope="module")
 def zipped(tiny_raw, tmp_path_factory) -> PackedDataset:
-    from cellblock.pack import pack_dataset
+    from cellblock.store.pack import pack_dataset
 
     out = tmp_path_factory.mktemp("zipped") / "dataset"
     pack_dataset(tiny_raw, out, experiments=[EXPERIMENT], progress=False, store="zip")

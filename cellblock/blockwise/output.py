@@ -1,6 +1,6 @@
 """The output folder ``PRED`` of a prediction: created, resumed, or started afresh.
 
-    PRED/predictions.zarr          the store (cellblock.predictions)
+    PRED/predictions.zarr          the store (cellblock.store.predictions)
     PRED/logs/worker_{id}.log      each worker's stdout and stderr
     PRED/logs/daisy/               daisy's own per-slot logs (the launchers' output)
     PRED/blockwise/plan.json       what the workers read
@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cellblock.blockwise.plan import Plan
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.locks import hold
-from cellblock.predictions import create_store, open_info
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import create_store, open_info
 
 __all__ = ["driver_lock", "prepare_output"]
 

@@ -23,10 +23,10 @@ import pandas as pd
 from cellblock.atomic import atomic_write_text
 from cellblock.blockwise.geometry import BlockGrid
 from cellblock.blockwise.setups import find_setup
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.paths import Project
-from cellblock.predictions import PredictionInfo, store_path
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import PredictionInfo, store_path
 from cellblock.tta import tta_transforms
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from cellblock.blockwise.output import driver_lock, prepare_output
 from cellblock.blockwise.plan import Plan
-from cellblock.dataset import PackedDataset
 from cellblock.inference import Predictor
-from cellblock.predictions import write_wells
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import write_wells
 
 __all__ = ["ScanResult", "predict_scan"]
 

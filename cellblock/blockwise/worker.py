@@ -4,7 +4,7 @@
 A persistent daisy worker: it loads the checkpoint once, then loops on
 ``acquire_block``: read the block's wells from the packed dataset, predict them
 (``cellblock.inference.Predictor``: training's normalization, TTA), write logits and
-embeddings with ``cellblock.predictions.write_wells``, release. The done marker
+embeddings with ``cellblock.store.predictions.write_wells``, release. The done marker
 daisy sets on release is written only after the block's chunks are on disk.
 
 A block that raises is reported to daisy as failed, with its traceback (daisy
@@ -159,7 +159,7 @@ def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int)
     Raises:
         RuntimeError: ``MAX_FAILURES_IN_A_ROW`` blocks failed one after another.
     """
-    from cellblock.predictions import write_wells
+    from cellblock.store.predictions import write_wells
 
     records = BlockRecords(plan, worker_id)
     finished = in_a_row = 0
@@ -229,8 +229,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     import daisy.v2 as daisy
     import torch
 
-    from cellblock.dataset import PackedDataset
     from cellblock.inference import Predictor
+    from cellblock.store.packed import PackedDataset
 
     if plan.cpu_threads and not torch.cuda.is_available():
         torch.set_num_threads(plan.cpu_threads)  # workers share the cores, not oversubscribe

@@ -164,7 +164,7 @@ def default_out(setup_dir: Path, project: Project | None = None) -> Path:
 
 
 def _n_channels(data: Path) -> int:
-    from cellblock.dataset import PackedDataset
+    from cellblock.store.packed import PackedDataset
 
     try:
         return len(PackedDataset(data).info.channels)

@@ -25,7 +25,7 @@ def smoke_test(require_cuda: bool = False) -> list[str]:
     Raises:
         RuntimeError: A check failed (the message says which).
     """
-    from cellblock.torchcompat import import_timm
+    from cellblock.nets.torchcompat import import_timm
 
     import_timm()  # timm through the project's CPU-torch shim, as training imports it
     report = []
@@ -34,7 +34,7 @@ def smoke_test(require_cuda: bool = False) -> list[str]:
         report.append(f"{name} {getattr(module, '__version__', '?')}")
     import torch
 
-    from cellblock.models import NetConfig, build_net
+    from cellblock.nets.models import NetConfig, build_net
 
     cuda = torch.cuda.is_available()
     if require_cuda and not cuda:

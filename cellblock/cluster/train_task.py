@@ -191,7 +191,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         Raises:
             FolderBusyError: Another process still held the run folder after ``_LOCK_WAIT_S``.
         """
-        from cellblock.models import NetConfig, net_config_json
+        from cellblock.nets.models import NetConfig, net_config_json
         from cellblock.training.loop import train
 
         global _fork_hook_installed

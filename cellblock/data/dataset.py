@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 from cellblock.data.config import DataConfig
 from cellblock.data.labels import make_labels, read_pseudo_labels
 from cellblock.data.normalize import BatchNormalizer, Normalizer
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["SiteDataset", "dataset_labels"]
 

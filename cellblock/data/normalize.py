@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cellblock.dataset import PackedDataset
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["BatchNormalizer", "Normalizer", "pool_stats"]
 

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_softmax, softmax
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.metadata import SITE_COLUMNS
-from cellblock.predictions import PredictionInfo, open_info, read_sites, store_path
+from cellblock.store.metadata import SITE_COLUMNS
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import PredictionInfo, open_info, read_sites, store_path
 
 __all__ = [
     "COMBINE_MODES",

@@ -25,7 +25,6 @@ import numpy as np
 
 import cellblock
 from cellblock.atomic import atomic_write_parquet
-from cellblock.dataset import PackedDataset
 from cellblock.ensemble import report as reporting
 from cellblock.ensemble.steps import (
     EnsembleState,
@@ -47,6 +46,7 @@ from cellblock.profiling.table import (
     public_labels,
     read_well_embeddings,
 )
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["public_labels", "run_ensemble"]  # public_labels: cellblock.profiling.table
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from cellblock.atomic import atomic_path
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["pseudo_labels", "write_pseudo_labels"]
 

@@ -19,7 +19,6 @@ import pandas as pd
 from scipy.special import softmax
 
 from cellblock.atomic import atomic_write_parquet
-from cellblock.dataset import PackedDataset
 from cellblock.ensemble import report as reporting
 from cellblock.ensemble.assign import assign, control_ids
 from cellblock.ensemble.combine import Combined, combine
@@ -32,6 +31,7 @@ from cellblock.ensemble.submission import (
 )
 from cellblock.metrics import accuracy_breakdown
 from cellblock.profiling.table import public_labels
+from cellblock.store.packed import PackedDataset
 
 __all__ = [
     "EnsembleState",

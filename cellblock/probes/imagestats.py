@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cellblock.dataset import PackedDataset
-from cellblock.omezarr import downsample
 from cellblock.parallel import ordered_map
+from cellblock.store.omezarr import downsample
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["STATISTICS", "feature_names", "site_statistics", "site_table"]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.probes.imagestats import feature_names, site_table
 from cellblock.probes.reference import WELL_COLUMNS, run_probe, well_means
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["ensemble_accuracy", "oracle_sites", "reference_probes"]
 

@@ -29,10 +29,8 @@ import numpy as np
 import pandas as pd
 
 import cellblock
-from cellblock.dataset import PackedDataset
 from cellblock.ensemble.combine import SPLITS
 from cellblock.errors import UserError
-from cellblock.predictions import store_path
 from cellblock.profiling import benchreport
 from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
 from cellblock.profiling.geometry import intrinsic_dimension
@@ -46,6 +44,8 @@ from cellblock.profiling.table import (
     metadata_columns,
     read_well_embeddings,
 )
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import store_path
 
 __all__ = ["evaluation_meta", "load_model", "run_benchmark", "score_profiles"]
 

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
 from cellblock.inference import Predictor
-from cellblock.predictions import open_info, store_path
 from cellblock.runs import run_checkpoint
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import open_info, store_path
 from cellblock.tta import tta_transforms
 
 __all__ = ["rotation_invariance"]

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
-from cellblock.predictions import predicted_plates, read_sites, store_path
 from cellblock.profiling.align import DEFAULT_ALIGN, align_profiles
+from cellblock.store.packed import PackedDataset
+from cellblock.store.predictions import predicted_plates, read_sites, store_path
 
 __all__ = [
     "PREFIX",

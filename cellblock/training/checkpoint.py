@@ -34,8 +34,8 @@ import torch
 
 import cellblock
 from cellblock.atomic import atomic_path
-from cellblock.checksums import sidecar_matches, sidecar_path, write_sidecar
 from cellblock.errors import UserError
+from cellblock.remote.checksums import sidecar_matches, sidecar_path, write_sidecar
 from cellblock.training.rng import get_rng_state
 
 __all__ = [

@@ -20,9 +20,9 @@ from functools import partial
 import numpy as np
 import torch
 
-from cellblock.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.data import BatchNormalizer
-from cellblock.models import Net
+from cellblock.nets.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
+from cellblock.nets.models import Net
 
 __all__ = ["group_statistics", "validate"]
 
@@ -56,7 +56,7 @@ def _prepare(
 def group_statistics(
     net: Net, batches: Iterable, groups: Mapping[int, str], prepare: Callable
 ) -> dict[str, Buffers]:
-    """BatchNorm statistics of each group's batches (``cellblock.bnstats``).
+    """BatchNorm statistics of each group's batches (``cellblock.nets.bnstats``).
 
     Args:
         net: The network.

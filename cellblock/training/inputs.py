@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from cellblock.config import SetupConfig
 from cellblock.data import BatchNormalizer, SiteDataset, dataset_labels, make_loader, select_rows
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
+from cellblock.store.packed import PackedDataset
 from cellblock.training.sampler import GroupedSampler, InfiniteSampler, group_batches
 
 __all__ = ["RunData", "load_run_data", "train_loader", "val_loader"]

@@ -30,7 +30,7 @@ import yaml
 from cellblock.atomic import atomic_write_text
 from cellblock.config import SetupConfig
 from cellblock.data.labels import class_sirnas
-from cellblock.models import build_net
+from cellblock.nets.models import build_net
 from cellblock.training import checkpoint as ckpt
 from cellblock.training.distributed import DistEnv
 from cellblock.training.evaluate import validate

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cellblock.errors import UserError
-from cellblock.models import Net
+from cellblock.nets.models import Net
 from cellblock.training import checkpoint as ckpt
 
 __all__ = ["init_weights"]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from cellblock.config import SetupConfig
 from cellblock.data import BatchAugment, BatchNormalizer
-from cellblock.models import Net
+from cellblock.nets.models import Net
 from cellblock.training.distributed import DistEnv
 from cellblock.training.inputs import RunData
 from cellblock.training.logs import RunLog

@@ -21,7 +21,7 @@ import torch
 from cellblock.config import SetupConfig
 from cellblock.data import BatchAugment, BatchNormalizer
 from cellblock.errors import UserError
-from cellblock.models import Net
+from cellblock.nets.models import Net
 from cellblock.training import checkpoint as ckpt
 from cellblock.training.distributed import DistEnv
 from cellblock.training.evaluate import flatten_sites

@@ -12,7 +12,7 @@ from __future__ import annotations
 import neuroglancer
 import numpy as np
 
-from cellblock.dataset import DatasetInfo
+from cellblock.store.packed import DatasetInfo
 from cellblock.training.snapshots import Snapshot
 from cellblock.viewer.display import snapshot_displays
 from cellblock.viewer.layers import TileNote, add_image_layers, frame, tile_layer

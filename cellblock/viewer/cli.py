@@ -11,7 +11,7 @@ from pathlib import Path
 import neuroglancer
 
 from cellblock.argtypes import comma_list
-from cellblock.dataset import PackedDataset
+from cellblock.store.packed import PackedDataset
 from cellblock.training.snapshots import read_snapshot
 from cellblock.viewer import server
 from cellblock.viewer.batch import show_snapshot

@@ -25,9 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellblock.dataset import RXRX1_CHANNELS, RXRX1_COLORS, DatasetInfo, PackedDataset, PlateInfo
 from cellblock.errors import UserError
-from cellblock.omezarr import windows
+from cellblock.store.omezarr import windows
+from cellblock.store.packed import (
+    RXRX1_CHANNELS,
+    RXRX1_COLORS,
+    DatasetInfo,
+    PackedDataset,
+    PlateInfo,
+)
 
 __all__ = [
     "CONTRASTS",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellblock.dataset import PackedDataset
+from cellblock.store.packed import PackedDataset
 
 __all__ = ["PlateMosaic", "TileGrid", "block_mean", "default_gaps", "tile_images"]
 

@@ -22,9 +22,9 @@ import neuroglancer
 import numpy as np
 import pandas as pd
 
-from cellblock.dataset import PackedDataset, plate_key
 from cellblock.errors import UserError
-from cellblock.predictions import read_sites, store_path
+from cellblock.store.packed import PackedDataset, plate_key
+from cellblock.store.predictions import read_sites, store_path
 from cellblock.viewer.layers import TileNote, tile_layer
 from cellblock.viewer.mosaic import TileGrid
 

@@ -17,8 +17,8 @@ import re
 import neuroglancer
 import pandas as pd
 
-from cellblock.dataset import PackedDataset
 from cellblock.errors import UserError
+from cellblock.store.packed import PackedDataset
 from cellblock.viewer.display import dataset_displays
 from cellblock.viewer.layers import TileNote, add_image_layers, frame, tile_layer
 from cellblock.viewer.mosaic import PlateMosaic, TileGrid

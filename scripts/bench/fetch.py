@@ -35,7 +35,7 @@ from pathlib import Path
 import boto3
 
 from cellblock import s3local
-from cellblock.storage import Remote, download_objects, list_objects, make_client
+from cellblock.remote.storage import Remote, download_objects, list_objects, make_client
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ experiment (512 x 512 x 6, 384-well plates):
 
   png         decode the site's 6 PNG files with Pillow (what the Kaggle layout costs)
   packed      PackedDataset.read_site on folder plates, the loaders' path
-              (cellblock.fieldread: read the chunk file, crc32c, decode)
+              (cellblock.store.fieldread: read the chunk file, crc32c, decode)
   packed-zip  the same on zipped plates (one .ozx per plate: one pread per site)
   zarr        zarr-python's own read of the same field array (open + [:]), for reference
   codec       the codec alone (numcodecs Zstd) on the same compressed bytes, in memory
@@ -44,13 +44,13 @@ import numpy as np
 import PIL
 import zarr
 
-from cellblock.chunkcodec import CRC32C_RESIDUE
-from cellblock.dataset import PackedDataset
-from cellblock.omezarr import LEVELS, chunk_name, downsample, field_name
-from cellblock.pack import CODEC, pack_dataset
-from cellblock.plates import site_path
-from cellblock.platestore import ZipWriter, open_plate
-from cellblock.rawtree import read_png
+from cellblock.store.chunkcodec import CRC32C_RESIDUE
+from cellblock.store.omezarr import LEVELS, chunk_name, downsample, field_name
+from cellblock.store.pack import CODEC, pack_dataset
+from cellblock.store.packed import PackedDataset
+from cellblock.store.plates import site_path
+from cellblock.store.platestore import ZipWriter, open_plate
+from cellblock.store.rawtree import read_png
 from cellblock.synth import preset, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -38,11 +38,11 @@ from pathlib import Path
 from cellblock.atomic import atomic_write_text
 from cellblock.cli import run
 from cellblock.data.labels import n_classes
-from cellblock.dataset import PackedDataset
 from cellblock.ensemble import run_ensemble
-from cellblock.omezarr import FieldCodec
-from cellblock.pack import pack_dataset
 from cellblock.probes import reference_probes
+from cellblock.store.omezarr import FieldCodec
+from cellblock.store.pack import pack_dataset
+from cellblock.store.packed import PackedDataset
 from cellblock.synth import preset, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -48,7 +48,7 @@ from cellblock.cli import parse_overrides, run
 from cellblock.config import SetupConfig, load_setup_config
 from cellblock.data import BatchAugment, BatchNormalizer
 from cellblock.errors import UserError
-from cellblock.models import NetConfig, build_net
+from cellblock.nets.models import NetConfig, build_net
 from cellblock.training.inputs import load_run_data, train_loader
 from cellblock.training.schedule import make_optimizer
 from cellblock.training.steps import pick_device

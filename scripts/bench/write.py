@@ -6,7 +6,7 @@ chunk each) before it releases the block. Side by side in one run, on RxRx1 widt
 (1,139 classes, 512-wide embeddings, 2 sites, a 384-well plate):
 
   zarr     zarr-python 3 setitem per well (array[row, col] = values), arrays opened once
-  writer   cellblock.chunkwrite.ChunkWriter (what write_wells uses): the same bytes
+  writer   cellblock.store.chunkwrite.ChunkWriter (what write_wells uses): the same bytes
            (zstd + crc32c), encoded with numcodecs and renamed into place
 
 Interleaved rounds, a fresh store each; median ms per well. An H100 predicting
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from cellblock.chunkwrite import ChunkWriter
 from cellblock.cli import run
-from cellblock.predictions import CHUNK_CODECS
+from cellblock.store.chunkwrite import ChunkWriter
+from cellblock.store.predictions import CHUNK_CODECS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "scripts" / "bench" / "results"
@@ -42,7 +42,7 @@ WIDTHS = {"logits": (CLASSES, "float32"), "embeddings": (EMBEDDING, "float16")}
 
 
 def new_plate(folder: Path) -> dict[str, zarr.Array]:
-    """The two arrays of one plate, laid out as ``cellblock.predictions.create_store`` does."""
+    """One plate's two arrays, as ``cellblock.store.predictions.create_store`` lays them out."""
     return {
         name: zarr.create_array(folder / name, shape=(ROWS, COLS, SITES, width),
                                 chunks=(1, 1, SITES, width), dtype=dtype, fill_value=np.nan,

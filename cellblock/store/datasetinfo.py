@@ -1,4 +1,4 @@
-"""What a packed dataset and its plates record about themselves (``cellblock.dataset``).
+"""What a packed dataset and its plates record about themselves (``cellblock.store.packed``).
 
 ``DatasetInfo`` lives in ``images.zarr/zarr.json`` and ``PlateInfo`` in each plate's
 ``zarr.json``, both under the ``"cellblock"`` attribute key, beside the OME-Zarr
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from cellblock.errors import UserError
-from cellblock.plates import PlateFormat
-from cellblock.platestore import STORES
+from cellblock.store.plates import PlateFormat
+from cellblock.store.platestore import STORES
 
 __all__ = [
     "FORMAT_VERSION",

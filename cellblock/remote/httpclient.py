@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from cellblock.storage import StorageError
+from cellblock.remote.storage import StorageError
 
 __all__ = ["HttpRangeFile", "RangeNotSupportedError", "download_url", "open_url"]
 
@@ -166,7 +166,7 @@ class HttpRangeFile(io.RawIOBase):
 
     Wrap it in ``io.BufferedReader`` (:func:`open_url`) for ``zipfile.ZipFile``, which
     then reads the central directory and single members, not the whole archive
-    (:func:`cellblock.unzip.extract_zip` accepts it as it is).
+    (:func:`cellblock.remote.unzip.extract_zip` accepts it as it is).
 
     Args:
         url: An ``http://`` or ``https://`` URL whose server honours Range requests.

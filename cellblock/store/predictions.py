@@ -30,14 +30,14 @@ import pandas as pd
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from cellblock.chunkwrite import ChunkWriter
-from cellblock.dataset import PackedDataset, plate_key
 from cellblock.errors import CorruptDataError, UserError
-from cellblock.omezarr import row_col_names
-from cellblock.plates import PlateFormat
-from cellblock.predinfo import ATTR, FORMAT_VERSION, PredictionInfo
+from cellblock.store.chunkwrite import ChunkWriter
+from cellblock.store.omezarr import row_col_names
+from cellblock.store.packed import PackedDataset, plate_key
+from cellblock.store.plates import PlateFormat
+from cellblock.store.predinfo import ATTR, FORMAT_VERSION, PredictionInfo
 
-# FORMAT_VERSION, PredictionInfo: cellblock.predinfo, re-exported
+# FORMAT_VERSION, PredictionInfo: cellblock.store.predinfo, re-exported
 __all__ = [
     "FORMAT_VERSION",
     "PredictionInfo",

@@ -27,9 +27,9 @@ import json
 
 import numpy as np
 
-from cellblock.chunkcodec import decode_chunk, numcodec
-from cellblock.omezarr import chunk_name
-from cellblock.platestore import PlateFiles
+from cellblock.store.chunkcodec import decode_chunk, numcodec
+from cellblock.store.omezarr import chunk_name
+from cellblock.store.platestore import PlateFiles
 
 __all__ = ["FieldReader"]
 

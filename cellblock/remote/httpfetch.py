@@ -6,8 +6,8 @@
     subset: HttpRangeFile over each zip -> only the wanted experiments' members travel
             (RxRx1's images zip is 46 GB; one experiment is about 1 GB)
 
-The pieces live in ``cellblock.httpio`` (HTTP) and ``cellblock.unzip`` (zips); they are
-re-exported here.
+The pieces live in ``cellblock.remote.httpclient`` (HTTP) and ``cellblock.remote.unzip``
+(zips); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,9 +20,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from cellblock.errors import UserError
-from cellblock.httpio import HttpRangeFile, RangeNotSupportedError, download_url, open_url
-from cellblock.storage import StorageError, UnsafeKeyError, local_path
-from cellblock.unzip import extract_zip, extract_zips, intact_members
+from cellblock.remote.httpclient import (
+    HttpRangeFile,
+    RangeNotSupportedError,
+    download_url,
+    open_url,
+)
+from cellblock.remote.storage import StorageError, UnsafeKeyError, local_path
+from cellblock.remote.unzip import extract_zip, extract_zips, intact_members
 
 __all__ = [
     "HttpRangeFile",

@@ -1,6 +1,6 @@
 """Where a packed plate's files live: a folder, or one zip file (zipped OME-Zarr, RFC-9).
 
-The same OME-Zarr tree (``cellblock.omezarr``) in one of two stores::
+The same OME-Zarr tree (``cellblock.store.omezarr``) in one of two stores::
 
     images.zarr/HEPG2-01/Plate1/B/02/0/0/c/0/0/0     store "directory": ~4,600 files a
                                                       308-well, 2-site plate

@@ -1,6 +1,6 @@
 """One stored zarr v3 chunk -> its pixels, as cellblock's fast readers decode it.
 
-Both fast readers (``cellblock.fieldread`` for OME-Zarr fields, ``cellblock.shardread``
+Both fast readers (``cellblock.store.fieldread`` for OME-Zarr fields, ``cellblock.store.shardread``
 for the previous layout's shards) store a chunk as::
 
     [zstd frame or blosc block][crc32c of it, 4 bytes little endian]   (zarr v3 crc32c codec)

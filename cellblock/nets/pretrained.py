@@ -1,7 +1,7 @@
 """A network's timm backbone and its pretrained weights.
 
 Pretrained weights come from a local file or ``s3://bucket/key`` (downloaded with
-``cellblock.cache`` into a cache folder), never from a model hub; a 3-channel timm
+``cellblock.remote.cache`` into a cache folder), never from a model hub; a 3-channel timm
 checkpoint is adapted to ``in_channels`` by timm itself (``pretrained_cfg_overlay=
 dict(file=...)`` + ``in_chans``, which calls ``timm.models.adapt_input_conv``).
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import nn
 
-from cellblock.cache import cached_copy
 from cellblock.errors import ConfigError
-from cellblock.torchcompat import import_timm
+from cellblock.nets.torchcompat import import_timm
+from cellblock.remote.cache import cached_copy
 
 __all__ = ["create_backbone", "resolve_pretrained"]
 
@@ -57,7 +57,7 @@ def create_backbone(
 ) -> nn.Module:
     """A timm backbone (feature maps, no pooling), pretrained if asked.
 
-    Takes ``NetConfig``'s fields, not the config: ``cellblock.models`` builds on this
+    Takes ``NetConfig``'s fields, not the config: ``cellblock.nets.models`` builds on this
     module, never the other way.
 
     Args:

@@ -1,6 +1,6 @@
 """A predictions store's provenance (``PredictionInfo``), kept in its root attrs.
 
-``cellblock.predictions`` writes and reads it (and re-exports these names).
+``cellblock.store.predictions`` writes and reads it (and re-exports these names).
 """
 
 from __future__ import annotations

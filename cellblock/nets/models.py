@@ -2,11 +2,11 @@
 
     image (B, C, H, W) -> backbone (timm, num_classes=0, global_pool="") -> pool
     ("avg" | "catavgmax") -> embedding (Linear + BatchNorm1d, optional) -> dropout ->
-    head (cellblock.heads) -> NetOutput(logits, embeddings)
+    head (cellblock.nets.heads) -> NetOutput(logits, embeddings)
 
 A network variant is configuration (:class:`NetConfig`), never a subclass. The backbone
 and its pretrained weights (a local file or ``s3://``, never a model hub) come from
-``cellblock.pretrained``.
+``cellblock.nets.pretrained``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from cellblock.configtools import config_from_dict
 from cellblock.errors import ConfigError
-from cellblock.heads import HEADS, make_head
-from cellblock.pretrained import create_backbone, resolve_pretrained
-from cellblock.torchcompat import import_timm
+from cellblock.nets.heads import HEADS, make_head
+from cellblock.nets.pretrained import create_backbone, resolve_pretrained
+from cellblock.nets.torchcompat import import_timm
 
 __all__ = [
     "POOLS",
@@ -36,7 +36,7 @@ __all__ = [
     "build_net",
     "net_config_json",
     "net_summary",
-    "resolve_pretrained",  # cellblock.pretrained, re-exported
+    "resolve_pretrained",  # cellblock.nets.pretrained, re-exported
 ]
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class NetConfig:
     num_classes: int = 1139  # 1,108 siRNAs + 30 positive controls + 1 negative
     embedding_dim: int = 512  # Linear + BatchNorm1d width D; 0: pooled features, no layer
     pool: str = "avg"  # "avg" | "catavgmax" (average and max concatenated: 2x width)
-    head: str = "softmax"  # "softmax" | "cosface" | "arcface" | "ce+arcface" (cellblock.heads)
+    head: str = "softmax"  # "softmax" | "cosface" | "arcface" | "ce+arcface" (cellblock.nets.heads)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     margin: float | None = None  # None: 0.35 cosface, 0.5 arcface (radians)
     scale: float = 30.0  # logit scale s of the cosine heads

@@ -1,4 +1,4 @@
-"""Encode plate rows in worker processes and write whole plates (``cellblock.pack``'s engine).
+"""Encode plate rows in worker processes and write whole plates (``cellblock.store.pack``'s engine).
 
 One job per plate row, in worker processes; the parent alone writes::
 
@@ -25,9 +25,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellblock.atomic import atomic_write_text
-from cellblock.dataset import plate_key
-from cellblock.datasetinfo import DatasetInfo, PlateInfo
-from cellblock.omezarr import (
+from cellblock.parallel import ordered_map
+from cellblock.store.datasetinfo import DatasetInfo, PlateInfo
+from cellblock.store.omezarr import (
     FieldCodec,
     field_name,
     group_json,
@@ -36,11 +36,11 @@ from cellblock.omezarr import (
     well_attrs,
     windows,
 )
-from cellblock.parallel import ordered_map
-from cellblock.platestore import PlateWriter, open_plate, plate_path, plate_writer
-from cellblock.rowencode import PlateSource, RowJob, encode_row
+from cellblock.store.packed import plate_key
+from cellblock.store.platestore import PlateWriter, open_plate, plate_path, plate_writer
+from cellblock.store.rowencode import PlateSource, RowJob, encode_row
 
-# PlateSource: cellblock.rowencode, re-exported
+# PlateSource: cellblock.store.rowencode, re-exported
 __all__ = ["CODEC", "PlateSource", "is_complete", "pack_plates"]
 
 log = logging.getLogger(__name__)

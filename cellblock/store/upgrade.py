@@ -1,7 +1,7 @@
 """Convert a dataset of the previous layout (format 1) into OME-Zarr plates, without PNGs.
 
 ``01_data/pack_zarr.py --upgrade DATASET``. The previous layout held each plate as one
-6-D sharded array; the pixels are read from it (``cellblock.shardread``) and written by
+6-D sharded array; the pixels are read from it (``cellblock.store.shardread``) and written by
 the packer's own machinery (``pack.pack_plates``), so the result is byte for byte what
 packing the PNGs gives. Then every site is compared with the old array, and only then
 is the old layout replaced::
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellblock.dataset import FORMAT_VERSION, DatasetInfo, plate_key
 from cellblock.errors import UserError
 from cellblock.locks import hold
-from cellblock.omezarr import FieldCodec
-from cellblock.pack import du, open_root
-from cellblock.packplates import CODEC, PlateSource, pack_plates
-from cellblock.rawtree import RawGeometry
-from cellblock.shardread import ShardReader
-from cellblock.verify import row_checks, verify_rows
+from cellblock.store.omezarr import FieldCodec
+from cellblock.store.pack import du, open_root
+from cellblock.store.packed import FORMAT_VERSION, DatasetInfo, plate_key
+from cellblock.store.packplates import CODEC, PlateSource, pack_plates
+from cellblock.store.rawtree import RawGeometry
+from cellblock.store.shardread import ShardReader
+from cellblock.store.verify import row_checks, verify_rows
 
 __all__ = ["upgrade_dataset"]
 

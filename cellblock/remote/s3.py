@@ -3,7 +3,7 @@
 ``Remote`` says where objects live; ``make_client`` opens a boto3 client for it;
 ``list_objects`` lists a prefix; ``local_path`` maps a key under a local folder, refusing
 keys that would escape it; ``explain`` turns a boto3 failure into a one-line
-``StorageError``. ``cellblock.storage`` moves the bytes (fetch and publish) and
+``StorageError``. ``cellblock.remote.storage`` moves the bytes (fetch and publish) and
 re-exports these names.
 
 Credentials come from boto3's usual chain (environment, ``--profile``, instance

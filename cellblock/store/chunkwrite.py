@@ -29,7 +29,7 @@ import numcodecs
 import numpy as np
 
 from cellblock.atomic import atomic_path
-from cellblock.shardread import chunk_file
+from cellblock.store.shardread import chunk_file
 
 __all__ = ["ChunkWriter"]
 

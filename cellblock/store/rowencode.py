@@ -1,4 +1,4 @@
-"""Encode one plate row in a worker process (``cellblock.packplates``' worker side).
+"""Encode one plate row in a worker process (``cellblock.store.packplates``' worker side).
 
 The pixels of the row's sites (PNGs, or a previous-layout plate array) become the
 members of their fields (3 pyramid levels: array metadata and one chunk each) and the
@@ -14,10 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from cellblock.errors import UserError
-from cellblock.omezarr import LEVELS, FieldCodec, array_json, chunk_name, downsample, field_name
-from cellblock.plates import PlateFormat, site_filename
-from cellblock.rawtree import RawGeometry, read_png
-from cellblock.shardread import ShardReader
+from cellblock.store.omezarr import (
+    LEVELS,
+    FieldCodec,
+    array_json,
+    chunk_name,
+    downsample,
+    field_name,
+)
+from cellblock.store.plates import PlateFormat, site_filename
+from cellblock.store.rawtree import RawGeometry, read_png
+from cellblock.store.shardread import ShardReader
 
 __all__ = ["PlateSource", "RowJob", "encode_row"]
 

@@ -4,7 +4,7 @@ A packed plate is an OME-Zarr (NGFF) 0.5 high-content-screening plate on zarr v3
 napari (napari-ome-zarr), ome-zarr-py, neuroglancer (``zarr3://``), vizarr, Fiji/MoBIE
 and OMERO read it as a plate::
 
-    Plate1/                   (or Plate1.ozx: the same tree in one zip, cellblock.platestore)
+    Plate1/                   (or Plate1.ozx: the same tree in one zip, cellblock.store.platestore)
       zarr.json               plate group: ome.plate (rows A.., columns 01.., wells,
                               field_count, acquisitions); cellblock: PlateInfo
       B/zarr.json             row group
@@ -34,7 +34,7 @@ import google_crc32c
 import numcodecs
 import numpy as np
 
-from cellblock.plates import PlateFormat
+from cellblock.store.plates import PlateFormat
 
 __all__ = [
     "FIELD_AXES",
@@ -272,7 +272,7 @@ def image_attrs(
                 "datasets": datasets,
                 "type": "local_mean",
                 "metadata": {
-                    "method": "cellblock.omezarr.downsample",
+                    "method": "cellblock.store.omezarr.downsample",
                     "factors": list(LEVELS),
                     "description": "mean of factor x factor pixel blocks, rounded",
                 },

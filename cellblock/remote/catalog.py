@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from cellblock.errors import ConfigError, UserError
-from cellblock.storage import Remote, RemoteObject, relative_key
+from cellblock.remote.storage import Remote, RemoteObject, relative_key
 
 __all__ = [
     "load_catalog",

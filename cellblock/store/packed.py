@@ -1,13 +1,13 @@
 """A packed dataset: ``metadata.parquet`` + ``images.zarr``. Where a plate is read.
 
-Layout (DESIGN §2; every plate an OME-Zarr 0.5 HCS plate, ``cellblock.omezarr``)::
+Layout (DESIGN §2; every plate an OME-Zarr 0.5 HCS plate, ``cellblock.store.omezarr``)::
 
     DATASET/
-      metadata.parquet          one row per site (cellblock.metadata.SITE_COLUMNS)
+      metadata.parquet          one row per site (cellblock.store.metadata.SITE_COLUMNS)
       images.zarr/              zarr v3 group; attrs["cellblock"] = DatasetInfo
         {EXPERIMENT}/           zarr v3 group
           Plate{p}/             HCS plate (store "directory"), or Plate{p}.ozx (store
-                                "zip", cellblock.platestore); attrs["cellblock"] = PlateInfo
+                                "zip", cellblock.store.platestore); attrs["cellblock"] = PlateInfo
             {ROW}/{COL}/{F}/0   uint8 (c, y, x): site F + 1 of well {ROW}{COL}
 
 Any zarr v3 reader opens a field with nothing else::
@@ -15,7 +15,7 @@ Any zarr v3 reader opens a field with nothing else::
     zarr.open_array("DATASET/images.zarr/HEPG2-01/Plate1/B/02/0/0", mode="r")[:]  # B02, s1
 
 Site reads (the hot path of training and prediction) go through
-``cellblock.fieldread``, one file read (or one ``pread`` in a zipped plate) and one
+``cellblock.store.fieldread``, one file read (or one ``pread`` in a zipped plate) and one
 decode per site; fields in any other layout are read with zarr-python. Both return the
 same pixels. ``plate()`` gives the old 6-D view ``(row, col, site, channel, y, x)`` of
 a plate for code that wants whole plates.
@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellblock.datasetinfo import (
+from cellblock.errors import CorruptDataError, UserError
+from cellblock.store.datasetinfo import (
     FORMAT_VERSION,
     RXRX1_CHANNELS,
     RXRX1_COLORS,
@@ -40,10 +41,9 @@ from cellblock.datasetinfo import (
     DatasetInfo,
     PlateInfo,
 )
-from cellblock.errors import CorruptDataError, UserError
-from cellblock.fieldread import FieldReader
-from cellblock.omezarr import field_name
-from cellblock.platestore import PlateFiles, open_plate, plate_path
+from cellblock.store.fieldread import FieldReader
+from cellblock.store.omezarr import field_name
+from cellblock.store.platestore import PlateFiles, open_plate, plate_path
 
 __all__ = [
     "DIMENSION_NAMES",

@@ -13,7 +13,13 @@ from pathlib import Path
 import boto3
 
 from cellblock.errors import ConfigError
-from cellblock.storage import Remote, StorageError, download_objects, list_objects, make_client
+from cellblock.remote.storage import (
+    Remote,
+    StorageError,
+    download_objects,
+    list_objects,
+    make_client,
+)
 
 __all__ = ["cache_root", "cached_copy"]
 

@@ -3,8 +3,8 @@
 The previous layout (format 1, before OME-Zarr) held each plate as one 6-D array
 ``(row, col, site, channel, y, x)``, chunk = one site, shard = one plate row.
 ``01_data/pack_zarr.py --upgrade`` reads such datasets through this module (and
-``cellblock.chunkwrite`` uses ``chunk_file``); the current layout is read by
-``cellblock.fieldread``. The chunk is read the way the zarr v3 sharding spec lays it
+``cellblock.store.chunkwrite`` uses ``chunk_file``); the current layout is read by
+``cellblock.store.fieldread``. The chunk is read the way the zarr v3 sharding spec lays it
 out, and nothing more::
 
     shard file  c/{row}/0/0/0/0/0  =  [chunk 0 bytes][chunk 1 bytes]...[index][crc32c]
@@ -34,8 +34,8 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from cellblock.chunkcodec import decode_chunk, numcodec
 from cellblock.errors import CorruptDataError
+from cellblock.store.chunkcodec import decode_chunk, numcodec
 
 __all__ = ["ShardReader", "chunk_file"]
 

@@ -3,7 +3,7 @@
     fetch:   list s3://bucket/prefix -> check every key is safe -> skip files already
              present and intact -> download the rest in parallel (temp name, verify,
              rename) with retries and backoff
-    publish: upload a folder, then its checksum manifest (``cellblock.checksums``)
+    publish: upload a folder, then its checksum manifest (``cellblock.remote.checksums``)
 
 Credentials come from boto3's usual chain (environment, ``--profile``, instance
 role); they are never logged. The endpoint is ``Remote.endpoint_url``, else
@@ -26,8 +26,8 @@ import boto3
 import botocore.exceptions
 from tqdm import tqdm
 
-from cellblock.checksums import MANIFEST_NAME, Manifest, etag_matches
-from cellblock.remote import (
+from cellblock.remote.checksums import MANIFEST_NAME, Manifest, etag_matches
+from cellblock.remote.s3 import (
     Remote,
     RemoteObject,
     StorageError,
@@ -40,7 +40,7 @@ from cellblock.remote import (
     relative_key,
 )
 
-# Remote ... relative_key: cellblock.remote, re-exported (their callers import them here)
+# Remote ... relative_key: cellblock.remote.s3, re-exported (their callers import them here)
 __all__ = [
     "Remote",
     "RemoteObject",

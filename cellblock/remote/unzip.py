@@ -5,7 +5,7 @@
     with the right size and CRC32 -> extract the rest in archive order, each to a
     temporary name, renamed once zipfile has checked its CRC
 
-A remote zip is a file over HTTP Range requests (``cellblock.https.HttpRangeFile``);
+A remote zip is a file over HTTP Range requests (``cellblock.remote.httpfetch.HttpRangeFile``);
 when it offers ``read_ahead(end)``, each run of adjacent wanted members is fetched
 with one request instead of one per member.
 """
@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from cellblock.catalog import no_match_error, select_by_path
-from cellblock.storage import StorageError, UnsafeKeyError, local_path
+from cellblock.remote.catalog import no_match_error, select_by_path
+from cellblock.remote.storage import StorageError, UnsafeKeyError, local_path
 
 __all__ = [
     "extract_members",
@@ -83,7 +83,7 @@ def plan_members(
         out: Destination folder.
         strip: Leading path components to drop; shallower members are left out.
         wanted: Experiment or ``EXP/PlateN`` entries (None: all), by
-            :func:`cellblock.catalog.select_by_path` on the stripped paths.
+            :func:`cellblock.remote.catalog.select_by_path` on the stripped paths.
         name: The archive's name, for messages.
     """
     members = []
@@ -179,7 +179,7 @@ def extract_zip(
     """Extract the members of a zip into ``out``; resumable, all-or-nothing per member.
 
     Args:
-        source: A local zip path, a ``cellblock.https.HttpRangeFile`` (or
+        source: A local zip path, a ``cellblock.remote.httpfetch.HttpRangeFile`` (or
             ``open_url``'s reader) for a remote zip, or any seekable binary file.
         out: Destination folder.
         strip: Leading path components to drop (RxRx1's zips hold ``rxrx1/...``: 1).

@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cellblock.dataset import PackedDataset, plate_key
 from cellblock.errors import CorruptDataError, UserError
 from cellblock.parallel import ordered_map
-from cellblock.plates import site_filename
-from cellblock.rawtree import RawGeometry, read_png
-from cellblock.shardread import ShardReader
+from cellblock.store.packed import PackedDataset, plate_key
+from cellblock.store.plates import site_filename
+from cellblock.store.rawtree import RawGeometry, read_png
+from cellblock.store.shardread import ShardReader
 
 __all__ = ["RowCheck", "verify_rows"]
 

@@ -1,13 +1,13 @@
-"""Pack a raw RxRx1 PNG tree into OME-Zarr HCS plates (layout: ``cellblock.dataset``).
+"""Pack a raw RxRx1 PNG tree into OME-Zarr HCS plates (layout: ``cellblock.store.packed``).
 
 ::
 
     raw tree --tables--> site table --check folders--> PlateSource per plate
-             --cellblock.packplates (rows in workers, plates written whole)--> images.zarr
+             --cellblock.store.packplates (rows in workers, plates written whole)--> images.zarr
              --atomic--> metadata.parquet (last)   [--verify: every site vs its PNGs]
 
 A rerun skips complete plates and redoes the rest from scratch, with identical files.
-Wells absent from the metadata are never written. ``cellblock.upgrade`` feeds the same
+Wells absent from the metadata are never written. ``cellblock.store.upgrade`` feeds the same
 machinery from a dataset of the previous layout instead of PNGs.
 """
 
@@ -23,15 +23,15 @@ from typing import Any
 import pandas as pd
 
 from cellblock.atomic import atomic_write_parquet, atomic_write_text
-from cellblock.dataset import DatasetInfo, PackedDataset
 from cellblock.errors import UserError
 from cellblock.locks import hold
-from cellblock.metadata import load_raw_metadata, sites_of
-from cellblock.omezarr import FieldCodec, group_json
-from cellblock.packplates import CODEC, PlateSource, pack_plates
-from cellblock.plates import PlateFormat, plate_dir
-from cellblock.rawtree import RawGeometry, check_plate_folder, probe_geometry
-from cellblock.verify import row_checks, verify_rows
+from cellblock.store.metadata import load_raw_metadata, sites_of
+from cellblock.store.omezarr import FieldCodec, group_json
+from cellblock.store.packed import DatasetInfo, PackedDataset
+from cellblock.store.packplates import CODEC, PlateSource, pack_plates
+from cellblock.store.plates import PlateFormat, plate_dir
+from cellblock.store.rawtree import RawGeometry, check_plate_folder, probe_geometry
+from cellblock.store.verify import row_checks, verify_rows
 
 __all__ = [
     "CODEC",
