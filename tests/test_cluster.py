@@ -234,7 +234,8 @@ def test_grid_init_from_another_grid_run_or_checkpoint(tiny_packed, tmp_path):
     # A run folder starts every run, if its network fits (net_config.json of the run).
     run = stage1b.runs()[0].run_dir
     stage6 = grid("s6", "0-2", "1,2,3,4,5", init_from=run)
-    assert set(stage6.init_checkpoints.values()) == {str(run / "checkpoints/checkpoint_00000004.pt")}
+    starts = set(stage6.init_checkpoints.values())
+    assert starts == {str(run / "checkpoints/checkpoint_00000004.pt")}
     made = {"backbone": "test_resnet", "in_channels": 5, "embedding_dim": 64, "pool": "avg"}
     (run / "net_config.json").write_text(json.dumps(made))
     grid("s6b", "0", "1,2,3,4,5", init_from=run)
