@@ -123,7 +123,8 @@ def loader_vs_memory(
     device = pick_device(t.device)
     run_data = load_run_data(cfg, data)
     stepper = Stepper(cfg, run_data.normalize, device)
-    loader = train_loader(run_data.train, t.batch_size, t.seed, 0, t.workers, device)
+    loader = train_loader(run_data.train, batch_size=t.batch_size, seed=t.seed, start=0,
+                          workers=t.workers, device=device, batch_by=cfg.data.batch_by)  # fmt: skip
     source = iter(loader)
     warmup = PREFETCH * max(t.workers, 1)
     # the memory side replays batches of the same loader, held as tensors
