@@ -209,7 +209,7 @@ class Predictor:
                                   normalizer=self.normalizer, normalize=False)  # fmt: skip
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 self._bn_cache[key] = estimate_bn_stats(self.net, self._views(dataset))
-            log.info("BatchNorm statistics of %s from %d sites x %d views",
+            log.debug("BatchNorm statistics of %s from %d sites x %d views",
                      "/".join(map(str, key)), len(rows), len(self.transforms))  # fmt: skip
         return self._bn_cache[key]
 

@@ -227,6 +227,4 @@ def test_blockwise_workers_adapt_as_the_scan_does(plate_run, tiny_packed, tmp_pa
     r = _run([str(BLOCKWISE), *_common(plate_run, tiny_packed, blockwise), "--block-wells", "4",
               "--workers", "2"])  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    _assert_close(_load(blockwise), _load(scan))
-    logs = "".join(p.read_text() for p in (blockwise / "logs").glob("worker_*.log"))
-    assert "BatchNorm statistics of HEPG2-02/1 from" in logs
+    _assert_close(_load(blockwise), _load(scan))  # both adapt: the scan's own test above
