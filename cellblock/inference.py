@@ -144,15 +144,18 @@ class Predictor:
         batch size and reader threads)."""
         return read_batches(dataset, self.batch_size, readers=self.readers, even=even)
 
+    def _inputs(self, images: np.ndarray, index: np.ndarray) -> torch.Tensor:
+        """A uint8 batch as the network's input: on the device, normalized, its layout."""
+        x = torch.from_numpy(images).to(self.device, non_blocking=True)
+        x = self.normalize(x, torch.from_numpy(index))
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     @torch.inference_mode()
     def _forward(
         self, images: np.ndarray, index: np.ndarray, transforms: Sequence[int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         transforms = self.transforms if transforms is None else transforms
-        x = torch.from_numpy(images).to(self.device, non_blocking=True)
-        x = self.normalize(x, torch.from_numpy(index))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._inputs(images, index)
         logits = embeddings = None
         for k in transforms:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -216,10 +219,7 @@ class Predictor:
     def _views(self, dataset: SiteDataset) -> Iterator[torch.Tensor]:
         """Every TTA view of every batch of ``dataset``, normalized, on the device."""
         for images, index in self._batches(dataset, even=True):
-            x = torch.from_numpy(images).to(self.device, non_blocking=True)
-            x = self.normalize(x, torch.from_numpy(index))
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self._inputs(images, index)
             for k in self.transforms:
                 yield d4(x, k) if k else x
 
