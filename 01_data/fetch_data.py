@@ -13,8 +13,8 @@ Examples:
 import argparse
 import time
 
-from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
+from cellblock.cli.values import comma_list
 from cellblock.errors import UserError
 from cellblock.paths import Project, add_project_argument
 from cellblock.remote.catalog import entry_of, remote_of, select_experiments

@@ -8,8 +8,8 @@ Example:
 import argparse
 import time
 
-from cellblock.argtypes import comma_list
 from cellblock.cli import parse_overrides, run, writing
+from cellblock.cli.values import comma_list
 from cellblock.synth import PRESETS, preset, write_dataset
 
 

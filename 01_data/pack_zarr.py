@@ -19,8 +19,8 @@ Examples:
 import argparse
 import sys
 
-from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
+from cellblock.cli.values import comma_list
 from cellblock.store.omezarr import FieldCodec
 from cellblock.store.pack import CODEC, pack_dataset, verify_dataset
 from cellblock.store.platestore import STORES

@@ -3,12 +3,12 @@
 
 import argparse
 
-from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
-from cellblock.ensemble import SPLITS
+from cellblock.cli.values import comma_list
 from cellblock.errors import UserError
 from cellblock.profiling import ALIGNMENTS, DEFAULT_ALIGN, run_benchmark
 from cellblock.profiling.benchreport import headline
+from cellblock.screen.sites import SPLITS
 
 
 def main() -> None:

@@ -4,12 +4,13 @@
 import argparse
 import logging
 
-from cellblock.argtypes import comma_list
 from cellblock.cli import run, writing
-from cellblock.ensemble import COMBINE_MODES, SPLITS, run_ensemble
+from cellblock.cli.values import comma_list
+from cellblock.ensemble import COMBINE_MODES, run_ensemble
 from cellblock.ensemble.report import accuracy_line, map_line
 from cellblock.errors import UserError
 from cellblock.profiling import ALIGNMENTS, DEFAULT_ALIGN
+from cellblock.screen.sites import SPLITS
 
 log = logging.getLogger("cellblock")
 

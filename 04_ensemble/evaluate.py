@@ -5,19 +5,13 @@ import argparse
 import json
 from pathlib import Path
 
-from cellblock.argtypes import comma_list
 from cellblock.atomic import atomic_write_text
 from cellblock.cli import run, writing
-from cellblock.ensemble import (
-    SPLITS,
-    expected_ids,
-    read_submission,
-    select_sites,
-    validate_submission,
-)
-from cellblock.ensemble.combine import well_table
+from cellblock.cli.values import comma_list
+from cellblock.ensemble import expected_ids, read_submission, validate_submission
 from cellblock.errors import UserError
 from cellblock.metrics import accuracy_breakdown, format_breakdown
+from cellblock.screen.sites import SPLITS, select_sites, well_table
 from cellblock.store.packed import PackedDataset
 
 

@@ -31,6 +31,7 @@ from cellblock.errors import UserError
 from cellblock.nets.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.nets.models import Net, build_net
 from cellblock.runs import check_channels, class_ids, inference_config
+from cellblock.screen.plates import plate_key
 from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import load_checkpoint
 from cellblock.tta import tta_transforms
@@ -265,7 +266,9 @@ class Predictor:
             labels = self._well_rows.get((str(experiment), int(plate), int(row), int(col)))
             if not labels:
                 name = self.packed.info.plate_format.well_name(int(row), int(col))
-                raise UserError(f"{self.packed.path}: no sites of {experiment}/Plate{plate} {name}")
+                raise UserError(
+                    f"{self.packed.path}: no sites of {plate_key(experiment, plate)} {name}"
+                )
             rows += labels
             where += [(i, int(self._site[label]) - 1) for label in labels]
         site_logits, site_embeddings = self.predict_rows(rows)

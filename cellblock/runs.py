@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from cellblock.config import SetupConfig
 from cellblock.data.labels import class_sirnas
 from cellblock.errors import ConfigError, UserError
 from cellblock.nets.models import build_net
 from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import checkpoint_path, load_checkpoint, resolve_checkpoint
+from cellblock.training.setupconfig import SetupConfig
 
 __all__ = [
     "RunInfo",

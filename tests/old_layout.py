@@ -18,7 +18,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from cellblock.store.packed import PackedDataset, plate_key
+from cellblock.screen.plates import plate_key
+from cellblock.store.packed import PackedDataset
 
 V1_CODEC = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 

@@ -16,9 +16,9 @@ from cellblock.errors import ConfigError
 from cellblock.inference import Predictor
 from cellblock.nets.bnstats import bn_buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.runs import run_checkpoint
-from cellblock.setup_cli import train_main
 from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import load_checkpoint
+from cellblock.training.cli import train_main
 from cellblock.training.evaluate import validate
 from cellblock.training.sampler import GroupedSampler, group_batches
 from tests.test_inference import SETUP, TRAIN, _plate_rows, _reference_net

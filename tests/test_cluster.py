@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from cellblock import container
 from cellblock.cluster import (
     ClusterOptions,
-    container,
     make_executor,
     parse_channel_sets,
     parse_folds,

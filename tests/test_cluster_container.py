@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cellblock.cluster import container
+from cellblock import container
 from cellblock.errors import UserError
 from tests.conftest import ROOT
 

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from scipy.special import log_softmax, softmax
 
-from cellblock.ensemble.combine import combine, select_sites
+from cellblock.ensemble.combine import combine
 from cellblock.errors import UserError
+from cellblock.screen.sites import select_sites
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import PredictionInfo, create_store, write_wells
 
@@ -216,7 +217,7 @@ def test_bad_arguments(tiny_packed, stores, tmp_path):
         combine([store], tiny_packed, mode="median")
     with pytest.raises(UserError, match="no predictions store here"):
         combine([tmp_path / "nothing"], tiny_packed)
-    with pytest.raises(UserError, match=r"experiment\(s\) \['NOPE-01'\] not in split"):
+    with pytest.raises(UserError, match="--experiments NOPE-01: not in dataset"):
         combine([store], tiny_packed, experiments=["NOPE-01"])
     with pytest.raises(UserError, match="no predictions given"):
         combine([], tiny_packed)

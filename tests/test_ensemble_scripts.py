@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from cellblock.data.labels import read_pseudo_labels
-from cellblock.ensemble.combine import select_sites, well_table
 from cellblock.ensemble.submission import expected_ids, validate_submission
+from cellblock.screen.sites import select_sites, well_table
 from cellblock.store.packed import PackedDataset
 from tests.conftest import ROOT, run_script
 from tests.test_ensemble_combine import crafted_store, split_plates

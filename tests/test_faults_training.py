@@ -28,15 +28,15 @@ import torch
 from cellblock.cli import parse_overrides
 from cellblock.cluster import train_task
 from cellblock.cluster.train_task import TrainSpec, TrainTask
-from cellblock.config import load_setup_config
 from cellblock.errors import UserError
 from cellblock.inference import Predictor
 from cellblock.locks import FolderBusyError, hold
 from cellblock.remote.checksums import sidecar_path
 from cellblock.runs import load_run_info, run_checkpoint
-from cellblock.setup_cli import run_lock, train_main
 from cellblock.training import checkpoint as ckpt
+from cellblock.training.cli import run_lock, train_main
 from cellblock.training.logs import CsvLog
+from cellblock.training.setupconfig import load_setup_config
 from tests.conftest import ROOT, run_script
 from tests.test_training import FAST, SETUP, args
 
@@ -168,7 +168,7 @@ def test_train_task_waits_for_the_lock_then_gives_up(tiny_packed, tmp_path, monk
     thread.start()
     assert held.wait(10)
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="cellblock.setup_cli"):
+    with caplog.at_level(logging.WARNING, logger="cellblock.training.cli"):
         result = TrainTask(_spec(tiny_packed, run, 2))()
     waited = time.monotonic() - start
     thread.join()
@@ -302,7 +302,7 @@ def test_resume_drops_log_rows_after_the_checkpoint_and_a_partial_line(tmp_path)
 
 _FULL_DISK = """
 import errno, resource, signal, sys, torch
-from cellblock.config import SetupConfig, load_setup_config
+from cellblock.training.setupconfig import SetupConfig, load_setup_config
 from cellblock.data import BatchAugment
 from cellblock.nets.models import build_net
 from cellblock.training.checkpoint import code_version, save_checkpoint

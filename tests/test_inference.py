@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cellblock.config import SetupConfig
 from cellblock.data import SiteDataset, d4
 from cellblock.errors import UserError
 from cellblock.inference import Predictor
 from cellblock.nets.models import build_net
 from cellblock.runs import check_channels, class_ids, load_run_info, run_checkpoint
-from cellblock.setup_cli import train_main
 from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
+from cellblock.training.cli import train_main
+from cellblock.training.setupconfig import SetupConfig
 from cellblock.tta import tta_transforms
 from tests.conftest import ROOT
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellblock.store.metadata import (
+from cellblock.screen.metadata import (
     SITE_COLUMNS,
     MetadataError,
     detect_layout,
@@ -86,7 +86,7 @@ def test_not_a_raw_tree(tmp_path):
 def test_pixel_stats_match_the_images(tiny_raw):
     from PIL import Image
 
-    from cellblock.store.metadata import load_pixel_stats
+    from cellblock.screen.metadata import load_pixel_stats
 
     stats = load_pixel_stats(tiny_raw)
     assert len(stats) == len(load_kaggle(tiny_raw)) * 6
@@ -105,7 +105,7 @@ def test_pixel_stats_match_the_images(tiny_raw):
 
 
 def test_pixel_stats_errors_name_the_file(tmp_path, tiny_raw):
-    from cellblock.store.metadata import load_pixel_stats
+    from cellblock.screen.metadata import load_pixel_stats
 
     df = pd.read_csv(tiny_raw / "pixel_stats.csv")
     df.drop(columns="median").to_csv(tmp_path / "pixel_stats.csv", index=False)

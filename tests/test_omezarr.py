@@ -20,10 +20,10 @@ from ome_zarr_models.v05.image import Image
 from ome_zarr_models.v05.plate import Plate
 from zarr.storage import ZipStore
 
+from cellblock.screen.plates import PlateFormat, site_path
 from cellblock.store.omezarr import FieldCodec, array_json, group_json, plate_attrs, windows
 from cellblock.store.pack import pack_dataset
 from cellblock.store.packed import RXRX1_CHANNELS, PackedDataset
-from cellblock.store.plates import PlateFormat, site_path
 from cellblock.store.rawtree import read_png
 
 # rxrx1-utils (rxrx/io.py) RGB_MAP, channels w1..w6

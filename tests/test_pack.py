@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from cellblock.errors import UserError
-from cellblock.store.metadata import SITE_COLUMNS
+from cellblock.screen.metadata import SITE_COLUMNS
+from cellblock.screen.plates import site_path
 from cellblock.store.omezarr import LEVELS, downsample
 from cellblock.store.pack import pack_dataset
 from cellblock.store.packed import PackedDataset
-from cellblock.store.plates import site_path
 from cellblock.store.rawtree import read_png
 from cellblock.synth import write_dataset
 from tests.conftest import ROOT, TINY, run_script

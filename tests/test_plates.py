@@ -1,6 +1,6 @@
 import pytest
 
-from cellblock.store.plates import (
+from cellblock.screen.plates import (
     PlateFormat,
     cell_type_of,
     id_code,

@@ -17,7 +17,7 @@ from cellblock.blockwise.setups import find_setup
 from cellblock.errors import UserError
 from cellblock.paths import PROJECT_ENV, Project, enclosing
 from cellblock.remote.catalog import load_catalog
-from cellblock.setup_cli import default_run_dir
+from cellblock.training.cli import default_run_dir
 from tests.conftest import ROOT
 
 TINY = ROOT / "02_train" / "synthetic" / "tiny"

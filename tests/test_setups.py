@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cellblock.config import load_setup_config
-from cellblock.setup_cli import mknet_main, train_main
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
+from cellblock.training.cli import mknet_main, train_main
+from cellblock.training.setupconfig import load_setup_config
 from tests.conftest import ROOT, run_script
 
 RXRX1 = ROOT / "02_train" / "rxrx1"

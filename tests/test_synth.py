@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cellblock.errors import ConfigError
-from cellblock.store.metadata import load_kaggle, plate_groups
+from cellblock.screen.metadata import load_kaggle, plate_groups
 from cellblock.synth import Design, preset, write_dataset
 from tests.conftest import TINY
 

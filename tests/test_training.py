@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cellblock.config import load_setup_config
 from cellblock.errors import ConfigError, UserError
 from cellblock.nets.models import NetConfig, build_net
-from cellblock.setup_cli import default_run_dir, mknet_main, train_main
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
+from cellblock.training.cli import default_run_dir, mknet_main, train_main
 from cellblock.training.resume import init_weights
+from cellblock.training.setupconfig import load_setup_config
 from tests.conftest import ROOT, run_script
 
 SETUP = ROOT / "02_train" / "synthetic" / "tiny"

@@ -76,7 +76,7 @@ def _hide_all_but(viewer, *names: str) -> None:
 
 @pytest.mark.parametrize("wells,size,sites", [(96, 32, 2), (384, 512, 2), (1536, 64, 4)])
 def test_tile_grid_places_every_site_once(wells, size, sites):
-    from cellblock.store.plates import PlateFormat
+    from cellblock.screen.plates import PlateFormat
 
     fmt = PlateFormat.from_n_wells(wells)
     grid = TileGrid.for_plate((fmt.n_rows, fmt.n_cols, sites, 6, size, size))

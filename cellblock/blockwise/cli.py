@@ -7,10 +7,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cellblock.argtypes import comma_list, key_values
-from cellblock.blockwise.plan import SPLITS, Plan, make_plan
+from cellblock.blockwise.plan import Plan, make_plan
+from cellblock.cli.values import comma_list, key_values
 from cellblock.errors import UserError
 from cellblock.paths import Project, add_project_argument
+from cellblock.screen.sites import SPLITS
 from cellblock.tta import TTA
 
 __all__ = ["blockwise_main", "scan_main"]

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cellblock.errors import UserError
+from cellblock.screen.plates import plate_key
 
 __all__ = ["BlockGrid", "block_shape"]
 
@@ -78,7 +79,7 @@ class BlockGrid:
         counts = table.groupby(["experiment", "plate", "row", "col"]).size()
         wells: dict[str, list[tuple[int, int, int]]] = {}
         for (exp, plate, row, col), n in counts.items():
-            wells.setdefault(f"{exp}/Plate{int(plate)}", []).append((int(row), int(col), int(n)))
+            wells.setdefault(plate_key(exp, plate), []).append((int(row), int(col), int(n)))
         rows = counts.index.get_level_values("row")
         cols = counts.index.get_level_values("col")
         r0, c0 = int(rows.min()), int(cols.min())

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cellblock.container import bind_list, find_runtime, resolve_sif, wrap
 from cellblock.errors import UserError
 
 __all__ = [
@@ -136,7 +137,7 @@ class WorkerExitError(RuntimeError):
 class ContainerWrapper:
     """Run the worker in the project's Apptainer/Singularity image (``--nv``).
 
-    The command line is ``cellblock.cluster.container.wrap``'s, the one every cluster
+    The command line is ``cellblock.container.wrap``'s, the one every cluster
     job of the project uses: ``RUNTIME exec --nv -B BINDS IMAGE python SCRIPT ...``.
 
     Args:
@@ -153,9 +154,6 @@ class ContainerWrapper:
     runtime: str | None = None
 
     def __post_init__(self) -> None:
-        # cellblock.cluster pulls in submitit: import it only when a container is asked for
-        from cellblock.cluster.container import bind_list, find_runtime, resolve_sif
-
         path = resolve_sif(self.image)
         if path is None:
             raise UserError("--sif: no image given and $CELLBLOCK_SIF is not set")
@@ -164,8 +162,6 @@ class ContainerWrapper:
         object.__setattr__(self, "runtime", self.runtime or find_runtime())
 
     def __call__(self, argv: list[str]) -> list[str]:
-        from cellblock.cluster.container import wrap
-
         # argv[0] is the host's interpreter; inside, the image's python runs the script
         return wrap(["python", *argv[1:]], str(self.image), self.binds, self.runtime)
 

@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from cellblock.atomic import atomic_write_text
 from cellblock.blockwise.geometry import BlockGrid
 from cellblock.blockwise.setups import find_setup
 from cellblock.errors import UserError
 from cellblock.paths import Project
+from cellblock.screen.sites import select_sites
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import PredictionInfo, store_path
 from cellblock.tta import tta_transforms
@@ -32,50 +31,7 @@ from cellblock.tta import tta_transforms
 if TYPE_CHECKING:
     from cellblock.runs import RunInfo
 
-__all__ = ["SPLITS", "Plan", "make_plan", "select_sites"]
-
-SPLITS = ("test", "train", "all")
-
-
-def select_sites(
-    packed: PackedDataset, split: str, experiments: list[str] | None = None
-) -> pd.DataFrame:
-    """The site-table rows to predict.
-
-    Args:
-        packed: The dataset.
-        split: ``"test"``, ``"train"`` or ``"all"``.
-        experiments: Experiment names or ``"EXP/PlateN"`` plate keys; None = all of
-            the split.
-
-    Raises:
-        UserError: A split the dataset does not have, an unknown experiment or plate,
-            or one that is not in the split (each named, with what there is).
-    """
-    table = packed.metadata
-    splits = sorted(table["split"].unique())
-    if split not in SPLITS:
-        raise UserError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
-    if split != "all" and split not in splits:
-        raise UserError(f"--split {split}: dataset {packed.path} has no {split!r} split "
-                        f"(its splits: {', '.join(splits)}); use --split all")  # fmt: skip
-    chosen = table if split == "all" else table[table["split"] == split]
-    if experiments:
-        keys = table["experiment"] + "/Plate" + table["plate"].astype(str)
-        keep = pd.Series(False, index=table.index)
-        for name in experiments:
-            hit = (keys == name) if "/" in name else (table["experiment"] == name)
-            if not hit.any():
-                have = sorted(table["experiment"].unique())
-                raise UserError(f"--experiments {name}: not in dataset {packed.path} "
-                                f"(experiments: {', '.join(have)})")  # fmt: skip
-            if not hit.loc[chosen.index].any():
-                where = ", ".join(sorted(table.loc[hit, "split"].unique()))
-                raise UserError(f"--experiments {name}: in split {where}, not {split}; "
-                                "use --split all or that split")  # fmt: skip
-            keep |= hit
-        chosen = chosen[keep.loc[chosen.index]]
-    return chosen
+__all__ = ["Plan", "make_plan"]
 
 
 @dataclass(frozen=True)
@@ -230,7 +186,8 @@ def make_plan(
     checkpoint, run_dir, packed = _open_inputs(run, data, iteration=iteration,
                                                batch_size=batch_size)  # fmt: skip
     run_info, channels = _check_model(checkpoint, packed, tta=tta)
-    grid = BlockGrid.from_table(select_sites(packed, split, experiments), block_wells)
+    sites = select_sites(packed.metadata, split, experiments, source=f"dataset {packed.path}")
+    grid = BlockGrid.from_table(sites, block_wells)
     setup_name, setup_dir = find_setup(run_dir, setup, project)
     info = PredictionInfo(
         setup=setup_name, run=str(run_dir.resolve()), iteration=run_info.iteration,

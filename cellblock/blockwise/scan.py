@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cellblock.blockwise.output import driver_lock, prepare_output
 from cellblock.blockwise.plan import Plan
 from cellblock.inference import Predictor
+from cellblock.screen.plates import parse_plate_key
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import write_wells
 
@@ -53,8 +54,8 @@ def predict_scan(plan: Plan, overwrite: bool = False, device: str = "auto") -> S
         busy, cpu = time.time(), time.process_time()
         for i, key in enumerate(plan.grid.plates):
             wells = [(row, col) for row, col, _ in plan.grid.wells[key]]
-            experiment, plate = key.split("/Plate")
-            logits, embeddings = predictor.predict_wells(experiment, int(plate), wells)
+            experiment, plate = parse_plate_key(key)
+            logits, embeddings = predictor.predict_wells(experiment, plate, wells)
             write_wells(store, key, wells, logits, embeddings)
             log.info("%d/%d %s: %d wells", i + 1, len(plan.grid.plates), key, len(wells))
         end, cpu = time.time(), time.process_time() - cpu

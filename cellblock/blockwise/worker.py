@@ -37,11 +37,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cellblock.argtypes import comma_list, key_value
 from cellblock.atomic import atomic_write_text
 from cellblock.blockwise.launcher import WORKER_LOG_ENV
 from cellblock.blockwise.plan import Plan
+from cellblock.cli.values import comma_list, key_value
 from cellblock.errors import UserError
+from cellblock.screen.plates import parse_plate_key
 
 __all__ = ["FAULT_ENV", "MAX_FAILURES_IN_A_ROW", "Fault", "InjectedFaultError", "worker_main"]
 
@@ -176,8 +177,8 @@ def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int)
                 names = _well_names(predictor, wells)
                 fault.before_block(key, names)
                 if wells:
-                    experiment, plate = key.split("/Plate")
-                    logits, embeddings = predictor.predict_wells(experiment, int(plate), wells)
+                    experiment, plate = parse_plate_key(key)
+                    logits, embeddings = predictor.predict_wells(experiment, plate, wells)
                     write_wells(plan.store, key, wells, logits, embeddings)
         except Exception:
             if block is None:

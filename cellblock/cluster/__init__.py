@@ -5,8 +5,9 @@
   options of every launcher script.
 - ``executor``: :func:`make_executor` (a configured ``submitit.AutoExecutor``; the job's
   Python runs in the container when there is an image), :func:`sbatch_script`.
-- ``container``: ``--sif`` / ``$CELLBLOCK_SIF``; :func:`wrap` a command line as
-  ``apptainer|singularity exec --nv -B <binds> cell.sif ...``.
+- The container (``--sif`` / ``$CELLBLOCK_SIF``; :func:`wrap` a command line as
+  ``apptainer|singularity exec --nv -B <binds> cell.sif ...``) is ``cellblock.container``,
+  below this package: the blockwise launchers wrap commands too, without submitit.
 - ``jobs``: submit calls (arrays on SLURM), run commands as blocking jobs (``sbatch
   --wait`` semantics, for daisy worker launchers), cancel jobs when their driver ends,
   job outcomes, ``sacct`` states.
@@ -22,7 +23,6 @@
 Job files go to a folder per submission; a run's logs are linked into its run folder.
 """
 
-from cellblock.cluster.container import find_runtime, python_command, resolve_sif, wrap
 from cellblock.cluster.executor import make_executor, sbatch_script
 from cellblock.cluster.grid import TrainGrid
 from cellblock.cluster.grid_axes import parse_channel_sets, parse_folds
@@ -51,7 +51,6 @@ __all__ = [
     "TrainTask",
     "add_arguments",
     "cancel_on_exit",
-    "find_runtime",
     "format_status",
     "from_args",
     "grid_status",
@@ -59,8 +58,6 @@ __all__ = [
     "outcomes",
     "parse_channel_sets",
     "parse_folds",
-    "python_command",
-    "resolve_sif",
     "run_blocking",
     "run_throttled",
     "sacct_states",
@@ -68,5 +65,4 @@ __all__ = [
     "submit",
     "submit_command",
     "submit_grid",
-    "wrap",
 ]

@@ -26,8 +26,8 @@ from typing import Any
 
 import submitit
 
-from cellblock.cluster.container import python_command, resolve_sif
 from cellblock.cluster.options import CLUSTERS, ClusterOptions
+from cellblock.container import python_command, resolve_sif
 from cellblock.errors import UserError
 
 __all__ = ["make_executor", "sbatch_script"]

@@ -230,7 +230,7 @@ def make_grid(
         UserError: No such setup or dataset, bad folds or channel sets, nothing to start
             a run from in ``init_from``.
     """
-    from cellblock.config import load_setup_config
+    from cellblock.training.setupconfig import load_setup_config
 
     setup_dir = setup_folder(setup, project)
     project = project or Project.locate(start=setup_dir)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cellblock.argtypes import comma_list
+from cellblock.cli.values import comma_list
 from cellblock.errors import UserError
 
 __all__ = ["GridRun", "channels_name", "parse_channel_sets", "parse_folds"]
@@ -24,8 +24,8 @@ def parse_folds(text: str) -> list[int]:
         UserError: Another format, or a repeated fold.
     """
     folds: list[int] = []
-    for part in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+    for part in comma_list(str(text), what="--folds") or [str(text)]:
+        m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
         if not m:
             raise UserError(f"--folds {text!r}: expected e.g. 0-4 or 0,2,4")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from cellblock.argtypes import key_value
+from cellblock.cli.values import key_value
 from cellblock.errors import UserError
 
 __all__ = [

@@ -22,7 +22,7 @@ DataLoader worker dies of SIGTERM, so the loop fails) would be read by a waiting
 ``job.result()`` as the job's outcome although a requeued attempt is still to come. A
 requeued job resumes from its latest checkpoint; a cancelled one ends CANCELLED.
 
-One writer per run folder: the task holds ``RUN/train.lock`` (``setup_cli.run_lock``)
+One writer per run folder: the task holds ``RUN/train.lock`` (``training.cli.run_lock``)
 before it writes anything there. Unlike ``train.py`` it waits for a holder, up to
 ``_LOCK_WAIT_S``: a requeued or resubmitted attempt can start while the previous one is
 still writing its last checkpoint and dying. A holder still alive then fails the job
@@ -49,7 +49,7 @@ import submitit
 
 from cellblock.atomic import atomic_write_text
 from cellblock.paths import Project
-from cellblock.setup_cli import run_lock
+from cellblock.training.cli import run_lock
 
 __all__ = ["TrainSpec", "TrainTask"]
 
@@ -103,7 +103,7 @@ class TrainSpec:
 
     def resolved_config(self) -> dict[str, Any]:
         """The run's resolved config (raises ``ConfigError`` naming a bad key or value)."""
-        from cellblock.config import load_setup_config
+        from cellblock.training.setupconfig import load_setup_config
 
         return load_setup_config(Path(self.setup_dir) / "config.yaml", dict(self.overrides),
                                  self.located())  # fmt: skip

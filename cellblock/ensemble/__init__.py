@@ -13,7 +13,7 @@ Modules, one concept each:
 """
 
 from cellblock.ensemble.assign import Assignment, assign, assign_plate, control_ids
-from cellblock.ensemble.combine import COMBINE_MODES, SPLITS, Combined, combine, select_sites
+from cellblock.ensemble.combine import COMBINE_MODES, Combined, combine
 from cellblock.ensemble.groups import detect_groups, group_scores, treatment_groups
 from cellblock.ensemble.pipeline import run_ensemble
 from cellblock.ensemble.pseudo import pseudo_labels, write_pseudo_labels
@@ -27,7 +27,6 @@ from cellblock.ensemble.submission import (
 
 __all__ = [
     "COMBINE_MODES",
-    "SPLITS",
     "Assignment",
     "Combined",
     "assign",
@@ -41,7 +40,6 @@ __all__ = [
     "pseudo_labels",
     "read_submission",
     "run_ensemble",
-    "select_sites",
     "treatment_groups",
     "validate_submission",
     "write_pseudo_labels",

@@ -28,24 +28,19 @@ import pandas as pd
 from scipy.special import log_softmax, softmax
 
 from cellblock.errors import UserError
-from cellblock.store.metadata import SITE_COLUMNS
+from cellblock.screen.sites import select_sites, well_table
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import PredictionInfo, open_info, read_sites, store_path
 
 __all__ = [
     "COMBINE_MODES",
-    "SPLITS",
     "Combined",
     "class_columns",
     "combine",
-    "select_sites",
-    "well_table",
 ]
 
 log = logging.getLogger(__name__)
 COMBINE_MODES = ("mean-logits", "mean-probs")
-SPLITS = ("test", "train", "all")
-WELL_COLUMNS = [c for c in SITE_COLUMNS if c != "site"]
 
 
 @dataclass
@@ -70,46 +65,6 @@ class Combined:
     embeddings: np.ndarray
     inputs: list[dict[str, Any]] = field(default_factory=list)
     mode: str = "mean-logits"
-
-
-def select_sites(
-    table: pd.DataFrame, split: str = "test", experiments: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Site-table rows of ``split`` (and ``experiments``), sorted, with a fresh index.
-
-    Args:
-        table: The full site table.
-        split: ``"test"``, ``"train"`` or ``"all"``.
-        experiments: Keep only these experiments (None: all of the split).
-    """
-    if split not in SPLITS:
-        raise UserError(f"split {split!r}: expected one of {list(SPLITS)}")
-    rows = table if split == "all" else table[table["split"] == split]
-    if experiments:
-        unknown = sorted(set(experiments) - set(rows["experiment"]))
-        if unknown:
-            raise UserError(
-                f"experiment(s) {unknown} not in split {split!r}; "
-                f"available: {sorted(set(rows['experiment']))}"
-            )
-        rows = rows[rows["experiment"].isin(list(experiments))]
-    if rows.empty:
-        raise UserError(f"no sites in split {split!r} of the dataset")
-    return rows.sort_values(["experiment", "plate", "row", "col", "site"]).reset_index(drop=True)
-
-
-def well_table(sites: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per well of sorted ``sites``, and the start of each well's sites.
-
-    Args:
-        sites: ``select_sites`` output (sorted, so a well's sites are consecutive).
-    """
-    first = ~sites["id_code"].duplicated().to_numpy()
-    starts = np.flatnonzero(first)
-    if sites["id_code"].iloc[starts].duplicated().any():
-        raise UserError("site table: a well's sites are not consecutive (is it sorted?)")
-    wells = sites.loc[first, WELL_COLUMNS].reset_index(drop=True)
-    return wells, starts
 
 
 def _well_mean(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -244,7 +199,7 @@ def combine(
     if not isinstance(packed, PackedDataset):
         packed = PackedDataset(packed)
     w = _weights(weights, len(preds))
-    sites = select_sites(packed.metadata, split, experiments)
+    sites = select_sites(packed.metadata, split, experiments, source=f"dataset {packed.path}")
     wells, starts = well_table(sites)
     reference: PredictionInfo | None = None
     total: np.ndarray | None = None

@@ -2,7 +2,7 @@
 
 RxRx1's treatments fall into 4 disjoint groups; every plate holds exactly one group,
 and an experiment's 4 plates hold the 4 groups (in some rotation). The groups are
-learned from the *training* plates' labels (``cellblock.store.metadata.plate_groups``); a
+learned from the *training* plates' labels (``cellblock.screen.metadata.plate_groups``); a
 plate's group is then inferred from the predictions alone:
 
     score[plate, g] = mean log P(class | well) of the best one-to-one matching of the
@@ -26,7 +26,7 @@ from scipy.special import logsumexp
 from cellblock.ensemble.assign import assign_plate
 from cellblock.ensemble.combine import class_columns
 from cellblock.errors import UserError
-from cellblock.store.metadata import plate_groups
+from cellblock.screen.metadata import plate_groups
 
 __all__ = ["detect_groups", "group_scores", "treatment_groups", "true_groups"]
 

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 import cellblock
-from cellblock.ensemble.combine import SPLITS
 from cellblock.errors import UserError
 from cellblock.profiling import benchreport
 from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
@@ -44,6 +43,7 @@ from cellblock.profiling.table import (
     metadata_columns,
     read_well_embeddings,
 )
+from cellblock.screen.sites import check_split
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import store_path
 
@@ -279,8 +279,7 @@ def _checked_names(
     """
     if not inputs:
         raise UserError("no models given")
-    if split not in SPLITS:
-        raise UserError(f"--split {split!r}: expected one of {list(SPLITS)}")
+    check_split(split)
     if align not in ALIGNMENTS:
         raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
     names = list(names) if names else [_default_name(Path(p)) for p in inputs]

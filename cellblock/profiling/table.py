@@ -31,6 +31,7 @@ import pandas as pd
 
 from cellblock.errors import UserError
 from cellblock.profiling.align import DEFAULT_ALIGN, align_profiles
+from cellblock.screen.sites import SITE_ORDER, check_split, plate_keys, well_table
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import predicted_plates, read_sites, store_path
 
@@ -82,13 +83,9 @@ def read_well_embeddings(
     Raises:
         UserError: No stores, a bad split, or no plate predicted by every store.
     """
-    # imported here: cellblock.ensemble's pipeline imports this module
-    from cellblock.ensemble.combine import SPLITS, well_table
-
     if not preds:
         raise UserError("no predictions given")
-    if split not in SPLITS:
-        raise UserError(f"split {split!r}: expected one of {list(SPLITS)}")
+    check_split(split)
     if not isinstance(packed, PackedDataset):
         packed = PackedDataset(packed)
     paths = [store_path(p) for p in preds]
@@ -98,14 +95,14 @@ def read_well_embeddings(
         log.warning("the stores predicted different plates: profiling the %d they share",
                     len(common))  # fmt: skip
     table = packed.metadata
-    keys = table["experiment"].astype(str) + "/Plate" + table["plate"].astype(str)
+    keys = plate_keys(table)
     chosen = keys.isin(common) & ((table["split"] == split) if split != "all" else True)
     if not chosen.any():
         raise UserError(
             f"{paths[0]}: no plate of split {split!r} predicted by every store "
             f"(first store has {sorted(plates[0])[:4]}...)"
         )
-    sites = table[chosen].sort_values(["experiment", "plate", "row", "col", "site"])
+    sites = table[chosen].sort_values(SITE_ORDER)
     sites = sites.reset_index(drop=True)
     wells, starts = well_table(sites)
     counts = np.diff(np.append(starts, len(sites)))[:, None]

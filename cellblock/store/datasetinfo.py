@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cellblock.errors import UserError
-from cellblock.store.plates import PlateFormat
+from cellblock.screen.plates import PlateFormat
 from cellblock.store.platestore import STORES
 
 __all__ = [

@@ -34,7 +34,7 @@ import google_crc32c
 import numcodecs
 import numpy as np
 
-from cellblock.store.plates import PlateFormat
+from cellblock.screen.plates import PlateFormat
 
 __all__ = [
     "FIELD_AXES",

@@ -25,11 +25,11 @@ import pandas as pd
 from cellblock.atomic import atomic_write_parquet, atomic_write_text
 from cellblock.errors import UserError
 from cellblock.locks import hold
-from cellblock.store.metadata import load_raw_metadata, sites_of
+from cellblock.screen.metadata import load_raw_metadata, sites_of
+from cellblock.screen.plates import PlateFormat, plate_dir
 from cellblock.store.omezarr import FieldCodec, group_json
 from cellblock.store.packed import DatasetInfo, PackedDataset
 from cellblock.store.packplates import CODEC, PlateSource, pack_plates
-from cellblock.store.plates import PlateFormat, plate_dir
 from cellblock.store.rawtree import RawGeometry, check_plate_folder, probe_geometry
 from cellblock.store.verify import row_checks, verify_rows
 

@@ -3,7 +3,7 @@
 Layout (DESIGN §2; every plate an OME-Zarr 0.5 HCS plate, ``cellblock.store.omezarr``)::
 
     DATASET/
-      metadata.parquet          one row per site (cellblock.store.metadata.SITE_COLUMNS)
+      metadata.parquet          one row per site (cellblock.screen.metadata.SITE_COLUMNS)
       images.zarr/              zarr v3 group; attrs["cellblock"] = DatasetInfo
         {EXPERIMENT}/           zarr v3 group
           Plate{p}/             HCS plate (store "directory"), or Plate{p}.ozx (store
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from cellblock.errors import CorruptDataError, UserError
+from cellblock.screen.plates import plate_key
 from cellblock.store.datasetinfo import (
     FORMAT_VERSION,
     RXRX1_CHANNELS,
@@ -55,7 +56,6 @@ __all__ = [
     "PackedDataset",
     "PlateInfo",
     "PlateView",
-    "plate_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,6 @@ def _warn_unverified(path: Path) -> None:
         "damage detected",
         path,
     )
-
-
-def plate_key(experiment: str, plate: int) -> str:
-    """Path of a plate inside images.zarr (less a zip's ``.ozx``): ``"HEPG2-01/Plate1"``."""
-    return f"{experiment}/Plate{int(plate)}"
 
 
 @dataclass

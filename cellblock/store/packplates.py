@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cellblock.atomic import atomic_write_text
 from cellblock.parallel import ordered_map
+from cellblock.screen.plates import plate_key
 from cellblock.store.datasetinfo import DatasetInfo, PlateInfo
 from cellblock.store.omezarr import (
     FieldCodec,
@@ -36,7 +37,6 @@ from cellblock.store.omezarr import (
     well_attrs,
     windows,
 )
-from cellblock.store.packed import plate_key
 from cellblock.store.platestore import PlateWriter, open_plate, plate_path, plate_writer
 from cellblock.store.rowencode import PlateSource, RowJob, encode_row
 

@@ -31,10 +31,10 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from cellblock.errors import CorruptDataError, UserError
+from cellblock.screen.plates import PlateFormat, parse_plate_key, plate_key
 from cellblock.store.chunkwrite import ChunkWriter
 from cellblock.store.omezarr import row_col_names
-from cellblock.store.packed import PackedDataset, plate_key
-from cellblock.store.plates import PlateFormat
+from cellblock.store.packed import PackedDataset
 from cellblock.store.predinfo import ATTR, FORMAT_VERSION, PredictionInfo
 
 # FORMAT_VERSION, PredictionInfo: cellblock.store.predinfo, re-exported
@@ -117,10 +117,10 @@ def _open_root(path: Path, info: PredictionInfo, overwrite: bool) -> zarr.Group:
 def _create_plate(root: zarr.Group, key: str, info: PredictionInfo, packed: PackedDataset) -> None:
     """A plate's group (its row and column names) and its two NaN-filled arrays."""
     rows, cols, sites = packed.info.plate_shape[:3]
-    experiment, plate = key.split("/Plate")
+    experiment, plate = parse_plate_key(key)
     group = root.require_group(key)
     row_names, col_names = row_col_names(packed.info.plate_format)
-    group.attrs["cellblock"] = {"experiment": experiment, "plate": int(plate),
+    group.attrs["cellblock"] = {"experiment": experiment, "plate": plate,
                                 "rows": row_names, "columns": col_names}  # fmt: skip
     for name, width, dtype in (
         ("logits", info.n_classes, "float32"),

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cellblock.errors import UserError
-from cellblock.store.plates import PlateFormat, parse_site_filename, site_filename
+from cellblock.screen.plates import PlateFormat, parse_site_filename, site_filename
 
 __all__ = ["RawGeometry", "RawImageError", "check_plate_folder", "probe_geometry", "read_png"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cellblock.errors import UserError
+from cellblock.screen.plates import PlateFormat, site_filename
 from cellblock.store.omezarr import (
     LEVELS,
     FieldCodec,
@@ -22,7 +23,6 @@ from cellblock.store.omezarr import (
     downsample,
     field_name,
 )
-from cellblock.store.plates import PlateFormat, site_filename
 from cellblock.store.rawtree import RawGeometry, read_png
 from cellblock.store.shardread import ShardReader
 

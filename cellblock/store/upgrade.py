@@ -27,9 +27,10 @@ import pandas as pd
 
 from cellblock.errors import UserError
 from cellblock.locks import hold
+from cellblock.screen.plates import plate_key
 from cellblock.store.omezarr import FieldCodec
 from cellblock.store.pack import du, open_root
-from cellblock.store.packed import FORMAT_VERSION, DatasetInfo, plate_key
+from cellblock.store.packed import FORMAT_VERSION, DatasetInfo
 from cellblock.store.packplates import CODEC, PlateSource, pack_plates
 from cellblock.store.rawtree import RawGeometry
 from cellblock.store.shardread import ShardReader

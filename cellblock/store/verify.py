@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from cellblock.errors import CorruptDataError, UserError
 from cellblock.parallel import ordered_map
-from cellblock.store.packed import PackedDataset, plate_key
-from cellblock.store.plates import site_filename
+from cellblock.screen.plates import plate_key, site_filename
+from cellblock.store.packed import PackedDataset
 from cellblock.store.rawtree import RawGeometry, read_png
 from cellblock.store.shardread import ShardReader
 

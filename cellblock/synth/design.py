@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cellblock.store.plates import PLATE_FORMATS, PlateFormat
+from cellblock.screen.plates import PLATE_FORMATS, PlateFormat
 from cellblock.synth.config import CELL_TYPES, SynthConfig
 from cellblock.synth.traits import N_TRAITS
 

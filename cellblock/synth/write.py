@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from cellblock.atomic import atomic_write_csv, atomic_write_text
 from cellblock.parallel import ordered_map
-from cellblock.store.plates import id_code, plate_dir, site_filename
+from cellblock.screen.plates import id_code, plate_dir, site_filename
 from cellblock.synth.config import EXTRA_FIELDS, SynthConfig
 from cellblock.synth.design import Design, PlateDesign
 from cellblock.synth.render import render_site

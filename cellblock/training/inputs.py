@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from cellblock.config import SetupConfig
 from cellblock.data import BatchNormalizer, SiteDataset, dataset_labels, make_loader, select_rows
 from cellblock.errors import UserError
 from cellblock.store.packed import PackedDataset
 from cellblock.training.sampler import GroupedSampler, InfiniteSampler, group_batches
+from cellblock.training.setupconfig import SetupConfig
 
 __all__ = ["RunData", "load_run_data", "train_loader", "val_loader"]
 

@@ -28,7 +28,6 @@ import torch
 import yaml
 
 from cellblock.atomic import atomic_write_text
-from cellblock.config import SetupConfig
 from cellblock.data.labels import class_sirnas
 from cellblock.nets.models import build_net
 from cellblock.training import checkpoint as ckpt
@@ -37,6 +36,7 @@ from cellblock.training.evaluate import validate
 from cellblock.training.inputs import RunData, load_run_data, train_loader, val_loader
 from cellblock.training.logs import RunLog, plot_curves
 from cellblock.training.resume import init_weights
+from cellblock.training.setupconfig import SetupConfig
 from cellblock.training.snapshots import write_snapshot
 from cellblock.training.state import LogWindow, RunContext, TrainState
 from cellblock.training.steps import (
@@ -251,10 +251,10 @@ def train(
     ``.corrupt`` and the run resumes from the newest intact one; ``log.csv``, ``val.csv``
     and TensorBoard drop the rows after it, so the curve reads as one uninterrupted run.
     ``train.py`` and ``TrainTask`` hold the run folder's lock around this call
-    (``setup_cli.run_lock``): one writer per run folder.
+    (``training.cli.run_lock``): one writer per run folder.
 
     Args:
-        setup_config: The resolved config (``cellblock.config.load_setup_config``).
+        setup_config: The resolved config (``cellblock.training.setupconfig.load_setup_config``).
         dataset_path: The packed dataset.
         run_dir: The run folder (created if needed).
         iterations: Iteration to reach; if the run is already there, nothing happens.

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cellblock.config import SetupConfig
 from cellblock.data import BatchAugment, BatchNormalizer
 from cellblock.nets.models import Net
 from cellblock.training.distributed import DistEnv
 from cellblock.training.inputs import RunData
 from cellblock.training.logs import RunLog
+from cellblock.training.setupconfig import SetupConfig
 
 __all__ = ["LogWindow", "RunContext", "Step", "TrainState"]
 

@@ -18,7 +18,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from cellblock.config import SetupConfig
 from cellblock.data import BatchAugment, BatchNormalizer
 from cellblock.errors import UserError
 from cellblock.nets.models import Net
@@ -27,6 +26,7 @@ from cellblock.training.distributed import DistEnv
 from cellblock.training.evaluate import flatten_sites
 from cellblock.training.rng import get_rng_state, set_rng_state
 from cellblock.training.schedule import make_optimizer, make_scheduler
+from cellblock.training.setupconfig import SetupConfig
 from cellblock.training.snapshots import Snapshot
 from cellblock.training.state import RunContext, Step, TrainState
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import neuroglancer
 
-from cellblock.argtypes import comma_list
+from cellblock.cli.values import comma_list
 from cellblock.store.packed import PackedDataset
 from cellblock.training.snapshots import read_snapshot
 from cellblock.viewer import server

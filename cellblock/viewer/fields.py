@@ -22,8 +22,9 @@ from collections.abc import Iterable
 import neuroglancer
 import pandas as pd
 
+from cellblock.screen.plates import plate_key
 from cellblock.store.omezarr import field_name
-from cellblock.store.packed import PackedDataset, plate_key
+from cellblock.store.packed import PackedDataset
 from cellblock.viewer.display import ChannelDisplay, dataset_displays
 from cellblock.viewer.layers import composite_shader, xy_space
 from cellblock.viewer.mosaic import TileGrid

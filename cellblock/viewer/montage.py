@@ -22,8 +22,8 @@ from matplotlib.patches import Patch, Rectangle
 from PIL import Image
 
 from cellblock.atomic import atomic_path
-from cellblock.store.packed import PackedDataset, plate_key
-from cellblock.store.plates import PlateFormat
+from cellblock.screen.plates import PlateFormat, plate_key
+from cellblock.store.packed import PackedDataset
 from cellblock.viewer.display import composite_rgb, dataset_displays
 from cellblock.viewer.mosaic import PlateMosaic, TileGrid
 from cellblock.viewer.overlay import summarize_calls

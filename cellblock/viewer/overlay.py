@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from cellblock.errors import UserError
-from cellblock.store.packed import PackedDataset, plate_key
+from cellblock.screen.plates import plate_key
+from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import read_sites, store_path
 from cellblock.viewer.layers import TileNote, tile_layer
 from cellblock.viewer.mosaic import TileGrid

@@ -44,11 +44,11 @@ import numpy as np
 import PIL
 import zarr
 
+from cellblock.screen.plates import site_path
 from cellblock.store.chunkcodec import CRC32C_RESIDUE
 from cellblock.store.omezarr import LEVELS, chunk_name, downsample, field_name
 from cellblock.store.pack import CODEC, pack_dataset
 from cellblock.store.packed import PackedDataset
-from cellblock.store.plates import site_path
 from cellblock.store.platestore import ZipWriter, open_plate
 from cellblock.store.rawtree import read_png
 from cellblock.synth import preset, write_dataset

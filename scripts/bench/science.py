@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from cellblock.atomic import atomic_write_text
-from cellblock.cli import run
+from cellblock.cli import comma_list, run
 from cellblock.data.labels import n_classes
 from cellblock.ensemble import run_ensemble
 from cellblock.probes import reference_probes
@@ -246,15 +246,15 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS), help="where NAME.md/json/png go")
     p.add_argument("--name", default="science", help="result files' name (NAME.md, ...)")
     args = p.parse_args()
-    recipes = [r for r in args.recipes.split(",") if r]
+    recipes = comma_list(args.recipes, what="--recipes")
     unknown = sorted(set(recipes) - set(RECIPES))
     if unknown:
         p.error(f"--recipes: unknown {unknown}; known: {', '.join(RECIPES)}")
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="science-")
     work = Path(args.work or tmp.name)
     rows = []
-    for effect in [float(e) for e in args.effects.split(",")]:
-        for batch in [float(b) for b in args.batches.split(",")]:
+    for effect in comma_list(args.effects, what="--effects", type=float):
+        for batch in comma_list(args.batches, what="--batches", type=float):
             dataset = _screen(work, effect, batch, args)
             probes = reference_probes(dataset, dataset.parent / "raw" / "site_traits.csv",
                                       workers=args.workers, progress=False)  # fmt: skip

@@ -43,14 +43,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cellblock.argtypes import comma_list
 from cellblock.cli import parse_overrides, run
-from cellblock.config import SetupConfig, load_setup_config
+from cellblock.cli.values import comma_list
 from cellblock.data import BatchAugment, BatchNormalizer
 from cellblock.errors import UserError
 from cellblock.nets.models import NetConfig, build_net
 from cellblock.training.inputs import load_run_data, train_loader
 from cellblock.training.schedule import make_optimizer
+from cellblock.training.setupconfig import SetupConfig, load_setup_config
 from cellblock.training.steps import pick_device
 
 ROOT = Path(__file__).resolve().parents[2]

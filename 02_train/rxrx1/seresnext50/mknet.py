@@ -4,7 +4,7 @@
 from pathlib import Path
 
 from cellblock.cli import run
-from cellblock.setup_cli import mknet_main
+from cellblock.training.cli import mknet_main
 
 if __name__ == "__main__":
     run(lambda: mknet_main(Path(__file__).resolve().parent))

@@ -4,7 +4,7 @@
 from pathlib import Path
 
 from cellblock.cli import run
-from cellblock.setup_cli import train_main
+from cellblock.training.cli import train_main
 
 if __name__ == "__main__":
     run(lambda: train_main(Path(__file__).resolve().parent))

@@ -34,7 +34,9 @@ __all__ = [
     "cell_type_of",
     "id_code",
     "parse_id_code",
+    "parse_plate_key",
     "parse_site_filename",
+    "plate_key",
     "site_filename",
     "site_path",
 ]
@@ -154,6 +156,19 @@ def parse_id_code(code: str) -> tuple[str, int, str]:
     if m is None:
         raise ValueError(f"malformed id_code {code!r} (expected e.g. 'HEPG2-01_1_B02')")
     return m.group(1), int(m.group(2)), m.group(3)
+
+
+def plate_key(experiment: str, plate: int) -> str:
+    """A plate's name in the stores and in ``--experiments``: ``"HEPG2-01/Plate1"``."""
+    return f"{experiment}/Plate{int(plate)}"
+
+
+def parse_plate_key(key: str) -> tuple[str, int]:
+    """``"HEPG2-01/Plate1"`` -> ``("HEPG2-01", 1)``."""
+    experiment, sep, plate = key.rpartition("/Plate")
+    if not sep or not experiment or not plate.isdigit():
+        raise ValueError(f"malformed plate key {key!r} (expected e.g. 'HEPG2-01/Plate1')")
+    return experiment, int(plate)
 
 
 def cell_type_of(experiment: str) -> str:

@@ -1,4 +1,4 @@
-"""Plumbing shared by the stage scripts: logging, ``--set key=value``, clean errors.
+"""The edge of every stage script: logging, and errors turned into one clean line.
 
 Every stage script ends in ``run(main)``, which turns what the user can act on into
 one line on stderr, without a traceback:
@@ -35,12 +35,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
-from cellblock.argtypes import key_values
 from cellblock.errors import UserError
 
-__all__ = ["EXIT_ERROR", "describe_os_error", "option_value", "parse_overrides", "run", "writing"]
+__all__ = ["EXIT_ERROR", "describe_os_error", "option_value", "run", "writing"]
 
 log = logging.getLogger("cellblock")
 
@@ -73,21 +70,6 @@ HINTS = {
 # followed by the formatted traceback; the original message is on its last line(s).
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
 _ERRNO_LINE = re.compile(r"\[Errno (\d+)\] (.*?)(?:: '(.*?)')?(?: -> '(.*)')?")
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, object]:
-    """``["n_sites=1", "effect_size=0.5"]`` -> ``{"n_sites": 1, "effect_size": 0.5}``.
-
-    Values are parsed as YAML scalars (numbers, booleans, null, strings).
-
-    Args:
-        items: ``key=value`` strings, as given to ``--set``.
-
-    Raises:
-        UserError: An item without ``=`` or without a key.
-    """
-    pairs = key_values(items, what="--set")
-    return {key: yaml.safe_load(value) if value else None for key, value in pairs.items()}
 
 
 def option_value(argv: Sequence[str], option: str) -> str | None:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cellblock.errors import UserError
-from cellblock.store.plates import PlateFormat, cell_type_of, id_code
+from cellblock.screen.plates import PlateFormat, cell_type_of, id_code
 
 __all__ = [
     "SITE_COLUMNS",

@@ -30,13 +30,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cellblock.argtypes import comma_list
 from cellblock.atomic import atomic_write_text
 from cellblock.cli import parse_overrides, writing
-from cellblock.config import load_setup_config
+from cellblock.cli.values import comma_list
 from cellblock.errors import ConfigError, UserError
 from cellblock.locks import FolderBusyError, hold
 from cellblock.paths import Project, add_project_argument
+from cellblock.training.setupconfig import load_setup_config
 
 __all__ = ["default_run_dir", "mknet_main", "run_lock", "train_main"]
 

@@ -1,15 +1,15 @@
-"""The shared command-line value parsers (``cellblock.argtypes``) and the options built on them."""
+"""The shared command-line value parsers (``cellblock.cli.values``) and options built on them."""
 
 import argparse
 
 import pytest
 
-from cellblock.argtypes import comma_list, key_value, key_values
 from cellblock.blockwise.worker import FAULT_ENV, Fault
 from cellblock.cli import parse_overrides
+from cellblock.cli.values import comma_list, key_value, key_values
 from cellblock.cluster.options import _key_value
 from cellblock.errors import UserError
-from cellblock.setup_cli import _channels
+from cellblock.training.cli import _channels
 
 
 def test_comma_list_strips_drops_empties_and_converts():

@@ -4,21 +4,24 @@ comma_list(" A, B,,C ", what="--experiments")           -> ["A", "B", "C"]
 comma_list("1,2,3", what="--channels", type=int)         -> [1, 2, 3]
 key_values(["time=1:00:00", "qos=low"], what="--cluster-option")
                                                          -> {"time": "1:00:00", "qos": "low"}
+parse_overrides(["n_sites=1", "name=x"])                 -> {"n_sites": 1, "name": "x"}
 
 Bad input is a ``UserError`` naming the option (``what``) and the text given. A caller
 that uses one as an argparse ``type=`` turns it into ``argparse.ArgumentTypeError`` (argparse
 reads any ``ValueError``, ``UserError`` included, as "invalid value" and drops its message).
-Dependency-free (``errors`` only), so workers and library modules use it too.
+Light (``errors`` and yaml only), so workers and library modules use it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, overload
+
+import yaml
 
 from cellblock.errors import UserError
 
-__all__ = ["comma_list", "key_value", "key_values"]
+__all__ = ["comma_list", "key_value", "key_values", "parse_overrides"]
 
 T = TypeVar("T")
 _KINDS: dict[object, str] = {int: "an integer", float: "a number"}
@@ -74,3 +77,18 @@ def key_value(text: str, *, what: str, bare: bool = False) -> tuple[str, str]:
 def key_values(items: Iterable[str], *, what: str, bare: bool = False) -> dict[str, str]:
     """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (``key_value`` of each; a later key wins)."""
     return dict(key_value(item, what=what, bare=bare) for item in items)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, object]:
+    """``["n_sites=1", "effect_size=0.5"]`` -> ``{"n_sites": 1, "effect_size": 0.5}``.
+
+    Values are parsed as YAML scalars (numbers, booleans, null, strings).
+
+    Args:
+        items: ``key=value`` strings, as given to ``--set``.
+
+    Raises:
+        UserError: An item without ``=`` or without a key.
+    """
+    pairs = key_values(items, what="--set")
+    return {key: yaml.safe_load(value) if value else None for key, value in pairs.items()}
