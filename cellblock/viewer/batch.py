@@ -15,7 +15,7 @@ import numpy as np
 from cellblock.store.packed import DatasetInfo
 from cellblock.training.snapshots import Snapshot
 from cellblock.viewer.display import snapshot_displays
-from cellblock.viewer.layers import TileNote, add_image_layers, frame, tile_layer
+from cellblock.viewer.layers import TileNote, add_image_layers, frame, properties, tile_layer
 from cellblock.viewer.mosaic import TileGrid, tile_images
 from cellblock.viewer.overlay import CALLS_SHADER, CORRECT
 
@@ -58,18 +58,7 @@ def item_table(snapshot: Snapshot) -> list[dict]:
 
 
 def _items_layer(grid: TileGrid, snapshot: Snapshot) -> neuroglancer.LocalAnnotationLayer:
-    properties = [
-        neuroglancer.AnnotationPropertySpec(id="index", type="int32"),
-        neuroglancer.AnnotationPropertySpec(id="label", type="int32"),
-        neuroglancer.AnnotationPropertySpec(id="predicted", type="int32"),
-        neuroglancer.AnnotationPropertySpec(
-            id="correct",
-            type="uint8",
-            enum_values=list(CORRECT.values()),
-            enum_labels=list(CORRECT),
-        ),
-        neuroglancer.AnnotationPropertySpec(id="site", type="int32"),
-    ]
+    specs = properties("index", "label", "predicted", "correct", "site", enums={"correct": CORRECT})
     notes = []
     for item in item_table(snapshot):
         label = "unlabelled" if item["label"] == UNKNOWN else f"label {item['label']}"
@@ -90,7 +79,7 @@ def _items_layer(grid: TileGrid, snapshot: Snapshot) -> neuroglancer.LocalAnnota
                 ],
             )
         )
-    return tile_layer(grid, notes, properties, CALLS_SHADER)
+    return tile_layer(grid, notes, specs, CALLS_SHADER)
 
 
 def show_snapshot(

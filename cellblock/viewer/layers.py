@@ -32,6 +32,7 @@ __all__ = [
     "add_image_layers",
     "annotation_table",
     "frame",
+    "properties",
     "tile_layer",
     "xy_space",
 ]
@@ -39,6 +40,29 @@ __all__ = [
 # Whole-plate views of full-size plates need deep on-the-fly downsampling (a 384-well
 # plate of 512 px sites is ~25,000 px wide); neuroglancer's default stops at 8x in 2-D.
 MAX_DOWNSAMPLING = 64 * 64
+
+
+def properties(
+    *ids: str, types: dict[str, str] | None = None, enums: dict[str, dict[str, int]] | None = None
+) -> list[neuroglancer.AnnotationPropertySpec]:
+    """Annotation properties in this order: ``int32`` numbers, or other types, or enums.
+
+    Args:
+        ids: The properties' names, in the order the notes give their values.
+        types: A type other than ``int32`` for some (``{"confidence": "float32"}``).
+        enums: ``uint8`` enums for some, ``{label: value}`` (neuroglancer shows the label).
+    """
+    types, enums = types or {}, enums or {}
+
+    def spec(name: str) -> neuroglancer.AnnotationPropertySpec:
+        if name not in enums:
+            return neuroglancer.AnnotationPropertySpec(id=name, type=types.get(name, "int32"))
+        labels, values = list(enums[name]), list(enums[name].values())
+        return neuroglancer.AnnotationPropertySpec(
+            id=name, type="uint8", enum_values=values, enum_labels=labels
+        )
+
+    return [spec(name) for name in ids]
 
 
 def xy_space(pixel_size_um: float | None = None, names=("x", "y")) -> neuroglancer.CoordinateSpace:

@@ -26,7 +26,7 @@ from cellblock.errors import UserError
 from cellblock.screen.plates import plate_key
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import read_sites, store_path
-from cellblock.viewer.layers import TileNote, tile_layer
+from cellblock.viewer.layers import TileNote, properties, tile_layer
 from cellblock.viewer.mosaic import TileGrid
 
 __all__ = ["CALL_COLUMNS", "CORRECT", "calls_layer", "load_calls", "summarize_calls"]
@@ -159,20 +159,10 @@ def calls_layer(
     grid: TileGrid, calls: pd.DataFrame, pixel_size_um: float | None = None
 ) -> neuroglancer.LocalAnnotationLayer:
     """One box per called well, outlined and tinted green when correct, red when wrong."""
-    properties = [
-        neuroglancer.AnnotationPropertySpec(id="predicted", type="int32"),
-        neuroglancer.AnnotationPropertySpec(id="true", type="int32"),
-        neuroglancer.AnnotationPropertySpec(
-            id="correct",
-            type="uint8",
-            enum_values=list(CORRECT.values()),
-            enum_labels=list(CORRECT),
-        ),
-    ]
     # Submissions carry no probabilities; NaN is not valid JSON, so the property is left out.
     with_confidence = bool(calls["confidence"].notna().any())
-    if with_confidence:
-        properties.append(neuroglancer.AnnotationPropertySpec(id="confidence", type="float32"))
+    ids = ["predicted", "true", "correct", "confidence"][: 4 if with_confidence else 3]
+    specs = properties(*ids, types={"confidence": "float32"}, enums={"correct": CORRECT})
     notes = []
     for call in calls.itertuples(index=False):
         true = "unknown" if call.true == UNKNOWN else str(call.true)
@@ -192,4 +182,4 @@ def calls_layer(
                 props=props,
             )
         )
-    return tile_layer(grid, notes, properties, CALLS_SHADER, pixel_size_um)
+    return tile_layer(grid, notes, specs, CALLS_SHADER, pixel_size_um)

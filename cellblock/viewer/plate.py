@@ -20,7 +20,7 @@ import pandas as pd
 from cellblock.errors import UserError
 from cellblock.store.packed import PackedDataset
 from cellblock.viewer.display import dataset_displays
-from cellblock.viewer.layers import TileNote, add_image_layers, frame, tile_layer
+from cellblock.viewer.layers import TileNote, add_image_layers, frame, properties, tile_layer
 from cellblock.viewer.mosaic import PlateMosaic, TileGrid
 from cellblock.viewer.overlay import calls_layer
 
@@ -50,15 +50,7 @@ def wells_layer(
     grid: TileGrid, sites: pd.DataFrame, pixel_size_um: float | None = None
 ) -> neuroglancer.LocalAnnotationLayer:
     """A box per imaged well: id = well name; properties well_type, sirna (-1 unknown)."""
-    properties = [
-        neuroglancer.AnnotationPropertySpec(
-            id="well_type",
-            type="uint8",
-            enum_values=list(WELL_TYPES.values()),
-            enum_labels=list(WELL_TYPES),
-        ),
-        neuroglancer.AnnotationPropertySpec(id="sirna", type="int32"),
-    ]
+    specs = properties("well_type", "sirna", enums={"well_type": WELL_TYPES})
     notes = []
     for well in sites.groupby(["row", "col"], as_index=False).first().itertuples(index=False):
         sirna = -1 if pd.isna(well.sirna) else int(well.sirna)
@@ -73,7 +65,7 @@ def wells_layer(
                 props=[WELL_TYPES[kind], sirna],
             )
         )
-    return tile_layer(grid, notes, properties, WELLS_SHADER, pixel_size_um)
+    return tile_layer(grid, notes, specs, WELLS_SHADER, pixel_size_um)
 
 
 def show_plate(
