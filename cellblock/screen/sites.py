@@ -100,9 +100,10 @@ def well_table(sites: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     Raises:
         UserError: A well's sites are not consecutive.
     """
-    first = ~sites["id_code"].duplicated().to_numpy()
-    starts = np.flatnonzero(first)
-    if sites["id_code"].iloc[starts].duplicated().any():
+    ids = sites["id_code"]
+    if (ids != ids.shift()).sum() != ids.nunique():  # more runs of an id_code than wells
         raise UserError("site table: a well's sites are not consecutive (is it sorted?)")
+    first = ~ids.duplicated().to_numpy()
+    starts = np.flatnonzero(first)
     wells = sites.loc[first, WELL_COLUMNS].reset_index(drop=True)
     return wells, starts
