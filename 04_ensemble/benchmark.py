@@ -6,7 +6,8 @@ import argparse
 from cellblock.cli import run, writing
 from cellblock.cli.values import comma_list
 from cellblock.errors import UserError
-from cellblock.profiling import ALIGNMENTS, DEFAULT_ALIGN, run_benchmark
+from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
+from cellblock.profiling.benchmark import run_benchmark
 from cellblock.profiling.benchreport import headline
 from cellblock.screen.sites import SPLITS
 

@@ -9,7 +9,7 @@ from cellblock.cli.values import comma_list
 from cellblock.ensemble import COMBINE_MODES, run_ensemble
 from cellblock.ensemble.report import accuracy_line, map_line
 from cellblock.errors import UserError
-from cellblock.profiling import ALIGNMENTS, DEFAULT_ALIGN
+from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
 from cellblock.screen.sites import SPLITS
 
 log = logging.getLogger("cellblock")

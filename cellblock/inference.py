@@ -26,7 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cellblock.data import Normalizer, SiteDataset, d4, read_batches
+from cellblock.data.augment import d4
+from cellblock.data.dataset import SiteDataset
+from cellblock.data.loader import read_batches
+from cellblock.data.normalize import Normalizer
 from cellblock.errors import UserError
 from cellblock.nets.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.nets.models import Net, build_net

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from cellblock.data import DataConfig, SiteDataset
+from cellblock.data.config import DataConfig
+from cellblock.data.dataset import SiteDataset
 from cellblock.errors import ConfigError
 from cellblock.inference import Predictor
 from cellblock.nets.bnstats import bn_buffers, estimate_bn_stats, using_bn_buffers

@@ -9,22 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from cellblock.data import (
-    AugmentConfig,
-    BatchAugment,
-    DataConfig,
-    Normalizer,
-    SiteDataset,
-    assign_folds,
-    d4,
-    dataset_labels,
-    make_labels,
-    make_loader,
-    n_classes,
-    pool_stats,
-    read_pseudo_labels,
-    select_rows,
-)
+from cellblock.data.augment import BatchAugment, d4
+from cellblock.data.config import AugmentConfig, DataConfig
+from cellblock.data.dataset import SiteDataset, dataset_labels
+from cellblock.data.labels import make_labels, n_classes, read_pseudo_labels
+from cellblock.data.loader import make_loader
+from cellblock.data.normalize import Normalizer, pool_stats
+from cellblock.data.splits import assign_folds, select_rows
 from cellblock.errors import ConfigError, UserError
 from cellblock.store.packed import PackedDataset
 

@@ -303,7 +303,7 @@ def test_resume_drops_log_rows_after_the_checkpoint_and_a_partial_line(tmp_path)
 _FULL_DISK = """
 import errno, resource, signal, sys, torch
 from cellblock.training.setupconfig import SetupConfig, load_setup_config
-from cellblock.data import BatchAugment
+from cellblock.data.augment import BatchAugment
 from cellblock.nets.models import build_net
 from cellblock.training.checkpoint import code_version, save_checkpoint
 cfg = SetupConfig.from_resolved(load_setup_config(sys.argv[1], {"net.input_size": 32}))

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cellblock.data import SiteDataset, d4
+from cellblock.data.augment import d4
+from cellblock.data.dataset import SiteDataset
 from cellblock.errors import UserError
 from cellblock.inference import Predictor
 from cellblock.nets.models import build_net

@@ -9,7 +9,9 @@ import torch
 from torch.nn import functional as nnf
 
 from cellblock.errors import ConfigError
-from cellblock.nets.models import NetConfig, build_net, net_config_json, net_summary
+from cellblock.nets.heads import HEADS
+from cellblock.nets.models import build_net, net_config_json, net_summary
+from cellblock.nets.netconfig import HEAD_NAMES, NetConfig
 from cellblock.nets.torchcompat import import_timm
 
 timm = import_timm()
@@ -174,6 +176,7 @@ def test_config_errors_name_the_key():
         NetConfig(backbone="hf-hub:timm/resnet18.a1_in1k")
     cfg = NetConfig.from_dict({"backbone": "resnet18", "head": "ce+arcface", "scale": 64})
     assert NetConfig.from_dict(cfg.to_dict()) == cfg
+    assert tuple(HEADS) == HEAD_NAMES  # the light config names the heads the nets build
 
 
 def test_summary_and_net_config_json():

@@ -11,10 +11,11 @@ from PIL import Image
 from pycytominer import feature_select, normalize
 
 from cellblock.errors import UserError
-from cellblock.profiling import align_profiles, profile_table, run_benchmark
+from cellblock.profiling.align import align_profiles
+from cellblock.profiling.benchmark import run_benchmark
 from cellblock.profiling.mapscore import copairs_map
 from cellblock.profiling.relations import read_relationships, relationship_recall
-from cellblock.profiling.table import feature_columns, reduce_width
+from cellblock.profiling.table import feature_columns, profile_table, reduce_width
 from cellblock.store.pack import pack_dataset
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import PredictionInfo, create_store, write_wells

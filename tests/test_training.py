@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from cellblock.errors import ConfigError, UserError
-from cellblock.nets.models import NetConfig, build_net
+from cellblock.nets.models import build_net
+from cellblock.nets.netconfig import NetConfig
 from cellblock.training.checkpoint import latest_checkpoint, load_checkpoint
 from cellblock.training.cli import default_run_dir, mknet_main, train_main
 from cellblock.training.resume import init_weights
@@ -207,7 +208,7 @@ def test_stop_event_checkpoints_and_returns(tiny_packed, tmp_path):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_validate_scores_well_items_in_either_memory_format(channels_last):
     # well items (B, S, C, H, W) are flattened to sites before the memory format change
-    from cellblock.data import BatchNormalizer
+    from cellblock.data.normalize import BatchNormalizer
     from cellblock.training.evaluate import validate
 
     torch.manual_seed(0)

@@ -37,6 +37,8 @@ from cellblock.cluster.grid_init import init_checkpoints
 from cellblock.cluster.train_task import TrainSpec
 from cellblock.errors import UserError
 from cellblock.paths import Project
+from cellblock.store.packed import PackedDataset
+from cellblock.training.setupconfig import load_setup_config
 
 __all__ = [
     "GridRun",
@@ -164,8 +166,6 @@ def default_out(setup_dir: Path, project: Project | None = None) -> Path:
 
 
 def _n_channels(data: Path) -> int:
-    from cellblock.store.packed import PackedDataset
-
     try:
         return len(PackedDataset(data).info.channels)
     except (OSError, KeyError, ValueError) as e:
@@ -230,8 +230,6 @@ def make_grid(
         UserError: No such setup or dataset, bad folds or channel sets, nothing to start
             a run from in ``init_from``.
     """
-    from cellblock.training.setupconfig import load_setup_config
-
     setup_dir = setup_folder(setup, project)
     project = project or Project.locate(start=setup_dir)
     out_dir = Path(out).absolute() if out else default_out(setup_dir, project)

@@ -47,7 +47,7 @@ def source_checkpoint(source: Path, channels: tuple[int, ...], fold: int) -> Pat
         UserError: No such file or run; no run of the subset (and fold) in a source
             grid; a source grid's run short of that grid's iterations.
     """
-    from cellblock.training.checkpoint import resolve_checkpoint
+    from cellblock.training.checkpoint import resolve_checkpoint  # torch: only when used
 
     source = Path(source)
     if (source / MANIFEST).is_file():

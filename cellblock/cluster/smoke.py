@@ -34,7 +34,8 @@ def smoke_test(require_cuda: bool = False) -> list[str]:
         report.append(f"{name} {getattr(module, '__version__', '?')}")
     import torch
 
-    from cellblock.nets.models import NetConfig, build_net
+    from cellblock.nets.models import build_net
+    from cellblock.nets.netconfig import NetConfig
 
     cuda = torch.cuda.is_available()
     if require_cuda and not cuda:

@@ -48,8 +48,10 @@ from typing import Any
 import submitit
 
 from cellblock.atomic import atomic_write_text
+from cellblock.nets.netconfig import NetConfig
 from cellblock.paths import Project
 from cellblock.training.cli import run_lock
+from cellblock.training.setupconfig import load_setup_config
 
 __all__ = ["TrainSpec", "TrainTask"]
 
@@ -103,8 +105,6 @@ class TrainSpec:
 
     def resolved_config(self) -> dict[str, Any]:
         """The run's resolved config (raises ``ConfigError`` naming a bad key or value)."""
-        from cellblock.training.setupconfig import load_setup_config
-
         return load_setup_config(Path(self.setup_dir) / "config.yaml", dict(self.overrides),
                                  self.located())  # fmt: skip
 
@@ -191,7 +191,8 @@ class TrainTask(submitit.helpers.Checkpointable):
         Raises:
             FolderBusyError: Another process still held the run folder after ``_LOCK_WAIT_S``.
         """
-        from cellblock.nets.models import NetConfig, net_config_json
+        # torch only in the job: the login node that submits it pickles this task
+        from cellblock.nets.models import net_config_json
         from cellblock.training.loop import train
 
         global _fork_hook_installed

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellblock.atomic import atomic_path
+from cellblock.data.labels import read_pseudo_labels
 from cellblock.errors import UserError
 from cellblock.store.packed import PackedDataset
 
@@ -95,8 +96,6 @@ def write_pseudo_labels(labels: pd.DataFrame, path: Path | str, table: pd.DataFr
         path: The CSV to write.
         table: The dataset's full site table (``read_pseudo_labels`` checks against it).
     """
-    from cellblock.data.labels import read_pseudo_labels  # imports torch via cellblock.data
-
     path = Path(path)
     with atomic_path(path) as tmp:
         labels.to_csv(tmp, index=False, float_format="%.6f")

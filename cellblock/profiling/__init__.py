@@ -10,28 +10,7 @@ Modules, one concept each:
 * ``geometry``: intrinsic dimension (compactness);
 * ``relations``: known-relationship recall (EFAAR-style);
 * ``benchmark``: all of them per model; ``benchreport``: json, markdown, polar plot.
+
+Nothing is imported here: ``table`` and ``align`` need no torch (the ensemble reads
+profiles), ``rotation`` (so ``benchmark``) runs the model.
 """
-
-from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN, align_profiles
-from cellblock.profiling.benchmark import run_benchmark
-from cellblock.profiling.table import (
-    PREFIX,
-    aligned_table,
-    answer_key,
-    profile_table,
-    public_labels,
-    read_well_embeddings,
-)
-
-__all__ = [
-    "ALIGNMENTS",
-    "DEFAULT_ALIGN",
-    "PREFIX",
-    "align_profiles",
-    "aligned_table",
-    "answer_key",
-    "profile_table",
-    "public_labels",
-    "read_well_embeddings",
-    "run_benchmark",
-]

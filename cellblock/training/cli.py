@@ -162,7 +162,8 @@ def mknet_main(
         argv: Arguments (default: ``sys.argv[1:]``).
         project: The project (``--project`` wins); None = located from the setup folder.
     """
-    from cellblock.nets.models import NetConfig, build_net, net_config_json, net_summary
+    from cellblock.nets.models import build_net, net_config_json, net_summary
+    from cellblock.nets.netconfig import NetConfig
 
     setup_dir = Path(setup_dir).resolve()
     args = _parser(setup_dir, train=False).parse_args(argv)
@@ -197,7 +198,8 @@ def _train(
         setup: The setup's name, for ``run.json``.
         setup_dir: The setup folder, for ``run.json``.
     """
-    from cellblock.nets.models import NetConfig, net_config_json
+    from cellblock.nets.models import net_config_json
+    from cellblock.nets.netconfig import NetConfig
     from cellblock.training.distributed import DistEnv
     from cellblock.training.loop import train
 

@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from cellblock.data import BatchNormalizer
+from cellblock.data.normalize import BatchNormalizer
 from cellblock.nets.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.nets.models import Net
 
@@ -99,7 +99,7 @@ def validate(
 
     Args:
         net: The network (put in eval mode here, returned to its previous mode).
-        batches: ``SiteBatch`` batches (``cellblock.data.make_loader``); well
+        batches: ``SiteBatch`` batches (``cellblock.data.loader.make_loader``); well
             items ``(B, S, C, H, W)`` are scored on the mean logits of their sites.
         normalize: Turns the uint8 batches into the network's inputs (on ``device``).
         cell_types: Site-table index label -> cell type, for the per-cell-type accuracy.

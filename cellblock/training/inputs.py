@@ -15,7 +15,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from cellblock.data import BatchNormalizer, SiteDataset, dataset_labels, make_loader, select_rows
+from cellblock.data.dataset import SiteDataset, dataset_labels
+from cellblock.data.loader import make_loader
+from cellblock.data.normalize import BatchNormalizer
+from cellblock.data.splits import select_rows
 from cellblock.errors import UserError
 from cellblock.store.packed import PackedDataset
 from cellblock.training.sampler import GroupedSampler, InfiniteSampler, group_batches

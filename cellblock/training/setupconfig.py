@@ -1,8 +1,10 @@
 """A setup's ``config.yaml``: sections ``net``, ``data``, ``train``, validated and resolved.
 
-    net:   cellblock.nets.models.NetConfig       (the network)
-    data:  cellblock.data.DataConfig        (what is read and how)
-    train: cellblock.training.TrainConfig   (the optimization loop)
+    net:   cellblock.nets.netconfig.NetConfig      (the network)
+    data:  cellblock.data.config.DataConfig        (what is read and how)
+    train: cellblock.training.config.TrainConfig   (the optimization loop)
+
+None of them needs torch to be read, checked or written.
 
 An unknown section or key is a ``ConfigError`` naming it and the file. ``--set
 section.key=value`` (nested: ``data.augment.erase_p=0.5``) overrides a value. The
@@ -25,9 +27,9 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from cellblock.data import DataConfig
+from cellblock.data.config import DataConfig
 from cellblock.errors import ConfigError
-from cellblock.nets.models import NetConfig
+from cellblock.nets.netconfig import NetConfig
 from cellblock.paths import Project
 from cellblock.training.config import TrainConfig
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cellblock.data import BatchAugment, BatchNormalizer
+from cellblock.data.augment import BatchAugment
+from cellblock.data.normalize import BatchNormalizer
 from cellblock.nets.models import Net
 from cellblock.training.distributed import DistEnv
 from cellblock.training.inputs import RunData

@@ -18,7 +18,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from cellblock.data import BatchAugment, BatchNormalizer
+from cellblock.data.augment import BatchAugment
+from cellblock.data.normalize import BatchNormalizer
 from cellblock.errors import UserError
 from cellblock.nets.models import Net
 from cellblock.training import checkpoint as ckpt

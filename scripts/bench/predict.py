@@ -86,7 +86,8 @@ def bench_gpu(batch: int, steps: int) -> dict | None:
     """DenseNet-121, 512 x 512 x 6, bf16 autocast, channels-last: forward img/s."""
     if not torch.cuda.is_available():
         return None
-    from cellblock.nets.models import NetConfig, build_net
+    from cellblock.nets.models import build_net
+    from cellblock.nets.netconfig import NetConfig
 
     cfg = NetConfig(backbone="densenet121", in_channels=6, num_classes=1139, input_size=512)
     net = build_net(cfg).eval().cuda().to(memory_format=torch.channels_last)

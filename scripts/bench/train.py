@@ -45,9 +45,11 @@ from tqdm import tqdm
 
 from cellblock.cli import parse_overrides, run
 from cellblock.cli.values import comma_list
-from cellblock.data import BatchAugment, BatchNormalizer
+from cellblock.data.augment import BatchAugment
+from cellblock.data.normalize import BatchNormalizer
 from cellblock.errors import UserError
-from cellblock.nets.models import NetConfig, build_net
+from cellblock.nets.models import build_net
+from cellblock.nets.netconfig import NetConfig
 from cellblock.training.inputs import load_run_data, train_loader
 from cellblock.training.schedule import make_optimizer
 from cellblock.training.setupconfig import SetupConfig, load_setup_config
