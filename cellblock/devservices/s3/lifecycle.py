@@ -6,15 +6,15 @@ import logging
 import time
 from pathlib import Path
 
-from cellblock.s3local import ports, process, ready
-from cellblock.s3local.server import (
+from cellblock.devservices.s3 import ports, process, ready
+from cellblock.devservices.s3.server import (
     DEFAULT_PRIVATE_BUCKET,
     DEFAULT_PUBLIC_BUCKET,
     LocalS3,
     S3LocalError,
     url,
 )
-from cellblock.s3local.state import (
+from cellblock.devservices.s3.state import (
     CONFIG_FILE,
     DATA_DIR,
     LOG_FILE,

@@ -17,7 +17,7 @@ State folder layout::
 
 Command line (``start`` and ``status`` print ``export`` lines for ``eval``)::
 
-    python -m cellblock.s3local start|stop|status [--dir DIR] [--port P]
+    python -m cellblock.devservices.s3 start|stop|status [--dir DIR] [--port P]
 
 Modules: ``lifecycle`` (start, status, stop), ``server`` (``LocalS3``, the error),
 ``state`` (the folder's files), ``ports`` (the ten ports, socket files), ``process``
@@ -25,11 +25,11 @@ Modules: ``lifecycle`` (start, status, stop), ``server`` (``LocalS3``, the error
 ``cli`` (the command line).
 """
 
-from cellblock.s3local.cli import main
-from cellblock.s3local.lifecycle import start, status, stop
-from cellblock.s3local.process import listening_sockets
-from cellblock.s3local.ready import client
-from cellblock.s3local.server import (
+from cellblock.devservices.s3.cli import main
+from cellblock.devservices.s3.lifecycle import start, status, stop
+from cellblock.devservices.s3.process import listening_sockets
+from cellblock.devservices.s3.ready import client
+from cellblock.devservices.s3.server import (
     DEFAULT_PRIVATE_BUCKET,
     DEFAULT_PUBLIC_BUCKET,
     LocalS3,

@@ -19,8 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from cellblock.slurmlocal.cluster import SlurmLocalError
-from cellblock.slurmlocal.layout import Layout
+from cellblock.devservices.slurm.cluster import SlurmLocalError
+from cellblock.devservices.slurm.layout import Layout
 
 __all__ = [
     "MARKER",
@@ -120,7 +120,7 @@ def spawn(daemon: str, layout: Layout) -> tuple[subprocess.Popen, int]:
     cmd = command(daemon, layout)
     with layout.log(daemon).open("ab") as log_file:
         offset = log_file.tell()
-        log_file.write(f"--- cellblock.slurmlocal: starting {daemon}\n".encode())
+        log_file.write(f"--- cellblock.devservices.slurm: starting {daemon}\n".encode())
         log_file.flush()
         proc = subprocess.Popen(
             cmd,

@@ -1,7 +1,7 @@
 """The state folder: its file names, the admin keys, SeaweedFS identities, the server record.
 
 Files that hold secrets (keys, identities, the server record) are written atomically with
-mode 0600. The layout is described in the package docstring (``cellblock.s3local``).
+mode 0600. The layout is described in the package docstring (``cellblock.devservices.s3``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from cellblock.atomic import atomic_path
-from cellblock.s3local.server import LocalS3
+from cellblock.devservices.s3.server import LocalS3
 
 __all__ = [
     "CONFIG_FILE",

@@ -10,9 +10,9 @@ import stat
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
-from cellblock.netports import port_free
-from cellblock.s3local.server import HOST, S3LocalError
-from cellblock.s3local.state import PORTS_FILE, read_json
+from cellblock.devservices.ports import port_free
+from cellblock.devservices.s3.server import HOST, S3LocalError
+from cellblock.devservices.s3.state import PORTS_FILE, read_json
 
 __all__ = ["PORT_FLAGS", "choose", "port_free", "remember", "remove_stale_sockets"]
 

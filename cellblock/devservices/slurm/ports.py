@@ -7,8 +7,8 @@ import json
 import random
 from pathlib import Path
 
-from cellblock.netports import port_free
-from cellblock.slurmlocal.layout import Layout
+from cellblock.devservices.ports import port_free
+from cellblock.devservices.slurm.layout import Layout
 
 __all__ = ["PORT_NAMES", "choose", "port_free"]
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cellblock.slurmlocal import config, daemons, ports, ready
-from cellblock.slurmlocal.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
-from cellblock.slurmlocal.layout import DAEMONS, Layout
+from cellblock.devservices.slurm import config, daemons, ports, ready
+from cellblock.devservices.slurm.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
+from cellblock.devservices.slurm.layout import DAEMONS, Layout
 
 __all__ = ["start", "status", "stop", "stop_orphans"]
 
@@ -98,7 +98,7 @@ def start(
     first. Jobs and job ids survive a stop/start on the same folder.
 
     Args:
-        state_dir: State folder (created, mode 0700); see ``cellblock.slurmlocal.layout``.
+        state_dir: State folder (created, mode 0700); see ``cellblock.devservices.slurm.layout``.
         timeout: Seconds to wait for each daemon to be ready.
         cpus: CPUs the node offers (default: the machine's, but at least 4).
         memory_mb: Memory the node offers (default: 90% of the machine's).

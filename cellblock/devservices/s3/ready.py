@@ -15,9 +15,9 @@ import botocore
 import botocore.exceptions
 from botocore.config import Config
 
-from cellblock.s3local.process import wait_until
-from cellblock.s3local.server import REGION, LocalS3, S3LocalError, url
-from cellblock.s3local.state import DATA_DIR, LOG_FILE, with_log_tail
+from cellblock.devservices.s3.process import wait_until
+from cellblock.devservices.s3.server import REGION, LocalS3, S3LocalError, url
+from cellblock.devservices.s3.state import DATA_DIR, LOG_FILE, with_log_tail
 
 __all__ = ["answers", "wait_ready"]
 

@@ -6,9 +6,9 @@ import socket
 import subprocess
 from collections.abc import Callable
 
-from cellblock.slurmlocal.cluster import CLUSTER_NAME, HOST
-from cellblock.slurmlocal.daemons import binary, client_env
-from cellblock.slurmlocal.layout import Layout
+from cellblock.devservices.slurm.cluster import CLUSTER_NAME, HOST
+from cellblock.devservices.slurm.daemons import binary, client_env
+from cellblock.devservices.slurm.layout import Layout
 
 __all__ = ["READY_CHECKS", "ctld_answers", "node_state", "run_client"]
 

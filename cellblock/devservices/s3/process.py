@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cellblock.s3local.server import HOST, S3LocalError
-from cellblock.s3local.state import DATA_DIR, LOG_FILE, WEED_LOG_DIR
+from cellblock.devservices.s3.server import HOST, S3LocalError
+from cellblock.devservices.s3.state import DATA_DIR, LOG_FILE, WEED_LOG_DIR
 
 __all__ = ["is_our_server", "listening_sockets", "spawn", "terminate", "wait_until"]
 
@@ -77,7 +77,7 @@ def spawn(state_dir: Path, config: Path, ports: dict[str, int]) -> tuple[subproc
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
     with (state_dir / LOG_FILE).open("ab") as log_file:
         offset = log_file.tell()
-        log_file.write(f"--- cellblock.s3local start, port {ports['s3.port']}\n".encode())
+        log_file.write(f"--- cellblock.devservices.s3 start, port {ports['s3.port']}\n".encode())
         log_file.flush()
         proc = subprocess.Popen(
             cmd,
