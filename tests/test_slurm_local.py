@@ -15,7 +15,7 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from cellblock.devservices import slurm
-from cellblock.devservices.s3 import listening_sockets
+from cellblock.devservices.ports import listening_sockets
 from cellblock.devservices.slurm import DAEMONS, Layout
 from tests.conftest import ROOT
 

@@ -21,13 +21,14 @@ Command line (``start`` and ``status`` print ``export`` lines for ``eval``)::
 
 Modules: ``lifecycle`` (start, status, stop), ``server`` (``LocalS3``, the error),
 ``state`` (the folder's files), ``ports`` (the ten ports, socket files), ``process``
-(weed's command line, pid checks, termination), ``ready`` (when a start is done),
-``cli`` (the command line).
+(weed's command line, its identity), ``ready`` (when a start is done), ``cli`` (the
+command line); launch, termination, the readiness poll and the choice of ports are the
+shared ``devservices.process`` and ``devservices.ports``.
 """
 
+from cellblock.devservices.ports import listening_sockets
 from cellblock.devservices.s3.cli import main
 from cellblock.devservices.s3.lifecycle import start, status, stop
-from cellblock.devservices.s3.process import listening_sockets
 from cellblock.devservices.s3.ready import client
 from cellblock.devservices.s3.server import (
     DEFAULT_PRIVATE_BUCKET,

@@ -1,34 +1,28 @@
-"""The ``weed mini`` process: command line, launch, liveness, listening sockets, termination."""
+"""The ``weed mini`` process: command line, launch, identity, termination.
+
+Launch, liveness and termination themselves are the shared ``devservices.process``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from cellblock.devservices.s3.server import HOST, S3LocalError
+from cellblock.devservices import process
+from cellblock.devservices.ports import LOOPBACK, listening_sockets
+from cellblock.devservices.s3.server import S3LocalError
 from cellblock.devservices.s3.state import DATA_DIR, LOG_FILE, WEED_LOG_DIR
 
-__all__ = ["is_our_server", "listening_sockets", "spawn", "terminate", "wait_until"]
-
-log = logging.getLogger(__name__)
+__all__ = ["is_our_server", "spawn", "stop_server"]
 
 # Environment that would change what weed does behind our flags: SeaweedFS reads
 # S3_BUCKET / S3_EXTERNAL_URL as flag fallbacks, AWS_* keys as extra identities, and
 # WEED_* as configuration overrides. A shell that eval'ed our export lines has AWS_* set.
 _SCRUBBED_ENV_PREFIXES = ("AWS_", "S3_", "WEED_")
-
-# Servers started by this Python process: their Popen objects reap them on stop (an
-# unreaped child stays a zombie, which os.kill(pid, 0) would still report as alive).
-_children: dict[int, subprocess.Popen] = {}
 
 
 def _weed_binary() -> str:
@@ -49,8 +43,8 @@ def _weed_command(state_dir: Path, config: Path, ports: dict[str, int]) -> list[
         "mini",
         f"-dir={state_dir / DATA_DIR}",
         # Both, or weed binds 0.0.0.0 / advertises the external address.
-        f"-ip={HOST}",
-        f"-ip.bind={HOST}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
         *(f"-{flag}={port}" for flag, port in ports.items()),
         f"-s3.config={config}",
         "-webdav=false",
@@ -73,44 +67,13 @@ def spawn(state_dir: Path, config: Path, ports: dict[str, int]) -> tuple[subproc
     Returns:
         The process, and the byte offset in ``server.log`` where this start's output begins.
     """
-    cmd = _weed_command(state_dir, config, ports)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
-    with (state_dir / LOG_FILE).open("ab") as log_file:
-        offset = log_file.tell()
-        log_file.write(f"--- cellblock.devservices.s3 start, port {ports['s3.port']}\n".encode())
-        log_file.flush()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=state_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C in the starting shell or test run does not kill it;
-            # stop() (or the test fixture's teardown) does.
-            start_new_session=True,
-        )
-    _children[proc.pid] = proc
-    return proc, offset
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if process ``pid`` exists and is not a zombie (with all its threads gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-        status = dict(line.split(":", 1) for line in lines if ":" in line)
-        state, threads = status["State"].split()[0], int(status["Threads"])
-    except (OSError, KeyError, IndexError, ValueError):
-        return True  # no /proc: trust kill(0)
-    # A thread group's leader turns zombie before its other threads are gone, and those
-    # still hold its sockets for some ms: dead once it is a zombie on its own.
-    return state not in ("Z", "X") or threads > 1
+    return process.spawn(
+        _weed_command(state_dir, config, ports),
+        state_dir / LOG_FILE,
+        banner=f"cellblock.devservices.s3 start, port {ports['s3.port']}",
+        cwd=state_dir,
+        scrub=_SCRUBBED_ENV_PREFIXES,
+    )
 
 
 def is_our_server(pid: object, state_dir: Path) -> bool:
@@ -120,7 +83,7 @@ def is_our_server(pid: object, state_dir: Path) -> bool:
         pid: The pid a state file recorded: anything but a positive int is no server.
         state_dir: The server's state folder.
     """
-    if not isinstance(pid, int) or pid <= 0 or not _pid_alive(pid):
+    if not isinstance(pid, int) or pid <= 0 or not process.pid_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -129,73 +92,17 @@ def is_our_server(pid: object, state_dir: Path) -> bool:
     return b"mini" in argv and f"-dir={state_dir / DATA_DIR}".encode() in argv
 
 
-def wait_until(done: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Call ``done`` every ``interval`` s until it returns True (then True) or ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """Wait up to ``timeout`` s for ``pid`` to exit; True if it did."""
-    child = _children.get(pid)
-    if child is None:
-        return wait_until(lambda: not _pid_alive(pid), timeout, interval=0.05)
-    try:
-        child.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return False
-    _children.pop(pid, None)
-    return True
-
-
-def terminate(pid: int, timeout: float) -> set[int]:
-    """SIGTERM ``pid``, SIGKILL it after ``timeout`` s; return the TCP ports it listened on.
+def stop_server(pid: int, timeout: float) -> set[int]:
+    """SIGTERM weed, SIGKILL it after ``timeout`` s; return the TCP ports it listened on.
 
     The ports name the socket files it may leave behind (``ports.remove_stale_sockets``).
+
+    Args:
+        pid: Its process id.
+        timeout: Seconds to wait after SIGTERM.
     """
     ports: set[int] = set()
     with contextlib.suppress(OSError):
         ports = {port for _, port in listening_sockets(pid)}
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not _wait_exit(pid, timeout):
-        log.warning("weed (pid %d) ignored SIGTERM for %.0f s: killing it", pid, timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_exit(pid, 5.0)
+    process.terminate(pid, "weed", timeout)
     return ports
-
-
-def listening_sockets(pid: int) -> list[tuple[str, int]]:
-    """(address, port) of every TCP socket process ``pid`` listens on (Linux /proc).
-
-    Args:
-        pid: Process id; its open file descriptors must be readable (same user or root).
-    """
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = []
-    for table, width in (("tcp", 4), ("tcp6", 16)):
-        try:
-            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if cols[3] != "0A" or cols[9] not in inodes:  # 0A = TCP_LISTEN
-                continue
-            hex_addr, hex_port = cols[1].split(":")
-            # /proc prints the address as host-order 32-bit words: reverse each word.
-            raw = bytes.fromhex(hex_addr)
-            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
-            family = socket.AF_INET if width == 4 else socket.AF_INET6
-            found.append((socket.inet_ntop(family, raw), int(hex_port, 16)))
-    return sorted(set(found))

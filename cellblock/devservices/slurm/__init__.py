@@ -17,8 +17,10 @@ Clients find the cluster through ``SLURM_CONF``::
 
 Modules: ``lifecycle`` (start, status, stop), ``cluster`` (``LocalSlurm``, the error),
 ``layout`` (the state folder), ``config`` (slurm.conf, slurmdbd.conf, MUNGE key),
-``ports`` (the three TCP ports), ``daemons`` (command lines, processes), ``ready``
-(readiness checks, client calls), ``cli`` (the command line).
+``ports`` (the three TCP ports), ``daemons`` (command lines, environment, identity),
+``ready`` (readiness checks, client calls), ``cli`` (the command line); launch,
+termination, the readiness poll and the choice of ports are the shared
+``devservices.process`` and ``devservices.ports``.
 """
 
 from cellblock.devservices.slurm.cli import main

@@ -26,7 +26,9 @@ import secrets
 from pathlib import Path
 from string import Template
 
-from cellblock.devservices.slurm.cluster import CLUSTER_NAME, HOST, PARTITION
+from cellblock.devservices.files import write_atomic
+from cellblock.devservices.ports import LOOPBACK
+from cellblock.devservices.slurm.cluster import CLUSTER_NAME, PARTITION
 from cellblock.devservices.slurm.layout import Layout
 
 __all__ = ["node_resources", "write_configs", "write_munge_key"]
@@ -120,13 +122,6 @@ def write_munge_key(layout: Layout) -> None:
     tmp.replace(layout.munge_key)
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
-
-
 def write_configs(layout: Layout, ports: dict[str, int], cpus: int, memory_mb: int) -> None:
     """Render ``slurm.conf`` and ``slurmdbd.conf`` for this start.
 
@@ -139,7 +134,7 @@ def write_configs(layout: Layout, ports: dict[str, int], cpus: int, memory_mb: i
     values = {
         "cluster": CLUSTER_NAME,
         "partition": PARTITION,
-        "host": HOST,
+        "host": LOOPBACK,
         "ctld_port": ports["slurmctld"],
         "slurmd_port": ports["slurmd"],
         "dbd_port": ports["slurmdbd"],
@@ -152,5 +147,5 @@ def write_configs(layout: Layout, ports: dict[str, int], cpus: int, memory_mb: i
         "memory_mb": memory_mb,
         "mem_per_cpu": max(100, min(1000, memory_mb // cpus)),
     }
-    _write(layout.slurm_conf, SLURM_CONF.substitute(values), 0o644)
-    _write(layout.slurmdbd_conf, SLURMDBD_CONF.substitute(values), 0o600)
+    write_atomic(layout.slurm_conf, SLURM_CONF.substitute(values), 0o644)
+    write_atomic(layout.slurmdbd_conf, SLURMDBD_CONF.substitute(values), 0o600)

@@ -1,24 +1,23 @@
-"""The five daemons: their command lines, launch, liveness and termination.
+"""The five daemons: their command lines, environment, launch and identity.
 
 Daemons are started directly (no systemd: PID 1 here is not systemd, and apt's
 policy-rc.d keeps packages from starting services), each in the foreground of its own
 session so that a Ctrl-C in the starting shell does not reach them, with its output
-appended to ``log/NAME.log``. Every daemon carries ``CELLBLOCK_SLURMLOCAL=<state dir>``
-in its environment, and so do the processes it forks (slurmscriptd, slurmstepd): that
-marker tells our processes apart from another cluster's, and guards against pid reuse.
+appended to ``log/NAME.log`` (``devservices.process`` launches and stops them). Every
+daemon carries ``CELLBLOCK_SLURMLOCAL=<state dir>`` in its environment, and so do the
+processes it forks (slurmscriptd, slurmstepd): that marker tells our processes apart
+from another cluster's, and guards against pid reuse.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
+from cellblock.devservices import process
 from cellblock.devservices.slurm.cluster import SlurmLocalError
 from cellblock.devservices.slurm.layout import Layout
 
@@ -31,19 +30,14 @@ __all__ = [
     "orphans",
     "our_processes",
     "spawn",
-    "terminate",
 ]
 
-log = logging.getLogger(__name__)
 MARKER = "CELLBLOCK_SLURMLOCAL"
 
 # Environment that would point the daemons elsewhere: a shell inside a SLURM job has
 # SLURM_JOB_ID & co., one that eval'ed another cluster's exports has SLURM_CONF.
 _SCRUBBED_PREFIXES = ("SLURM_", "MYSQL_", "MUNGE_", "SBATCH_", "SRUN_", "SALLOC_")
 _SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
-
-# Daemons started by this Python process: their Popen objects reap them on stop.
-_children: dict[int, subprocess.Popen] = {}
 
 
 def binary(name: str) -> str:
@@ -61,16 +55,23 @@ def binary(name: str) -> str:
     return found
 
 
-def client_env(layout: Layout) -> dict[str, str]:
-    """The environment for the daemons and for our own client calls (sinfo, scontrol)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-    env.update(
-        SLURM_CONF=str(layout.slurm_conf),
+def _cluster_env(layout: Layout) -> dict[str, str]:
+    """The variables that point the daemons and our clients at this cluster, and mark them."""
+    return {
+        "SLURM_CONF": str(layout.slurm_conf),
         # slurmdbd connects with libmariadb's default socket, which honours this variable.
-        MYSQL_UNIX_PORT=str(layout.mysql_socket),
-        **{MARKER: str(layout.state_dir)},
-    )
-    return env
+        "MYSQL_UNIX_PORT": str(layout.mysql_socket),
+        MARKER: str(layout.state_dir),
+    }
+
+
+def client_env(layout: Layout) -> dict[str, str]:
+    """The environment for our own client calls (sinfo, scontrol), as the daemons have it.
+
+    Args:
+        layout: The cluster's paths.
+    """
+    return process.scrubbed_env(_SCRUBBED_PREFIXES, _cluster_env(layout))
 
 
 def command(daemon: str, layout: Layout) -> list[str]:
@@ -114,43 +115,27 @@ def mariadb_options(layout: Layout) -> list[str]:
 def spawn(daemon: str, layout: Layout) -> tuple[subprocess.Popen, int]:
     """Start ``daemon`` with its output appended to its log.
 
+    Args:
+        daemon: One of ``layout.DAEMONS``.
+        layout: The cluster's paths.
+
     Returns:
         The process, and the byte offset in its log where this start's output begins.
     """
-    cmd = command(daemon, layout)
-    with layout.log(daemon).open("ab") as log_file:
-        offset = log_file.tell()
-        log_file.write(f"--- cellblock.devservices.slurm: starting {daemon}\n".encode())
-        log_file.flush()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=layout.state_dir,
-            env=client_env(layout),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _children[proc.pid] = proc
-    return proc, offset
+    return process.spawn(
+        command(daemon, layout),
+        layout.log(daemon),
+        banner=f"cellblock.devservices.slurm: starting {daemon}",
+        cwd=layout.state_dir,
+        scrub=_SCRUBBED_PREFIXES,
+        extra_env=_cluster_env(layout),
+    )
 
 
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    except (PermissionError, OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def is_ours(pid: object, layout: Layout, daemon: str | None = None) -> bool:
@@ -161,7 +146,7 @@ def is_ours(pid: object, layout: Layout, daemon: str | None = None) -> bool:
         layout: The cluster's paths.
         daemon: Program name the process must run (its ``argv[0]`` basename).
     """
-    if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
+    if not isinstance(pid, int) or pid <= 0 or not process.pid_alive(pid):
         return False
     try:
         if _environ(pid).get(MARKER) != str(layout.state_dir):
@@ -194,30 +179,6 @@ def orphans() -> dict[int, str]:
             continue
         with contextlib.suppress(OSError):
             state_dir = _environ(int(entry.name)).get(MARKER)
-            if state_dir and not Path(state_dir).is_dir() and _alive(int(entry.name)):
+            if state_dir and not Path(state_dir).is_dir() and process.pid_alive(int(entry.name)):
                 found[int(entry.name)] = state_dir
     return found
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    child = _children.get(pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child is not None and child.poll() is not None:
-            _children.pop(pid, None)
-            return True
-        if child is None and not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def terminate(pid: int, name: str, timeout: float) -> None:
-    """SIGTERM ``pid``; SIGKILL it if it is still alive after ``timeout`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not _wait_exit(pid, timeout):
-        log.warning("%s (pid %d) ignored SIGTERM for %.0f s: killing it", name, pid, timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_exit(pid, 5.0)
