@@ -47,13 +47,7 @@ def scrubbed_env(
 
 
 def spawn(
-    cmd: list[str],
-    log_path: Path,
-    *,
-    banner: str,
-    cwd: Path,
-    scrub: tuple[str, ...] = (),
-    extra_env: Mapping[str, str] | None = None,
+    cmd: list[str], log_path: Path, banner: str, *, cwd: Path, env: Mapping[str, str]
 ) -> tuple[subprocess.Popen, int]:
     """Start ``cmd`` in its own session, its stdout and stderr appended to ``log_path``.
 
@@ -62,8 +56,7 @@ def spawn(
         log_path: Its log, appended to (created if missing).
         banner: A line written to the log first, after ``--- ``.
         cwd: Its working folder.
-        scrub: Prefixes of the variables it must not inherit (``scrubbed_env``).
-        extra_env: Variables set for it on top.
+        env: Its whole environment (``scrubbed_env``: ours less what would mislead it).
 
     Returns:
         The process, and the byte offset in the log where this start's output begins.
@@ -75,7 +68,7 @@ def spawn(
         proc = subprocess.Popen(
             cmd,
             cwd=cwd,
-            env=scrubbed_env(scrub, extra_env),
+            env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -175,9 +168,9 @@ def log_tail(path: Path, offset: int = 0, lines: int = 20) -> str:
 def wait_ready(
     problem: Callable[[], str | None],
     proc: subprocess.Popen,
-    *,
     what: str,
     deadline: float,
+    *,
     log_path: Path,
     log_offset: int,
     error: type[Exception],

@@ -67,13 +67,10 @@ def spawn(state_dir: Path, config: Path, ports: dict[str, int]) -> tuple[subproc
     Returns:
         The process, and the byte offset in ``server.log`` where this start's output begins.
     """
-    return process.spawn(
-        _weed_command(state_dir, config, ports),
-        state_dir / LOG_FILE,
-        banner=f"cellblock.devservices.s3 start, port {ports['s3.port']}",
-        cwd=state_dir,
-        scrub=_SCRUBBED_ENV_PREFIXES,
-    )
+    cmd = _weed_command(state_dir, config, ports)
+    banner = f"cellblock.devservices.s3 start, port {ports['s3.port']}"
+    env = process.scrubbed_env(_SCRUBBED_ENV_PREFIXES)
+    return process.spawn(cmd, state_dir / LOG_FILE, banner, cwd=state_dir, env=env)
 
 
 def is_our_server(pid: object, state_dir: Path) -> bool:

@@ -141,15 +141,10 @@ def wait_ready(
             return None
         return f"volume server not registered with the master ({master_url})"
 
+    what, log_path = f"weed (S3 on port {server.port})", server.state_dir / LOG_FILE
     for step in (buckets_problem, volumes_problem):
         process.wait_ready(
-            step,
-            proc,
-            what=f"weed (S3 on port {server.port})",
-            deadline=deadline,
-            log_path=server.state_dir / LOG_FILE,
-            log_offset=log_offset,
-            error=S3LocalError,
+            step, proc, what, deadline, log_path=log_path, log_offset=log_offset, error=S3LocalError
         )
 
     # S3 does not need weed's embedded admin server, but weed mini always runs it, and a

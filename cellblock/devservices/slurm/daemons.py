@@ -55,23 +55,21 @@ def binary(name: str) -> str:
     return found
 
 
-def _cluster_env(layout: Layout) -> dict[str, str]:
-    """The variables that point the daemons and our clients at this cluster, and mark them."""
-    return {
-        "SLURM_CONF": str(layout.slurm_conf),
-        # slurmdbd connects with libmariadb's default socket, which honours this variable.
-        "MYSQL_UNIX_PORT": str(layout.mysql_socket),
-        MARKER: str(layout.state_dir),
-    }
-
-
 def client_env(layout: Layout) -> dict[str, str]:
-    """The environment for our own client calls (sinfo, scontrol), as the daemons have it.
+    """The environment of the daemons, and of our own client calls (sinfo, scontrol).
 
     Args:
         layout: The cluster's paths.
     """
-    return process.scrubbed_env(_SCRUBBED_PREFIXES, _cluster_env(layout))
+    return process.scrubbed_env(
+        _SCRUBBED_PREFIXES,
+        {
+            "SLURM_CONF": str(layout.slurm_conf),
+            # slurmdbd connects with libmariadb's default socket, which honours this one.
+            "MYSQL_UNIX_PORT": str(layout.mysql_socket),
+            MARKER: str(layout.state_dir),
+        },
+    )
 
 
 def command(daemon: str, layout: Layout) -> list[str]:
@@ -122,14 +120,9 @@ def spawn(daemon: str, layout: Layout) -> tuple[subprocess.Popen, int]:
     Returns:
         The process, and the byte offset in its log where this start's output begins.
     """
-    return process.spawn(
-        command(daemon, layout),
-        layout.log(daemon),
-        banner=f"cellblock.devservices.slurm: starting {daemon}",
-        cwd=layout.state_dir,
-        scrub=_SCRUBBED_PREFIXES,
-        extra_env=_cluster_env(layout),
-    )
+    banner = f"cellblock.devservices.slurm: starting {daemon}"
+    cmd, env = command(daemon, layout), client_env(layout)
+    return process.spawn(cmd, layout.log(daemon), banner, cwd=layout.state_dir, env=env)
 
 
 def _environ(pid: int) -> dict[str, str]:

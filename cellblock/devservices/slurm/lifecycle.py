@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,51 +114,18 @@ def start(
             proc, offset = daemons.spawn(daemon, layout)
             pids[daemon] = proc.pid
             _save(layout, chosen, n_cpus, memory, pids)  # so stop() finds a half-started one
-            _wait_ready(layout, chosen, daemon, proc, offset, timeout)
+            check = partial(ready.READY_CHECKS[daemon], layout, chosen)
+            process.wait_ready(check, proc, daemon, time.monotonic() + timeout, interval=0.2,
+                               log_path=layout.log(daemon), log_offset=offset,
+                               error=SlurmLocalError)  # fmt: skip
     except BaseException:
         stop(layout.state_dir)
         raise
     cluster = _save(layout, chosen, n_cpus, memory, pids)
-    log.info(
-        "local SLURM cluster %r ready in %.1f s (slurmctld on 127.0.0.1:%d, %d CPUs, %d MB; "
-        "state in %s)",
-        CLUSTER_NAME, time.monotonic() - t0, chosen["slurmctld"], n_cpus, memory,
-        layout.state_dir,
-    )  # fmt: skip
+    log.info("local SLURM cluster %r ready in %.1f s (slurmctld on 127.0.0.1:%d, %d CPUs, "
+             "%d MB; state in %s)", CLUSTER_NAME, time.monotonic() - t0, chosen["slurmctld"],
+             n_cpus, memory, layout.state_dir)  # fmt: skip
     return cluster
-
-
-def _wait_ready(
-    layout: Layout,
-    chosen: dict[str, int],
-    daemon: str,
-    proc: subprocess.Popen,
-    offset: int,
-    timeout: float,
-) -> None:
-    """Wait until ``daemon`` passes its readiness check.
-
-    Args:
-        layout: The cluster's folders.
-        chosen: Its ports.
-        daemon: The daemon's name (a key of ``ready.READY_CHECKS``).
-        proc: Its process.
-        offset: Where its log stood when it started (the tail quoted on failure).
-        timeout: Seconds to wait.
-
-    Raises:
-        SlurmLocalError: It exited or was not ready in time (with the tail of its log).
-    """
-    process.wait_ready(
-        lambda: ready.READY_CHECKS[daemon](layout, chosen),
-        proc,
-        what=daemon,
-        deadline=time.monotonic() + timeout,
-        log_path=layout.log(daemon),
-        log_offset=offset,
-        error=SlurmLocalError,
-        interval=0.2,
-    )
 
 
 def _save(
