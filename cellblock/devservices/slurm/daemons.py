@@ -150,15 +150,25 @@ def is_ours(pid: object, layout: Layout, daemon: str | None = None) -> bool:
     return daemon is None or Path(argv0).name == daemon
 
 
-def our_processes(layout: Layout) -> list[int]:
-    """Every live process carrying this cluster's marker (daemons, scriptd, stepds)."""
-    found = []
+def _marked() -> dict[int, str]:
+    """Live processes carrying a local cluster's marker: ``{pid: its state folder}``."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             with contextlib.suppress(OSError):
-                if is_ours(int(entry.name), layout):
-                    found.append(int(entry.name))
-    return sorted(found)
+                state_dir = _environ(int(entry.name)).get(MARKER)
+                if state_dir and process.pid_alive(int(entry.name)):
+                    found[int(entry.name)] = state_dir
+    return found
+
+
+def our_processes(layout: Layout) -> list[int]:
+    """Every live process carrying this cluster's marker (daemons, scriptd, stepds).
+
+    Args:
+        layout: The cluster's paths.
+    """
+    return sorted(pid for pid, marker in _marked().items() if marker == str(layout.state_dir))
 
 
 def orphans() -> dict[int, str]:
@@ -166,12 +176,4 @@ def orphans() -> dict[int, str]:
 
     What a killed test session leaves behind once pytest deletes its old temp folders.
     """
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            state_dir = _environ(int(entry.name)).get(MARKER)
-            if state_dir and not Path(state_dir).is_dir() and process.pid_alive(int(entry.name)):
-                found[int(entry.name)] = state_dir
-    return found
+    return {pid: folder for pid, folder in _marked().items() if not Path(folder).is_dir()}
