@@ -131,15 +131,7 @@ def start(
 def _save(
     layout: Layout, chosen: dict[str, int], cpus: int, memory_mb: int, pids: dict[str, int]
 ) -> LocalSlurm:
-    """Record the cluster in ``cluster.json`` (read by status and stop); return it.
-
-    Args:
-        layout: The cluster's folders.
-        chosen: Its ports.
-        cpus: CPUs of the node.
-        memory_mb: Memory of the node (MB).
-        pids: The daemons started so far, by name.
-    """
+    """Record the cluster (its daemons started so far) in ``cluster.json``; return it."""
     cluster = LocalSlurm(
         state_dir=layout.state_dir,
         slurm_conf=layout.slurm_conf,
