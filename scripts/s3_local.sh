@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start, stop or query the local S3 server (SeaweedFS on 127.0.0.1) for development,
-# tests and the demo. A thin wrapper around `python -m cellblock.s3local`.
+# tests and the demo. A thin wrapper around `python -m cellblock.devservices.s3`.
 #
 #   scripts/s3_local.sh start|stop|status [--port P] [--timeout S]
 #   eval "$(scripts/s3_local.sh start)"     # exports AWS_ENDPOINT_URL, the keys, buckets
@@ -18,4 +18,4 @@ if [ $# -lt 1 ]; then
     exit 2
 fi
 # PYTHONPATH: the project's package also when the interpreter lacks the editable install.
-PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m cellblock.s3local "$@" --dir "$dir"
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m cellblock.devservices.s3 "$@" --dir "$dir"

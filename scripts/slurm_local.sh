@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start, stop or query the local single-node SLURM cluster (127.0.0.1; munged, MariaDB,
 # slurmdbd, slurmctld, slurmd) for development, tests and CI. A thin wrapper around
-# `python -m cellblock.slurmlocal`; `start` first installs the Debian packages it needs
+# `python -m cellblock.devservices.slurm`; `start` first installs the Debian packages it needs
 # (scripts/apt_install.sh slurm: quick when they are there). Needs root.
 #
 #   scripts/slurm_local.sh start|stop|status [--timeout S] [--cpus N] [--memory-mb M]
@@ -24,4 +24,4 @@ if [ "$1" = start ]; then
     "$root/scripts/apt_install.sh" slurm >&2
 fi
 # PYTHONPATH: the project's package also when the interpreter lacks the editable install.
-PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m cellblock.slurmlocal "$@" --dir "$dir"
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m cellblock.devservices.slurm "$@" --dir "$dir"

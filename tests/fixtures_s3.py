@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cellblock import s3local
-from cellblock.s3local import LocalS3
+from cellblock.devservices import s3
+from cellblock.devservices.s3 import LocalS3
 
 __all__ = ["anon_s3_client", "restart_s3", "s3_client", "s3_server"]
 
@@ -26,10 +26,10 @@ def s3_server(tmp_path_factory) -> Iterator[LocalS3]:
     """A SeaweedFS S3 server for the whole session, stopped at its end (also on failure)."""
     state_dir = tmp_path_factory.mktemp("s3local")
     try:
-        yield s3local.start(state_dir)
+        yield s3.start(state_dir)
     finally:
         # By folder, not by pid: restart_s3 may have replaced the process meanwhile.
-        s3local.stop(state_dir)
+        s3.stop(state_dir)
 
 
 def restart_s3(server: LocalS3, timeout: float = 30.0) -> LocalS3:
@@ -39,11 +39,11 @@ def restart_s3(server: LocalS3, timeout: float = 30.0) -> LocalS3:
     the pid changes.
 
     Args:
-        server: A server from ``s3_server`` (or ``s3local.start``).
+        server: A server from ``s3_server`` (or ``s3.start``).
         timeout: Seconds to wait for the restarted server.
     """
-    s3local.stop(server.state_dir)
-    return s3local.start(
+    s3.stop(server.state_dir)
+    return s3.start(
         server.state_dir,
         port=server.port,
         timeout=timeout,
@@ -55,10 +55,10 @@ def restart_s3(server: LocalS3, timeout: float = 30.0) -> LocalS3:
 @pytest.fixture
 def s3_client(s3_server: LocalS3):
     """A boto3 S3 client with the server's admin keys."""
-    return s3local.client(s3_server)
+    return s3.client(s3_server)
 
 
 @pytest.fixture
 def anon_s3_client(s3_server: LocalS3):
     """An unsigned (anonymous) boto3 S3 client for the server."""
-    return s3local.client(s3_server, anonymous=True)
+    return s3.client(s3_server, anonymous=True)

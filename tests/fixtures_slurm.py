@@ -2,7 +2,7 @@
 
 Register with ``pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_slurm"]`` in
 ``tests/conftest.py``. The cluster (munged, MariaDB, slurmdbd, slurmctld, slurmd; see
-``cellblock.slurmlocal``) starts on first use, from nothing, in ~10 s; the Debian
+``cellblock.devservices.slurm``) starts on first use, from nothing, in ~10 s; the Debian
 packages are installed first if missing (``scripts/apt_install.sh slurm``). Needs root.
 
 Fixtures: ``slurm_cluster`` (session, a running ``LocalSlurm``; while it runs,
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cellblock import slurmlocal
-from cellblock.slurmlocal import LocalSlurm
+from cellblock.devservices import slurm
+from cellblock.devservices.slurm import LocalSlurm
 
 __all__ = ["slurm_cluster"]
 
@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def slurm_cluster(tmp_path_factory) -> Iterator[LocalSlurm]:
     """A local SLURM cluster for the whole session, stopped at its end (also on failure)."""
     subprocess.run([str(ROOT / "scripts" / "apt_install.sh"), "slurm"], check=True)
-    slurmlocal.stop_orphans()  # daemons of a killed earlier session whose folder pytest deleted
+    slurm.stop_orphans()  # daemons of a killed earlier session whose folder pytest deleted
     state_dir = tmp_path_factory.mktemp("slurmlocal")
     previous = os.environ.get("SLURM_CONF")
     try:
-        cluster = slurmlocal.start(state_dir)
+        cluster = slurm.start(state_dir)
         os.environ["SLURM_CONF"] = str(cluster.slurm_conf)
         yield cluster
     finally:
@@ -43,6 +43,6 @@ def slurm_cluster(tmp_path_factory) -> Iterator[LocalSlurm]:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
-        slurmlocal.stop(state_dir)
+        slurm.stop(state_dir)
         # The database is ~60 MB; configs and daemon logs stay for a post-mortem.
         shutil.rmtree(state_dir / "mysql", ignore_errors=True)

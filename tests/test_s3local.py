@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from cellblock import s3local
+from cellblock.devservices import s3
 from tests.conftest import ROOT
 from tests.fixtures_s3 import restart_s3
 
@@ -35,8 +35,8 @@ def error_code(excinfo) -> str:
 
 
 def cli(*args, env=None, timeout=60) -> subprocess.CompletedProcess:
-    """Run ``python -m cellblock.s3local ARGS`` with this interpreter."""
-    return subprocess.run([sys.executable, "-m", "cellblock.s3local", *map(str, args)],
+    """Run ``python -m cellblock.devservices.s3 ARGS`` with this interpreter."""
+    return subprocess.run([sys.executable, "-m", "cellblock.devservices.s3", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=ROOT)  # fmt: skip
 
@@ -114,7 +114,7 @@ def test_both_buckets_exist(s3_server, s3_client):
 
 
 def test_every_listener_is_on_loopback(s3_server):
-    sockets = s3local.listening_sockets(s3_server.pid)
+    sockets = s3.listening_sockets(s3_server.pid)
     assert ("127.0.0.1", s3_server.port) in sockets
     # weed mini also opens master, volume, filer, admin and gRPC ports: all on loopback.
     assert len(sockets) > 1
@@ -158,7 +158,7 @@ def test_restart_keeps_objects_keys_and_port(s3_server, s3_client):
     key = unique_key("survivor.bin")
     payload = os.urandom(300_000)
     s3_client.put_object(Bucket=s3_server.private_bucket, Key=key, Body=payload)
-    before = s3local.status(s3_server.state_dir)
+    before = s3.status(s3_server.state_dir)
     after = restart_s3(s3_server)
     assert after.pid != before.pid
     assert (after.port, after.endpoint_url) == (s3_server.port, s3_server.endpoint_url)
@@ -171,29 +171,29 @@ def test_restart_keeps_objects_keys_and_port(s3_server, s3_client):
 @pytest.mark.slow
 def test_start_is_idempotent_and_status_is_none_after_stop(tmp_path):
     state = tmp_path / "s3"
-    assert s3local.status(state) is None
-    assert s3local.stop(state) is False
-    server = s3local.start(state)
+    assert s3.status(state) is None
+    assert s3.stop(state) is False
+    server = s3.start(state)
     try:
-        assert s3local.start(state) == server  # the running one, not a second process
-        assert s3local.status(state) == server
-        with pytest.raises(s3local.S3LocalError, match="already runs"):
-            s3local.start(state, port=server.port + 1)
+        assert s3.start(state) == server  # the running one, not a second process
+        assert s3.status(state) == server
+        with pytest.raises(s3.S3LocalError, match="already runs"):
+            s3.start(state, port=server.port + 1)
     finally:
-        assert s3local.stop(state) is True
-    assert s3local.status(state) is None
-    assert s3local.stop(state) is False
+        assert s3.stop(state) is True
+    assert s3.status(state) is None
+    assert s3.stop(state) is False
     assert not (state / "server.json").exists()
     # weed leaves /tmp/seaweedfs-<service>-<port>.sock files; stop removes them.
     ports = json.loads((state / "ports.json").read_text()).values()
     assert server.port in ports
     assert not [p for port in ports for p in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
 
-    again = s3local.start(state)  # same folder, no port: the same port and keys
+    again = s3.start(state)  # same folder, no port: the same port and keys
     try:
         assert (again.port, again.secret_key) == (server.port, server.secret_key)
     finally:
-        s3local.stop(state)
+        s3.stop(state)
 
 
 def test_start_on_a_busy_port_fails_clearly(tmp_path):
@@ -203,9 +203,9 @@ def test_start_on_a_busy_port_fails_clearly(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(s3local.S3LocalError, match=f"port {port} .* in use"):
-            s3local.start(tmp_path / "s3", port=port)
-    assert s3local.status(tmp_path / "s3") is None
+        with pytest.raises(s3.S3LocalError, match=f"port {port} .* in use"):
+            s3.start(tmp_path / "s3", port=port)
+    assert s3.status(tmp_path / "s3") is None
 
 
 # ---------------------------------------------------------------------------- CLI

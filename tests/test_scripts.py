@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from cellblock import s3local
+from cellblock.devservices import s3
 from tests.conftest import ROOT, run_script
 
 SCRIPTS = sorted(p for p in ROOT.glob("0[1-4]_*/**/*.py")) + sorted(
@@ -39,7 +39,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "no validation (data.val_experiments is empty)" in result.stdout  # all experiments
     assert "treatment wells): argmax" in result.stdout  # the ensemble scores treatments
     assert (tmp_path / "demo" / "runs" / "synthetic" / "tiny" / "curves.png").is_file()
-    assert s3local.status(tmp_path / "demo" / "s3") is None, "the demo left its S3 store running"
+    assert s3.status(tmp_path / "demo" / "s3") is None, "the demo left its S3 store running"
     summary = result.stdout[result.stdout.index("summary") :]
     assert "plates       32 (96-well)" in summary
     assert (tmp_path / "demo" / "dataset" / "images.zarr" / "zarr.json").is_file()

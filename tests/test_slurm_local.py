@@ -1,4 +1,4 @@
-"""The local SLURM cluster (cellblock.slurmlocal, scripts/slurm_local.sh), for real.
+"""The local SLURM cluster (cellblock.devservices.slurm, scripts/slurm_local.sh), for real.
 
 Uses the session cluster of ``tests/fixtures_slurm.py``; the restart test starts a
 second cluster of its own beside it (its own ports and sockets).
@@ -14,9 +14,9 @@ import pytest
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from cellblock import slurmlocal
-from cellblock.s3local import listening_sockets
-from cellblock.slurmlocal import DAEMONS, Layout
+from cellblock.devservices import slurm
+from cellblock.devservices.ports import listening_sockets
+from cellblock.devservices.slurm import DAEMONS, Layout
 from tests.conftest import ROOT
 
 
@@ -67,9 +67,9 @@ def test_daemons_listen_on_loopback_only(slurm_cluster):
 
 
 def test_start_is_idempotent_and_status_reports(slurm_cluster):
-    again = slurmlocal.start(slurm_cluster.state_dir)
+    again = slurm.start(slurm_cluster.state_dir)
     assert again.pids == slurm_cluster.pids
-    assert slurmlocal.status(slurm_cluster.state_dir) == slurm_cluster
+    assert slurm.status(slurm_cluster.state_dir) == slurm_cluster
     env = {**os.environ, "SLURMLOCAL_DIR": str(slurm_cluster.state_dir)}
     status = subprocess.run([ROOT / "scripts" / "slurm_local.sh", "status"], env=env,
                             capture_output=True, text=True)  # fmt: skip
@@ -86,7 +86,7 @@ def test_orphans_of_deleted_clusters_are_stopped(tmp_path):
     kept = subprocess.Popen(["sleep", "300"], env={**env, "CELLBLOCK_SLURMLOCAL": str(tmp_path)})
     try:
         time.sleep(0.2)
-        assert slurmlocal.stop_orphans() >= 1
+        assert slurm.stop_orphans() >= 1
         assert orphan.wait(timeout=10) is not None
         assert kept.poll() is None  # its folder exists: not an orphan
     finally:
@@ -96,8 +96,8 @@ def test_orphans_of_deleted_clusters_are_stopped(tmp_path):
 
 
 def test_status_of_a_folder_without_cluster(tmp_path):
-    assert slurmlocal.status(tmp_path) is None
-    assert slurmlocal.stop(tmp_path) is False
+    assert slurm.status(tmp_path) is None
+    assert slurm.stop(tmp_path) is False
     env = {**os.environ, "SLURMLOCAL_DIR": str(tmp_path)}
     status = subprocess.run([ROOT / "scripts" / "slurm_local.sh", "status"], env=env,
                             capture_output=True, text=True)  # fmt: skip
@@ -128,20 +128,20 @@ def test_cancelled_job_ends_submitit_waiter(slurm_cluster, tmp_path):
 def test_restart_keeps_jobs_and_stop_leaves_nothing(slurm_cluster, tmp_path):
     """A second cluster beside the session's: stop cancels its jobs, a restart keeps ids."""
     state = tmp_path / "cluster"
-    first = slurmlocal.start(state)
+    first = slurm.start(state)
     assert set(first.ports.values()).isdisjoint(slurm_cluster.ports.values())
     env = {**os.environ, **first.env()}
     submit = ["sbatch", "--parsable", "--wrap", "sleep 300"]
     old_job = subprocess.run(submit, env=env, capture_output=True, text=True, check=True)
     old_id = int(old_job.stdout.strip())
-    assert slurmlocal.stop(state) is True
-    assert slurmlocal.status(state) is None
+    assert slurm.stop(state) is True
+    assert slurm.status(state) is None
     layout = Layout(state.resolve())
-    from cellblock.slurmlocal.daemons import our_processes
+    from cellblock.devservices.slurm.daemons import our_processes
 
     assert our_processes(layout) == [], "processes of the stopped cluster are left"
     assert not layout.socket_dir.exists()
-    second = slurmlocal.start(state)
+    second = slurm.start(state)
     try:
         assert set(second.pids) == set(DAEMONS) and second.pids != first.pids
         new_job = subprocess.run(submit, env=env, capture_output=True, text=True, check=True)
@@ -149,5 +149,5 @@ def test_restart_keeps_jobs_and_stop_leaves_nothing(slurm_cluster, tmp_path):
         history = sacct_states(str(old_id), 1, env=env)
         assert history.get(str(old_id), "").startswith("CANCELLED"), history
     finally:
-        slurmlocal.stop(state)
+        slurm.stop(state)
     assert our_processes(layout) == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cellblock import s3local
+from cellblock.devservices import s3
 from cellblock.remote.storage import Remote, list_objects, make_client, upload_folder
 from tests.conftest import ROOT
 from tests.fixtures_s3 import restart_s3
@@ -204,7 +204,7 @@ def test_multipart_object_without_manifest_is_verified_by_etag(s3_server, tmp_pa
     blob = tmp_path / "src" / "big.bin"
     blob.parent.mkdir()
     blob.write_bytes(os.urandom(9 * 2**20))  # > 8 MiB: uploaded in parts
-    client = s3local.client(s3_server)
+    client = s3.client(s3_server)
     client.upload_file(str(blob), s3_server.public_bucket, "big/big.bin")
     etag = client.head_object(Bucket=s3_server.public_bucket, Key="big/big.bin")["ETag"]
     assert "-" in etag, "expected a multipart ETag"
@@ -225,9 +225,9 @@ def test_upload_folder_api_writes_manifest_last(s3_server, tmp_path):
     folder.mkdir()
     (folder / "model_1000.pt").write_bytes(b"x" * 1000)
     remote = Remote(s3_server.public_bucket, "runs/x", s3_server.endpoint_url)
-    summary = upload_folder(s3local.client(s3_server), remote, folder, progress=False)
+    summary = upload_folder(s3.client(s3_server), remote, folder, progress=False)
     assert summary == {"files": 1, "bytes": 1000}
-    keys = [o["Key"] for o in s3local.client(s3_server).list_objects_v2(
+    keys = [o["Key"] for o in s3.client(s3_server).list_objects_v2(
         Bucket=s3_server.public_bucket, Prefix="runs/x/")["Contents"]]  # fmt: skip
     assert sorted(keys) == ["runs/x/manifest.json", "runs/x/model_1000.pt"]
 
@@ -294,7 +294,7 @@ def test_named_profile_supplies_the_keys(s3_server, published, tmp_path):
 
 @pytest.mark.slow
 def test_server_dying_mid_fetch_fails_cleanly(published, tmp_path):
-    server = s3local.start(tmp_path / "s3")
+    server = s3.start(tmp_path / "s3")
     try:
         up = run(PUBLISH, server, published, "--bucket", server.public_bucket,
                  "--prefix", "tiny/raw", keys=True)  # fmt: skip
@@ -302,7 +302,7 @@ def test_server_dying_mid_fetch_fails_cleanly(published, tmp_path):
         out = tmp_path / "out"
         proc = start_fetch(server, out, 20, "--retries", "3")
     finally:
-        s3local.stop(tmp_path / "s3")
+        s3.stop(tmp_path / "s3")
     _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 1
     last = stderr.strip().splitlines()[-1]

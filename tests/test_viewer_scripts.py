@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cellblock.s3local import listening_sockets
+from cellblock.devservices.ports import listening_sockets
 from cellblock.store.packed import PackedDataset
 from cellblock.training.snapshots import Snapshot, write_snapshot
 from cellblock.viewer.montage import CALL_COLORS, montage_image, plate_montage

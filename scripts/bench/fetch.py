@@ -34,7 +34,7 @@ from pathlib import Path
 
 import boto3
 
-from cellblock import s3local
+from cellblock.devservices import s3
 from cellblock.remote.storage import Remote, download_objects, list_objects, make_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,10 +106,10 @@ def main() -> None:
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-fetch-"))
-    server = s3local.start(work / "s3")
+    server = s3.start(work / "s3")
     results = {}
     try:
-        admin = s3local.client(server)
+        admin = s3.client(server)
         payload = os.urandom(args.size + args.objects)
         for i in range(args.objects):
             admin.put_object(Bucket=server.public_bucket, Key=f"bench/obj_{i:05d}.bin",
@@ -134,7 +134,7 @@ def main() -> None:
             finally:
                 proxy.terminate()
     finally:
-        s3local.stop(work / "s3")
+        s3.stop(work / "s3")
         shutil.rmtree(work, ignore_errors=True)
 
     env = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

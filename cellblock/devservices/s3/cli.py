@@ -1,4 +1,4 @@
-"""Command line: ``python -m cellblock.s3local start|stop|status [--dir DIR] [--port P]``.
+"""Command line: ``python -m cellblock.devservices.s3 start|stop|status [--dir DIR] [--port P]``.
 
 ``start`` and ``status`` print ``export`` lines (and nothing else) on stdout, for ``eval``.
 """
@@ -10,8 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-from cellblock.s3local.lifecycle import start, status, stop
-from cellblock.s3local.server import S3LocalError
+from cellblock.devservices.s3.lifecycle import start, status, stop
+from cellblock.devservices.s3.server import S3LocalError
 
 __all__ = ["main"]
 
@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m cellblock.s3local",
+        prog="python -m cellblock.devservices.s3",
         description=(
             "Start, stop or query a local S3 server (SeaweedFS weed mini on 127.0.0.1). "
             "'start' and 'status' print shell export lines: "
-            'eval "$(python -m cellblock.s3local start)"'
+            'eval "$(python -m cellblock.devservices.s3 start)"'
         ),
     )
     parser.add_argument("command", choices=["start", "stop", "status"])

@@ -6,23 +6,25 @@ import logging
 import time
 from pathlib import Path
 
-from cellblock.s3local import ports, process, ready
-from cellblock.s3local.server import (
+from cellblock.devservices.files import read_json
+from cellblock.devservices.ports import remember
+from cellblock.devservices.process import log_tail
+from cellblock.devservices.s3 import ports, process, ready
+from cellblock.devservices.s3.server import (
     DEFAULT_PRIVATE_BUCKET,
     DEFAULT_PUBLIC_BUCKET,
     LocalS3,
     S3LocalError,
     url,
 )
-from cellblock.s3local.state import (
+from cellblock.devservices.s3.state import (
     CONFIG_FILE,
     DATA_DIR,
     LOG_FILE,
+    PORTS_FILE,
     STATE_FILE,
     prepare,
-    read_json,
     save_server,
-    with_log_tail,
 )
 
 __all__ = ["start", "status", "stop"]
@@ -71,7 +73,7 @@ def _running(state_dir: Path, port: int | None) -> LocalS3 | None:
     if process.is_our_server(pid, state_dir):
         # Alive but not answering: a second weed on the same data would corrupt it.
         message = f"weed (pid {pid}) runs on {state_dir} but S3 does not answer; stop it first"
-        raise S3LocalError(with_log_tail(message, state_dir / LOG_FILE))
+        raise S3LocalError(f"{message}; {log_tail(state_dir / LOG_FILE)}")
     return None
 
 
@@ -123,10 +125,10 @@ def start(
     try:
         ready.wait_ready(proc, server, chosen, t0 + timeout, log_offset)
     except BaseException:
-        ports.remove_stale_sockets(process.terminate(proc.pid, 5.0) | set(chosen.values()))
+        ports.remove_stale_sockets(process.stop_server(proc.pid, 5.0) | set(chosen.values()))
         raise
     save_server(server, chosen)
-    ports.remember(state_dir, chosen)
+    remember(state_dir / PORTS_FILE, chosen)
     log.info(
         "local S3 at %s (pid %d, data in %s) ready in %.1f s",
         server.endpoint_url,
@@ -158,7 +160,7 @@ def stop(state_dir: Path, timeout: float = 10.0) -> bool:
     running = process.is_our_server(pid, state_dir)
     if running and isinstance(pid, int):  # (is_our_server: only a positive int is one)
         t0 = time.monotonic()
-        socket_ports |= process.terminate(pid, timeout)
+        socket_ports |= process.stop_server(pid, timeout)
         log.info("stopped local S3 (pid %d) in %.1f s", pid, time.monotonic() - t0)
     ports.remove_stale_sockets(socket_ports)
     (state_dir / STATE_FILE).unlink(missing_ok=True)

@@ -8,24 +8,19 @@ import os
 import shutil
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cellblock.slurmlocal import config, daemons, ports, ready
-from cellblock.slurmlocal.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
-from cellblock.slurmlocal.layout import DAEMONS, Layout
+from cellblock.devservices import process
+from cellblock.devservices.files import read_json, write_atomic
+from cellblock.devservices.slurm import config, daemons, ports, ready
+from cellblock.devservices.slurm.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
+from cellblock.devservices.slurm.layout import DAEMONS, Layout
 
 __all__ = ["start", "status", "stop", "stop_orphans"]
 
 log = logging.getLogger(__name__)
-
-
-def _read_record(layout: Layout) -> dict | None:
-    try:
-        data = json.loads(layout.record.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def status(state_dir: Path) -> LocalSlurm | None:
@@ -35,7 +30,7 @@ def status(state_dir: Path) -> LocalSlurm | None:
         state_dir: The cluster's state folder.
     """
     layout = Layout(Path(state_dir).resolve())
-    info = _read_record(layout)
+    info = read_json(layout.record)
     if info is None:
         return None
     try:
@@ -45,18 +40,6 @@ def status(state_dir: Path) -> LocalSlurm | None:
     if not all(daemons.is_ours(cluster.pids.get(d), layout, d) for d in DAEMONS):
         return None
     return cluster if ready.ctld_answers(layout) else None
-
-
-def _log_tail(layout: Layout, daemon: str, offset: int, lines: int = 15) -> str:
-    path = layout.log(daemon)
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return f"(no log {path})"
-    tail = "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
-    return f"last lines of {path}:\n{tail}"
 
 
 def _init_database(layout: Layout) -> None:
@@ -98,7 +81,7 @@ def start(
     first. Jobs and job ids survive a stop/start on the same folder.
 
     Args:
-        state_dir: State folder (created, mode 0700); see ``cellblock.slurmlocal.layout``.
+        state_dir: State folder (created, mode 0700); see ``cellblock.devservices.slurm.layout``.
         timeout: Seconds to wait for each daemon to be ready.
         cpus: CPUs the node offers (default: the machine's, but at least 4).
         memory_mb: Memory the node offers (default: 90% of the machine's).
@@ -131,58 +114,24 @@ def start(
             proc, offset = daemons.spawn(daemon, layout)
             pids[daemon] = proc.pid
             _save(layout, chosen, n_cpus, memory, pids)  # so stop() finds a half-started one
-            _wait_ready(layout, chosen, daemon, proc, offset, timeout)
+            check = partial(ready.READY_CHECKS[daemon], layout, chosen)
+            process.wait_ready(check, proc, daemon, time.monotonic() + timeout, interval=0.2,
+                               log_path=layout.log(daemon), log_offset=offset,
+                               error=SlurmLocalError)  # fmt: skip
     except BaseException:
         stop(layout.state_dir)
         raise
     cluster = _save(layout, chosen, n_cpus, memory, pids)
-    log.info(
-        "local SLURM cluster %r ready in %.1f s (slurmctld on 127.0.0.1:%d, %d CPUs, %d MB; "
-        "state in %s)",
-        CLUSTER_NAME, time.monotonic() - t0, chosen["slurmctld"], n_cpus, memory,
-        layout.state_dir,
-    )  # fmt: skip
+    log.info("local SLURM cluster %r ready in %.1f s (slurmctld on 127.0.0.1:%d, %d CPUs, "
+             "%d MB; state in %s)", CLUSTER_NAME, time.monotonic() - t0, chosen["slurmctld"],
+             n_cpus, memory, layout.state_dir)  # fmt: skip
     return cluster
-
-
-def _wait_ready(
-    layout: Layout,
-    chosen: dict[str, int],
-    daemon: str,
-    proc: subprocess.Popen,
-    offset: int,
-    timeout: float,
-) -> None:
-    """Wait until ``daemon`` passes its readiness check.
-
-    Args:
-        layout: The cluster's folders.
-        chosen: Its ports.
-        daemon: The daemon's name (a key of ``ready.READY_CHECKS``).
-        proc: Its process.
-        offset: Where its log stood when it started (the tail quoted on failure).
-        timeout: Seconds to wait.
-
-    Raises:
-        SlurmLocalError: It exited or was not ready in time (with the tail of its log).
-    """
-    deadline = time.monotonic() + timeout
-    while not ready.READY_CHECKS[daemon](layout, chosen):
-        if proc.poll() is not None:
-            raise SlurmLocalError(
-                f"{daemon} exited with code {proc.returncode} while starting; "
-                + _log_tail(layout, daemon, offset)
-            )
-        if time.monotonic() > deadline:
-            raise SlurmLocalError(
-                f"{daemon} not ready in {timeout:.0f} s; " + _log_tail(layout, daemon, offset)
-            )
-        time.sleep(0.2)
 
 
 def _save(
     layout: Layout, chosen: dict[str, int], cpus: int, memory_mb: int, pids: dict[str, int]
 ) -> LocalSlurm:
+    """Record the cluster (its daemons started so far) in ``cluster.json``; return it."""
     cluster = LocalSlurm(
         state_dir=layout.state_dir,
         slurm_conf=layout.slurm_conf,
@@ -194,9 +143,7 @@ def _save(
         pids=dict(pids),
     )
     info = {**cluster.record(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = layout.record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(layout.record)
+    write_atomic(layout.record, json.dumps(info, indent=2) + "\n")
     return cluster
 
 
@@ -207,12 +154,12 @@ def _cancel_jobs(layout: Layout, timeout: float) -> None:
     if not jobs:
         return
     ready.run_client(layout, "scancel", *jobs)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def none_left() -> bool:
         left = ready.run_client(layout, "squeue", "-h", "-o", "%A")
-        if left.returncode != 0 or not left.stdout.strip():
-            break
-        time.sleep(0.3)
+        return left.returncode != 0 or not left.stdout.strip()
+
+    process.wait_until(none_left, timeout, interval=0.3)
     log.info("cancelled %d job(s) of the local cluster", len(jobs))
 
 
@@ -229,7 +176,7 @@ def stop(state_dir: Path, timeout: float = 15.0) -> bool:
         True if any of its daemons was running (and is now stopped), False if none was.
     """
     layout = Layout(Path(state_dir).resolve())
-    info = _read_record(layout) or {}
+    info = read_json(layout.record) or {}
     recorded: dict[str, Any] = info["pids"] if isinstance(info.get("pids"), dict) else {}
     alive = {d: recorded[d] for d in DAEMONS if daemons.is_ours(recorded.get(d), layout, d)}
     if "slurmctld" in alive and "slurmd" in alive:
@@ -239,11 +186,11 @@ def stop(state_dir: Path, timeout: float = 15.0) -> bool:
             log.warning("could not cancel the jobs of %s: %s", layout.state_dir, e)
     for daemon in reversed(DAEMONS):
         if daemon in alive:
-            daemons.terminate(alive[daemon], daemon, timeout)
+            process.terminate(alive[daemon], daemon, timeout)
     # What is left: a daemon the record lost (crash mid-start), slurmscriptd, slurmstepds.
     leftovers = daemons.our_processes(layout)
     for pid in leftovers:
-        daemons.terminate(pid, f"process {pid}", 5.0)
+        process.terminate(pid, f"process {pid}", 5.0)
     layout.record.unlink(missing_ok=True)
     shutil.rmtree(layout.socket_dir, ignore_errors=True)
     if alive:
@@ -260,7 +207,7 @@ def stop_orphans(timeout: float = 5.0) -> int:
     found = daemons.orphans()
     for pid, state_dir in found.items():
         log.info("stopping pid %d of a local cluster whose folder %s is gone", pid, state_dir)
-        daemons.terminate(pid, f"process {pid}", timeout)
+        process.terminate(pid, f"process {pid}", timeout)
     for state_dir in set(found.values()):
         shutil.rmtree(Layout(Path(state_dir)).socket_dir, ignore_errors=True)
     return len(found)

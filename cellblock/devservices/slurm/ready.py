@@ -6,9 +6,10 @@ import socket
 import subprocess
 from collections.abc import Callable
 
-from cellblock.slurmlocal.cluster import CLUSTER_NAME, HOST
-from cellblock.slurmlocal.daemons import binary, client_env
-from cellblock.slurmlocal.layout import Layout
+from cellblock.devservices.ports import LOOPBACK, unix_socket_answers
+from cellblock.devservices.slurm.cluster import CLUSTER_NAME
+from cellblock.devservices.slurm.daemons import binary, client_env
+from cellblock.devservices.slurm.layout import Layout
 
 __all__ = ["READY_CHECKS", "ctld_answers", "node_state", "run_client"]
 
@@ -24,40 +25,30 @@ def run_client(layout: Layout, *argv: str, timeout: float = 10.0) -> subprocess.
     )
 
 
-def _unix_socket_answers(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(1.0)
-        try:
-            s.connect(path)
-        except OSError:
-            return False
-    return True
-
-
 def _tcp_answers(port: int) -> bool:
     try:
-        with socket.create_connection((HOST, port), timeout=1.0):
+        with socket.create_connection((LOOPBACK, port), timeout=1.0):
             return True
     except OSError:
         return False
 
 
-def _munge_ready(layout: Layout, ports: dict[str, int]) -> bool:
+def _munge_problem(layout: Layout, ports: dict[str, int]) -> str | None:
     # A credential encoded through the socket proves the daemon has its key loaded.
     result = subprocess.run(
         [binary("munge"), "--socket", str(layout.munge_socket), "--no-input"],
         capture_output=True,
         timeout=10,
     )
-    return result.returncode == 0
+    return None if result.returncode == 0 else "munge cannot encode a credential"
 
 
-def _mariadb_ready(layout: Layout, ports: dict[str, int]) -> bool:
-    return _unix_socket_answers(str(layout.mysql_socket))
+def _mariadb_problem(layout: Layout, ports: dict[str, int]) -> str | None:
+    return None if unix_socket_answers(layout.mysql_socket) else "no answer on its socket"
 
 
-def _slurmdbd_ready(layout: Layout, ports: dict[str, int]) -> bool:
-    return _tcp_answers(ports["slurmdbd"])
+def _slurmdbd_problem(layout: Layout, ports: dict[str, int]) -> str | None:
+    return None if _tcp_answers(ports["slurmdbd"]) else f"no answer on port {ports['slurmdbd']}"
 
 
 def ctld_answers(layout: Layout) -> bool:
@@ -69,12 +60,14 @@ def ctld_answers(layout: Layout) -> bool:
     return result.returncode == 0 and "UP" in result.stdout
 
 
-def _slurmctld_ready(layout: Layout, ports: dict[str, int]) -> bool:
+def _slurmctld_problem(layout: Layout, ports: dict[str, int]) -> str | None:
     if not ctld_answers(layout):
-        return False
+        return "no answer to scontrol ping"
     # slurmctld registers the cluster with slurmdbd as it starts; sacct needs that.
     result = run_client(layout, "sacctmgr", "-n", "-P", "show", "cluster", "format=cluster")
-    return result.returncode == 0 and CLUSTER_NAME in result.stdout.split()
+    if result.returncode == 0 and CLUSTER_NAME in result.stdout.split():
+        return None
+    return f"cluster {CLUSTER_NAME!r} not registered in the accounting database"
 
 
 def node_state(layout: Layout) -> str:
@@ -86,16 +79,20 @@ def node_state(layout: Layout) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def _slurmd_ready(layout: Layout, ports: dict[str, int]) -> bool:
+def _slurmd_problem(layout: Layout, ports: dict[str, int]) -> str | None:
     # Registered and schedulable; "unknown" until slurmd has talked to slurmctld.
-    return node_state(layout) in ("idle", "mixed", "allocated", "completing")
+    state = node_state(layout)
+    if state in ("idle", "mixed", "allocated", "completing"):
+        return None
+    return f"node state {state or 'unknown'!r}"
 
 
-# Daemon -> check(layout, ports); run after the daemon is started, until it holds.
-READY_CHECKS: dict[str, Callable[[Layout, dict[str, int]], bool]] = {
-    "munged": _munge_ready,
-    "mariadbd": _mariadb_ready,
-    "slurmdbd": _slurmdbd_ready,
-    "slurmctld": _slurmctld_ready,
-    "slurmd": _slurmd_ready,
+# Daemon -> check(layout, ports): None once ready, else what is missing; run after the
+# daemon is started, until it returns None.
+READY_CHECKS: dict[str, Callable[[Layout, dict[str, int]], str | None]] = {
+    "munged": _munge_problem,
+    "mariadbd": _mariadb_problem,
+    "slurmdbd": _slurmdbd_problem,
+    "slurmctld": _slurmctld_problem,
+    "slurmd": _slurmd_problem,
 }

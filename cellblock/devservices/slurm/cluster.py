@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLUSTER_NAME", "HOST", "PARTITION", "LocalSlurm", "SlurmLocalError"]
+__all__ = ["CLUSTER_NAME", "PARTITION", "LocalSlurm", "SlurmLocalError"]
 
-HOST = "127.0.0.1"
 CLUSTER_NAME = "cellblock"
 PARTITION = "debug"
 

@@ -15,9 +15,9 @@ import botocore
 import botocore.exceptions
 from botocore.config import Config
 
-from cellblock.s3local.process import wait_until
-from cellblock.s3local.server import REGION, LocalS3, S3LocalError, url
-from cellblock.s3local.state import DATA_DIR, LOG_FILE, with_log_tail
+from cellblock.devservices import process
+from cellblock.devservices.s3.server import REGION, LocalS3, S3LocalError, url
+from cellblock.devservices.s3.state import DATA_DIR, LOG_FILE
 
 __all__ = ["answers", "wait_ready"]
 
@@ -113,6 +113,10 @@ def wait_ready(
         ports: Its ports, by flag name (see ``ports.PORT_FLAGS``).
         deadline: ``time.monotonic()`` value to give up at.
         log_offset: Byte offset in ``server.log`` where this start's output begins.
+
+    Raises:
+        S3LocalError: weed exited, or S3 was not ready by ``deadline`` (with the tail of
+            its log).
     """
     # Short timeouts and no retries: the caller polls.
     admin = client(server, config=Config(connect_timeout=2, read_timeout=5,
@@ -137,24 +141,16 @@ def wait_ready(
             return None
         return f"volume server not registered with the master ({master_url})"
 
-    def failure(message: str) -> S3LocalError:
-        return S3LocalError(with_log_tail(message, server.state_dir / LOG_FILE, log_offset))
-
+    what, log_path = f"weed (S3 on port {server.port})", server.state_dir / LOG_FILE
     for step in (buckets_problem, volumes_problem):
-        while (problem := step()) is not None:
-            if proc.poll() is not None:
-                raise failure(
-                    f"weed exited with code {proc.returncode} before S3 was ready on port "
-                    f"{server.port}"
-                )
-            if time.monotonic() > deadline:
-                raise failure(f"S3 on port {server.port} not ready in time ({problem})")
-            time.sleep(0.1)
+        process.wait_ready(
+            step, proc, what, deadline, log_path=log_path, log_offset=log_offset, error=S3LocalError
+        )
 
     # S3 does not need weed's embedded admin server, but weed mini always runs it, and a
     # SIGTERM that arrives while it is still starting can leave its shutdown waiting ~10 s
     # on a lock held at the master: wait for it too (best effort, 5 s at most).
     admin_url = url(ports["admin.port"])
     admin_wait = min(deadline - time.monotonic(), 5.0)
-    if not wait_until(lambda: answers(admin_url, "/health", timeout=1.0), admin_wait):
+    if not process.wait_until(lambda: answers(admin_url, "/health", timeout=1.0), admin_wait):
         log.debug("weed's admin server at %s did not answer; going on without it", admin_url)

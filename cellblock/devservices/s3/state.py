@@ -1,19 +1,19 @@
 """The state folder: its file names, the admin keys, SeaweedFS identities, the server record.
 
 Files that hold secrets (keys, identities, the server record) are written atomically with
-mode 0600. The layout is described in the package docstring (``cellblock.s3local``).
+mode 0600 (``devservices.files``). The layout is described in the package docstring
+(``cellblock.devservices.s3``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from pathlib import Path
 
-from cellblock.atomic import atomic_path
-from cellblock.s3local.server import LocalS3
+from cellblock.devservices.files import read_json, write_atomic
+from cellblock.devservices.s3.server import LocalS3
 
 __all__ = [
     "CONFIG_FILE",
@@ -24,10 +24,7 @@ __all__ = [
     "STATE_FILE",
     "WEED_LOG_DIR",
     "prepare",
-    "read_json",
     "save_server",
-    "with_log_tail",
-    "write_private",
 ]
 
 CREDENTIALS_FILE = "credentials.json"
@@ -37,22 +34,6 @@ PORTS_FILE = "ports.json"
 LOG_FILE = "server.log"
 WEED_LOG_DIR = "logs"
 DATA_DIR = "data"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600 (the file holds secrets)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)
-
-
-def read_json(path: Path) -> dict | None:
-    """The JSON object in ``path``, or None if it is missing or unreadable."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _credentials(state_dir: Path) -> tuple[str, str]:
@@ -65,7 +46,7 @@ def _credentials(state_dir: Path) -> tuple[str, str]:
     # the values need no quoting anywhere (shell, URLs, JSON).
     access_key = "CBLK" + secrets.token_hex(8).upper()
     secret_key = secrets.token_hex(20)
-    write_private(path, json.dumps({"access_key": access_key, "secret_key": secret_key}))
+    write_atomic(path, json.dumps({"access_key": access_key, "secret_key": secret_key}), 0o600)
     return access_key, secret_key
 
 
@@ -98,24 +79,12 @@ def prepare(state_dir: Path, public_bucket: str) -> tuple[str, str]:
     # it so this command line is the whole configuration (it only caches a volume size).
     (data_dir / "mini.options").unlink(missing_ok=True)
     access_key, secret_key = _credentials(state_dir)
-    write_private(state_dir / CONFIG_FILE, _s3_config(access_key, secret_key, public_bucket))
+    config = _s3_config(access_key, secret_key, public_bucket)
+    write_atomic(state_dir / CONFIG_FILE, config, 0o600)
     return access_key, secret_key
 
 
 def save_server(server: LocalS3, ports: dict[str, int]) -> None:
     """Record ``server`` and its ports in its ``server.json`` (read by status and stop)."""
     info = {**server.record(), "ports": ports, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_private(server.state_dir / STATE_FILE, json.dumps(info, indent=2) + "\n")
-
-
-def with_log_tail(message: str, path: Path, offset: int = 0, lines: int = 20) -> str:
-    """``message``, then the last ``lines`` lines of the log written after byte ``offset``."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        tail = "(no server log)"
-    else:
-        tail = "\n".join(text.strip().splitlines()[-lines:]) or "(empty server log)"
-    return f"{message}; last lines of {path}:\n{tail}"
+    write_atomic(server.state_dir / STATE_FILE, json.dumps(info, indent=2) + "\n", 0o600)

@@ -6,10 +6,11 @@ import shlex
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from cellblock.devservices.ports import LOOPBACK
+
 __all__ = [
     "DEFAULT_PRIVATE_BUCKET",
     "DEFAULT_PUBLIC_BUCKET",
-    "HOST",
     "REGION",
     "LocalS3",
     "S3LocalError",
@@ -18,13 +19,12 @@ __all__ = [
 
 DEFAULT_PUBLIC_BUCKET = "cellblock-public"
 DEFAULT_PRIVATE_BUCKET = "cellblock-private"
-HOST = "127.0.0.1"
 REGION = "us-east-1"
 
 
 def url(port: int) -> str:
     """``http://127.0.0.1:PORT``."""
-    return f"http://{HOST}:{port}"
+    return f"http://{LOOPBACK}:{port}"
 
 
 class S3LocalError(RuntimeError):

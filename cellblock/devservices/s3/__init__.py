@@ -17,19 +17,20 @@ State folder layout::
 
 Command line (``start`` and ``status`` print ``export`` lines for ``eval``)::
 
-    python -m cellblock.s3local start|stop|status [--dir DIR] [--port P]
+    python -m cellblock.devservices.s3 start|stop|status [--dir DIR] [--port P]
 
 Modules: ``lifecycle`` (start, status, stop), ``server`` (``LocalS3``, the error),
 ``state`` (the folder's files), ``ports`` (the ten ports, socket files), ``process``
-(weed's command line, pid checks, termination), ``ready`` (when a start is done),
-``cli`` (the command line).
+(weed's command line, its identity), ``ready`` (when a start is done), ``cli`` (the
+command line); launch, termination, the readiness poll and the choice of ports are the
+shared ``devservices.process`` and ``devservices.ports``.
 """
 
-from cellblock.s3local.cli import main
-from cellblock.s3local.lifecycle import start, status, stop
-from cellblock.s3local.process import listening_sockets
-from cellblock.s3local.ready import client
-from cellblock.s3local.server import (
+from cellblock.devservices.ports import listening_sockets
+from cellblock.devservices.s3.cli import main
+from cellblock.devservices.s3.lifecycle import start, status, stop
+from cellblock.devservices.s3.ready import client
+from cellblock.devservices.s3.server import (
     DEFAULT_PRIVATE_BUCKET,
     DEFAULT_PUBLIC_BUCKET,
     LocalS3,

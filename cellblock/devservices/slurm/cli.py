@@ -1,4 +1,4 @@
-"""Command line: ``python -m cellblock.slurmlocal start|stop|status [--dir DIR]``.
+"""Command line: ``python -m cellblock.devservices.slurm start|stop|status [--dir DIR]``.
 
 ``start`` and ``status`` print ``export`` lines (and nothing else) on stdout, for ``eval``;
 messages go to stderr.
@@ -11,21 +11,21 @@ import logging
 import sys
 from pathlib import Path
 
-from cellblock.slurmlocal.cluster import SlurmLocalError
-from cellblock.slurmlocal.layout import Layout
-from cellblock.slurmlocal.lifecycle import start, status, stop
-from cellblock.slurmlocal.ready import run_client
+from cellblock.devservices.slurm.cluster import SlurmLocalError
+from cellblock.devservices.slurm.layout import Layout
+from cellblock.devservices.slurm.lifecycle import start, status, stop
+from cellblock.devservices.slurm.ready import run_client
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m cellblock.slurmlocal",
+        prog="python -m cellblock.devservices.slurm",
         description=(
             "Start, stop or query a single-node SLURM cluster on 127.0.0.1 (munged, MariaDB, "
             "slurmdbd, slurmctld, slurmd; sacct works). 'start' and 'status' print shell "
-            'export lines: eval "$(python -m cellblock.slurmlocal start)"'
+            'export lines: eval "$(python -m cellblock.devservices.slurm start)"'
         ),
     )
     parser.add_argument("command", choices=["start", "stop", "status"])

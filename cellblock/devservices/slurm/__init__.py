@@ -11,21 +11,23 @@ database; a restart on the same folder keeps the jobs and the job id counter.
 
 Clients find the cluster through ``SLURM_CONF``::
 
-    eval "$(scripts/slurm_local.sh start)"     # or: python -m cellblock.slurmlocal start
+    eval "$(scripts/slurm_local.sh start)"     # or: python -m cellblock.devservices.slurm start
     sbatch --wrap 'hostname'; sacct
     scripts/slurm_local.sh stop
 
 Modules: ``lifecycle`` (start, status, stop), ``cluster`` (``LocalSlurm``, the error),
 ``layout`` (the state folder), ``config`` (slurm.conf, slurmdbd.conf, MUNGE key),
-``ports`` (the three TCP ports), ``daemons`` (command lines, processes), ``ready``
-(readiness checks, client calls), ``cli`` (the command line).
+``ports`` (the three TCP ports), ``daemons`` (command lines, environment, identity),
+``ready`` (readiness checks, client calls), ``cli`` (the command line); launch,
+termination, the readiness poll and the choice of ports are the shared
+``devservices.process`` and ``devservices.ports``.
 """
 
-from cellblock.slurmlocal.cli import main
-from cellblock.slurmlocal.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
-from cellblock.slurmlocal.layout import DAEMONS, Layout
-from cellblock.slurmlocal.lifecycle import start, status, stop, stop_orphans
-from cellblock.slurmlocal.ready import run_client
+from cellblock.devservices.slurm.cli import main
+from cellblock.devservices.slurm.cluster import CLUSTER_NAME, PARTITION, LocalSlurm, SlurmLocalError
+from cellblock.devservices.slurm.layout import DAEMONS, Layout
+from cellblock.devservices.slurm.lifecycle import start, status, stop, stop_orphans
+from cellblock.devservices.slurm.ready import run_client
 
 __all__ = [
     "CLUSTER_NAME",

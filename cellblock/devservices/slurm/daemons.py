@@ -1,26 +1,25 @@
-"""The five daemons: their command lines, launch, liveness and termination.
+"""The five daemons: their command lines, environment, launch and identity.
 
 Daemons are started directly (no systemd: PID 1 here is not systemd, and apt's
 policy-rc.d keeps packages from starting services), each in the foreground of its own
 session so that a Ctrl-C in the starting shell does not reach them, with its output
-appended to ``log/NAME.log``. Every daemon carries ``CELLBLOCK_SLURMLOCAL=<state dir>``
-in its environment, and so do the processes it forks (slurmscriptd, slurmstepd): that
-marker tells our processes apart from another cluster's, and guards against pid reuse.
+appended to ``log/NAME.log`` (``devservices.process`` launches and stops them). Every
+daemon carries ``CELLBLOCK_SLURMLOCAL=<state dir>`` in its environment, and so do the
+processes it forks (slurmscriptd, slurmstepd): that marker tells our processes apart
+from another cluster's, and guards against pid reuse.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
-from cellblock.slurmlocal.cluster import SlurmLocalError
-from cellblock.slurmlocal.layout import Layout
+from cellblock.devservices import process
+from cellblock.devservices.slurm.cluster import SlurmLocalError
+from cellblock.devservices.slurm.layout import Layout
 
 __all__ = [
     "MARKER",
@@ -31,19 +30,14 @@ __all__ = [
     "orphans",
     "our_processes",
     "spawn",
-    "terminate",
 ]
 
-log = logging.getLogger(__name__)
 MARKER = "CELLBLOCK_SLURMLOCAL"
 
 # Environment that would point the daemons elsewhere: a shell inside a SLURM job has
 # SLURM_JOB_ID & co., one that eval'ed another cluster's exports has SLURM_CONF.
 _SCRUBBED_PREFIXES = ("SLURM_", "MYSQL_", "MUNGE_", "SBATCH_", "SRUN_", "SALLOC_")
 _SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
-
-# Daemons started by this Python process: their Popen objects reap them on stop.
-_children: dict[int, subprocess.Popen] = {}
 
 
 def binary(name: str) -> str:
@@ -62,15 +56,20 @@ def binary(name: str) -> str:
 
 
 def client_env(layout: Layout) -> dict[str, str]:
-    """The environment for the daemons and for our own client calls (sinfo, scontrol)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-    env.update(
-        SLURM_CONF=str(layout.slurm_conf),
-        # slurmdbd connects with libmariadb's default socket, which honours this variable.
-        MYSQL_UNIX_PORT=str(layout.mysql_socket),
-        **{MARKER: str(layout.state_dir)},
+    """The environment of the daemons, and of our own client calls (sinfo, scontrol).
+
+    Args:
+        layout: The cluster's paths.
+    """
+    return process.scrubbed_env(
+        _SCRUBBED_PREFIXES,
+        {
+            "SLURM_CONF": str(layout.slurm_conf),
+            # slurmdbd connects with libmariadb's default socket, which honours this one.
+            "MYSQL_UNIX_PORT": str(layout.mysql_socket),
+            MARKER: str(layout.state_dir),
+        },
     )
-    return env
 
 
 def command(daemon: str, layout: Layout) -> list[str]:
@@ -114,43 +113,22 @@ def mariadb_options(layout: Layout) -> list[str]:
 def spawn(daemon: str, layout: Layout) -> tuple[subprocess.Popen, int]:
     """Start ``daemon`` with its output appended to its log.
 
+    Args:
+        daemon: One of ``layout.DAEMONS``.
+        layout: The cluster's paths.
+
     Returns:
         The process, and the byte offset in its log where this start's output begins.
     """
-    cmd = command(daemon, layout)
-    with layout.log(daemon).open("ab") as log_file:
-        offset = log_file.tell()
-        log_file.write(f"--- cellblock.slurmlocal: starting {daemon}\n".encode())
-        log_file.flush()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=layout.state_dir,
-            env=client_env(layout),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _children[proc.pid] = proc
-    return proc, offset
+    banner = f"cellblock.devservices.slurm: starting {daemon}"
+    cmd, env = command(daemon, layout), client_env(layout)
+    return process.spawn(cmd, layout.log(daemon), banner, cwd=layout.state_dir, env=env)
 
 
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    except (PermissionError, OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def is_ours(pid: object, layout: Layout, daemon: str | None = None) -> bool:
@@ -161,7 +139,7 @@ def is_ours(pid: object, layout: Layout, daemon: str | None = None) -> bool:
         layout: The cluster's paths.
         daemon: Program name the process must run (its ``argv[0]`` basename).
     """
-    if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
+    if not isinstance(pid, int) or pid <= 0 or not process.pid_alive(pid):
         return False
     try:
         if _environ(pid).get(MARKER) != str(layout.state_dir):
@@ -172,15 +150,25 @@ def is_ours(pid: object, layout: Layout, daemon: str | None = None) -> bool:
     return daemon is None or Path(argv0).name == daemon
 
 
-def our_processes(layout: Layout) -> list[int]:
-    """Every live process carrying this cluster's marker (daemons, scriptd, stepds)."""
-    found = []
+def _marked() -> dict[int, str]:
+    """Live processes carrying a local cluster's marker: ``{pid: its state folder}``."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             with contextlib.suppress(OSError):
-                if is_ours(int(entry.name), layout):
-                    found.append(int(entry.name))
-    return sorted(found)
+                state_dir = _environ(int(entry.name)).get(MARKER)
+                if state_dir and process.pid_alive(int(entry.name)):
+                    found[int(entry.name)] = state_dir
+    return found
+
+
+def our_processes(layout: Layout) -> list[int]:
+    """Every live process carrying this cluster's marker (daemons, scriptd, stepds).
+
+    Args:
+        layout: The cluster's paths.
+    """
+    return sorted(pid for pid, marker in _marked().items() if marker == str(layout.state_dir))
 
 
 def orphans() -> dict[int, str]:
@@ -188,36 +176,4 @@ def orphans() -> dict[int, str]:
 
     What a killed test session leaves behind once pytest deletes its old temp folders.
     """
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            state_dir = _environ(int(entry.name)).get(MARKER)
-            if state_dir and not Path(state_dir).is_dir() and _alive(int(entry.name)):
-                found[int(entry.name)] = state_dir
-    return found
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    child = _children.get(pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child is not None and child.poll() is not None:
-            _children.pop(pid, None)
-            return True
-        if child is None and not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def terminate(pid: int, name: str, timeout: float) -> None:
-    """SIGTERM ``pid``; SIGKILL it if it is still alive after ``timeout`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not _wait_exit(pid, timeout):
-        log.warning("%s (pid %d) ignored SIGTERM for %.0f s: killing it", name, pid, timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_exit(pid, 5.0)
+    return {pid: folder for pid, folder in _marked().items() if not Path(folder).is_dir()}
