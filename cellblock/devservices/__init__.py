@@ -12,6 +12,6 @@ keeps its state in one folder and starts, stops and reports through the same cal
   (``python -m cellblock.devservices.slurm``, ``scripts/slurm_local.sh``).
 
 Shared by both: ``process`` (launch with a log, liveness, termination, the readiness
-poll), ``ports`` (free loopback ports, reused across restarts; listening sockets) and
-``files`` (the state folder's JSON records, atomic writes).
+poll), ``ports`` (free loopback ports, reused across restarts; listening sockets),
+``files`` (the state folder's JSON records, atomic writes) and ``cli`` (the command line).
 """
