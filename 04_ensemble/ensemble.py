@@ -32,7 +32,9 @@ def main() -> None:
     p.add_argument("preds", nargs="+", metavar="PRED", help="prediction folder or predictions.zarr")
     p.add_argument("--data", required=True, help="the packed dataset that was predicted")
     p.add_argument("--split", default="test", choices=SPLITS, help="wells to ensemble")
-    p.add_argument("--experiments", help="comma-separated subset of the split's experiments")
+    p.add_argument(
+        "--experiments", help="comma-separated experiments or EXP/PlateN plates of the split"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", type=_floats, help="one weight per PRED, e.g. 2,1 (default equal)")
     p.add_argument("--combine", default="mean-logits", choices=COMBINE_MODES)

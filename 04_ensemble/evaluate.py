@@ -23,7 +23,10 @@ def main() -> None:
     p.add_argument("submission", metavar="SUBMISSION", help="submission CSV")
     p.add_argument("--data", required=True, help="packed dataset with the answer key")
     p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--experiments", help="comma-separated subset the submission covers")
+    p.add_argument(
+        "--experiments",
+        help="comma-separated experiments or EXP/PlateN plates the submission covers",
+    )
     p.add_argument(
         "--include-controls", action="store_true", help="the submission also has the control wells"
     )

@@ -9,7 +9,7 @@ from cellblock.errors import UserError
 
 __all__ = ["TTA", "tta_transforms"]
 
-# Elements of the dihedral group (cellblock.data.d4: k % 4 quarter turns, then a flip if
+# Elements of the dihedral group (cellblock.data.augment.d4: k % 4 quarter turns, then a flip if
 # k >= 4). "flips" = identity, both flips and their product (a half turn): valid on
 # non-square images too. Microscopy has no canonical orientation, so all are free views.
 TTA: dict[str, tuple[int, ...]] = {"none": (0,), "flips": (0, 2, 4, 6), "d4": tuple(range(8))}

@@ -70,3 +70,11 @@ def test_select_sites_without_the_split():
         select_sites(train_only, "test")
     with pytest.raises(UserError, match="not consecutive"):
         well_table(train_only)  # shuffled: a well's sites are apart
+
+
+@pytest.mark.parametrize("dtype", [object, "string"])
+def test_well_table_takes_any_string_dtype(dtype):
+    sites = select_sites(_table(), "all")
+    sites["id_code"] = sites["id_code"].astype(dtype)
+    wells, starts = well_table(sites)
+    assert len(wells) == 8 and list(starts) == list(range(0, 16, 2))

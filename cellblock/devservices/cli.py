@@ -26,7 +26,7 @@ class Exportable(Protocol):
 
 
 def parser(
-    prog: str, description: str, *, state_dir: str, timeout: float
+    prog: str, description: str, *, state_dir: str, timeout: float, timeout_help: str
 ) -> argparse.ArgumentParser:
     """The shared arguments; a service adds its own.
 
@@ -35,12 +35,13 @@ def parser(
         description: What the service is.
         state_dir: The default state folder (``.s3local``).
         timeout: The default of ``--timeout``, seconds.
+        timeout_help: What ``--timeout`` bounds, for ``--help``.
     """
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("command", choices=["start", "stop", "status"])
     p.add_argument("--dir", type=Path, default=Path(state_dir),
                    help=f"state folder (default {state_dir})")  # fmt: skip
-    p.add_argument("--timeout", type=float, default=timeout, help="seconds to wait for a start")
+    p.add_argument("--timeout", type=float, default=timeout, help=timeout_help)
     return p
 
 
@@ -75,6 +76,8 @@ def serve(
                 log.info("no %s was running in %s", what, args.dir)
             return 0
         service = start() if args.command == "start" else status()
+        if service is not None and describe is not None and args.command == "status":
+            describe()
     except reported as e:
         # A failed start's first line names the log that holds the details.
         message = str(e) or type(e).__name__
@@ -83,7 +86,5 @@ def serve(
     if service is None:
         print(f"error: no {what} running in {args.dir}", file=sys.stderr)
         return 1
-    if describe is not None and args.command == "status":
-        describe()
     sys.stdout.write(service.export_lines())
     return 0

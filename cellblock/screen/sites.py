@@ -100,10 +100,11 @@ def well_table(sites: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     Raises:
         UserError: A well's sites are not consecutive.
     """
-    ids = sites["id_code"]
-    if (ids != ids.shift()).sum() != ids.nunique():  # more runs of an id_code than wells
+    ids = sites["id_code"].to_numpy(dtype=object)  # plain values whatever the string dtype
+    runs = 1 + int((ids[1:] != ids[:-1]).sum()) if len(ids) else 0
+    if runs != len(set(ids)):  # more runs of an id_code than wells
         raise UserError("site table: a well's sites are not consecutive (is it sorted?)")
-    first = ~ids.duplicated().to_numpy()
+    first = ~sites["id_code"].duplicated().to_numpy()
     starts = np.flatnonzero(first)
     wells = sites.loc[first, WELL_COLUMNS].reset_index(drop=True)
     return wells, starts

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         'eval "$(python -m cellblock.devservices.s3 start)"',
         state_dir=".s3local",
         timeout=30.0,
+        timeout_help="seconds to wait for the server to start or stop",
     )
     p.add_argument(
         "--port", type=int, help="S3 port for start (default: the previous one, else free)"

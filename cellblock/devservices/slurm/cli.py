@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         'export lines: eval "$(python -m cellblock.devservices.slurm start)"',
         state_dir=".slurmlocal",
         timeout=90.0,
+        timeout_help="seconds to wait for each daemon to start, or for jobs and daemons to stop",
     )
     p.add_argument("--cpus", type=int, help="CPUs the node offers (default: >= 4)")
     p.add_argument("--memory-mb", type=int, help="memory the node offers (default: 90%%)")
