@@ -28,6 +28,7 @@ from cellblock.training.setupconfig import SetupConfig
 __all__ = [
     "RunInfo",
     "check_channels",
+    "check_finite_weights",
     "class_ids",
     "inference_config",
     "load_run_info",
@@ -103,8 +104,31 @@ def load_run_info(checkpoint: Path | str) -> RunInfo:
     """
     path = Path(checkpoint)
     state = load_checkpoint(path)
+    check_finite_weights(state, path)
     cfg = inference_config(state, path)
     return RunInfo(path, int(state["iteration"]), cfg, _embedding_dim(cfg))
+
+
+def check_finite_weights(state: dict[str, Any], path: Path | str) -> None:
+    """Refuse a checkpoint whose network weights hold NaN or infinity.
+
+    Such a network predicts NaN everywhere: better named here, before any worker starts,
+    than discovered as a store of holes.
+
+    Raises:
+        UserError: Naming the checkpoint, how many tensors are not finite and the first.
+    """
+    bad = [
+        name
+        for name, value in state["model"].items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise UserError(
+            f"{path}: {len(bad)} of {len(state['model'])} weight tensors hold NaN or "
+            f"infinity (first: {bad[0]}); it cannot predict: choose an earlier checkpoint "
+            "(--iteration) or retrain"
+        )
 
 
 def check_channels(cfg: SetupConfig, packed: PackedDataset, where: str = "") -> list[int]:

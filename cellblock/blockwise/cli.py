@@ -55,6 +55,17 @@ def _parser(blockwise: bool) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="sites per forward pass")
     p.add_argument("--setup", help="setup folder or name under the project's 02_train "
                    "(default: the one the run's run.json records)")  # fmt: skip
+    p.add_argument(
+        "--readers",
+        type=int,
+        help="threads decoding sites ahead of the network, per worker (default: the CPUs "
+        "the worker was given on a GPU, SLURM's allotment or its affinity; 0 on a CPU)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (one batch shape; compiled once per worker)",
+    )
     add_project_argument(p)
     p.add_argument(
         "--overwrite",
@@ -69,7 +80,8 @@ def _parser(blockwise: bool) -> argparse.ArgumentParser:
     p.add_argument(
         "--block-wells",
         type=int,
-        help="wells per block (default: one plate row; whole rows when larger)",
+        help="wells per block (default: whole plate rows, at least --batch-size sites; "
+        "whole rows when larger than a row)",
     )
     p.add_argument("--cluster", default="local", help="worker launcher: local or slurm")
     p.add_argument(
@@ -101,7 +113,8 @@ def _plan(args: argparse.Namespace, block_wells: int | None, project: Project | 
         project = Project.locate(args.project)
     return make_plan(args.run, args.data, args.out, iteration=args.iteration, split=args.split,
                      experiments=args.experiments, tta=args.tta, batch_size=args.batch_size,
-                     block_wells=block_wells, setup=args.setup, project=project)  # fmt: skip
+                     block_wells=block_wells, setup=args.setup, readers=args.readers,
+                     compile=args.compile, project=project)  # fmt: skip
 
 
 def blockwise_main(argv: Sequence[str] | None = None, project: Project | None = None) -> int:

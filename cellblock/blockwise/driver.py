@@ -32,7 +32,7 @@ from cellblock.blockwise.task import done_count, make_task, run_task, tracking_p
 from cellblock.errors import UserError
 from cellblock.paths import SIF_ENV
 
-__all__ = ["LaunchOptions", "predict_blockwise", "worker_argv"]
+__all__ = ["LaunchOptions", "predict_blockwise", "worker_argv", "worker_cpus"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,23 @@ def worker_argv(plan: Plan, plan_path: Path) -> tuple[str, ...]:
     return (sys.executable, "-m", "cellblock.blockwise.worker", "--plan", str(plan_path), *setup)
 
 
+# CPUs a SLURM GPU worker asks for unless --readers says: decoding a 6x512x512 zstd site
+# costs 2.5-3.5 ms of a core, so ~2,000 img/s of an H100 needs 6-8 readers, plus the
+# worker's main thread and its chunk writer
+GPU_WORKER_READERS = 8
+
+
+def worker_cpus(options: dict[str, Any], readers: int | None) -> dict[str, Any]:
+    """SLURM worker options with ``cpus`` matching the worker's readers, unless given.
+
+    A GPU worker gets ``readers + 2`` CPUs (``GPU_WORKER_READERS`` readers by default);
+    a CPU worker keeps SLURM's one. ``--cluster-option cpus=N`` always wins.
+    """
+    if "cpus" in options or str(options.get("gpus", "0")) in ("", "0"):
+        return options
+    return {**options, "cpus": str((GPU_WORKER_READERS if readers is None else readers) + 2)}
+
+
 def _cpu_threads(workers: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // workers)
@@ -137,7 +154,12 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
         raise UserError(f"--max-restarts must be at least 0, got {max_restarts}")
     plan_path = plan.state_dir / "plan.json"
     spec = WorkerSpec(worker_argv(plan, plan_path), str(plan.log_dir), gpus, {}, wrapper)
-    launcher = launcher_cls(spec, **opts.cluster_options)  # checks its options: nothing written yet
+    options = (
+        worker_cpus(opts.cluster_options, plan.readers)
+        if opts.cluster == "slurm"
+        else opts.cluster_options
+    )
+    launcher = launcher_cls(spec, **options)  # checks its options: nothing written yet
     with driver_lock(plan):
         prepare_output(plan, opts.overwrite)
         plan.save(plan_path)

@@ -31,15 +31,18 @@ __all__ = ["BlockGrid", "block_shape"]
 Well = tuple[int, int]
 
 
-def block_shape(block_wells: int | None, n_cols: int) -> tuple[int, int, int]:
+def block_shape(
+    block_wells: int | None, n_cols: int, *, rows_for_a_batch: int = 1
+) -> tuple[int, int, int]:
     """``(1, rows, cols)`` of a block of about ``block_wells`` wells.
 
     Args:
-        block_wells: Wells per block; None = one row of the bounding box.
+        block_wells: Wells per block; None = ``rows_for_a_batch`` rows of the bounding box.
         n_cols: Columns of the bounding box.
+        rows_for_a_batch: Whole rows a block needs to fill one batch (the default block).
     """
     if block_wells is None:
-        return 1, 1, n_cols
+        return 1, max(1, rows_for_a_batch), n_cols
     if block_wells < 1:
         raise UserError(f"--block-wells must be at least 1, got {block_wells}")
     if block_wells < n_cols:
@@ -67,12 +70,17 @@ class BlockGrid:
     block: tuple[int, int, int]
 
     @classmethod
-    def from_table(cls, table: pd.DataFrame, block_wells: int | None) -> BlockGrid:
+    def from_table(
+        cls, table: pd.DataFrame, block_wells: int | None, *, batch_sites: int = 1
+    ) -> BlockGrid:
         """The grid over the wells of site-table rows.
 
         Args:
             table: The selected rows (``experiment``, ``plate``, ``row``, ``col``, ``site``).
-            block_wells: Wells per block (None: one plate row).
+            block_wells: Wells per block (None: whole plate rows holding at least
+                ``batch_sites`` sites, so a block fills a batch: a smaller one leaves a
+                GPU waiting on per-block overhead).
+            batch_sites: Sites of one batch (the prediction's batch size).
         """
         if table.empty:
             raise UserError("nothing to predict: no sites selected")
@@ -85,7 +93,11 @@ class BlockGrid:
         r0, c0 = int(rows.min()), int(cols.min())
         extent = (len(wells), int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1)
         plates = tuple(sorted(wells))
-        _, rows_per_block, cols_per_block = block_shape(block_wells, extent[2])
+        row_sites = extent[2] * int(counts.max())  # a full row of the fullest wells
+        rows_for_a_batch = -(-batch_sites // row_sites)
+        _, rows_per_block, cols_per_block = block_shape(
+            block_wells, extent[2], rows_for_a_batch=rows_for_a_batch
+        )
         block = (1, min(rows_per_block, extent[1]), cols_per_block)  # never past the box
         return cls(plates, {k: tuple(sorted(wells[k])) for k in plates}, (0, r0, c0), extent,
                    block)  # fmt: skip

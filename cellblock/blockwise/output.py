@@ -1,6 +1,7 @@
 """The output folder ``PRED`` of a prediction: created, resumed, or started afresh.
 
     PRED/predictions.zarr          the store (cellblock.store.predictions)
+    PRED/bnstats/                  per-plate BatchNorm statistics (cellblock.nets.bnstats)
     PRED/logs/worker_{id}.log      each worker's stdout and stderr
     PRED/logs/daisy/               daisy's own per-slot logs (the launchers' output)
     PRED/blockwise/plan.json       what the workers read
@@ -73,7 +74,7 @@ def prepare_output(plan: Plan, overwrite: bool = False) -> Path:
     """
     state, logs = plan.state_dir, plan.log_dir
     if overwrite:
-        for path in (state / "tracking", state / "failures", logs / "daisy"):
+        for path in (state / "tracking", state / "failures", logs / "daisy", plan.stats_dir):
             shutil.rmtree(path, ignore_errors=True)
         (state / "blocks.jsonl").unlink(missing_ok=True)
         for path in logs.glob("worker_*.log"):

@@ -52,6 +52,9 @@ class Plan:
         info: The store's provenance.
         grid: The blocks.
         cpu_threads: torch threads of a CPU worker (None = torch's default).
+        readers: Reader threads per worker (None = the CPUs it was given on a GPU, 0 on
+            a CPU; see ``Predictor``).
+        compile: Run each worker's network through ``torch.compile``.
     """
 
     run_id: str
@@ -67,6 +70,8 @@ class Plan:
     info: PredictionInfo
     grid: BlockGrid
     cpu_threads: int | None = None
+    readers: int | None = None
+    compile: bool = False
 
     @property
     def store(self) -> Path:
@@ -76,6 +81,11 @@ class Plan:
     def state_dir(self) -> Path:
         """``PRED/blockwise``: plan, done markers, block records, failure records."""
         return Path(self.out) / "blockwise"
+
+    @property
+    def stats_dir(self) -> Path:
+        """``PRED/bnstats``: each plate's BatchNorm statistics, estimated once per run."""
+        return Path(self.out) / "bnstats"
 
     @property
     def log_dir(self) -> Path:
@@ -158,6 +168,8 @@ def make_plan(
     block_wells: int | None = None,
     setup: str | None = None,
     cpu_threads: int | None = None,
+    readers: int | None = None,
+    compile: bool = False,
     project: Project | None = None,
 ) -> Plan:
     """Validate the inputs of a prediction and describe it; nothing is written.
@@ -171,9 +183,11 @@ def make_plan(
         experiments: Experiments or ``EXP/PlateN`` plates to keep; None = all.
         tta: ``"none"``, ``"flips"`` or ``"d4"``.
         batch_size: Sites per forward pass.
-        block_wells: Wells per block (None: one plate row).
+        block_wells: Wells per block (None: whole plate rows, at least one batch of sites).
         setup: ``--setup`` (see ``find_setup``).
         cpu_threads: torch threads per CPU worker.
+        readers: Reader threads per worker (None: see ``Predictor``); at least 0.
+        compile: ``torch.compile`` each worker's network.
         project: The project ``--setup`` names and old runs' setups are found in
             (see ``find_setup``).
 
@@ -187,7 +201,9 @@ def make_plan(
                                                batch_size=batch_size)  # fmt: skip
     run_info, channels = _check_model(checkpoint, packed, tta=tta)
     sites = select_sites(packed.metadata, split, experiments, source=f"dataset {packed.path}")
-    grid = BlockGrid.from_table(sites, block_wells)
+    if readers is not None and readers < 0:
+        raise UserError(f"--readers must be at least 0, got {readers}")
+    grid = BlockGrid.from_table(sites, block_wells, batch_sites=batch_size)
     setup_name, setup_dir = find_setup(run_dir, setup, project)
     info = PredictionInfo(
         setup=setup_name, run=str(run_dir.resolve()), iteration=run_info.iteration,
@@ -200,5 +216,5 @@ def make_plan(
         checkpoint=str(checkpoint.resolve()), iteration=run_info.iteration, setup=setup_name,
         setup_dir=None if setup_dir is None else str(setup_dir), dataset=info.dataset,
         out=str(Path(out).resolve()), tta=tta, batch_size=batch_size, info=info, grid=grid,
-        cpu_threads=cpu_threads,
+        cpu_threads=cpu_threads, readers=readers, compile=compile,
     )  # fmt: skip

@@ -49,8 +49,16 @@ def predict_scan(plan: Plan, overwrite: bool = False, device: str = "auto") -> S
     start = time.time()
     with driver_lock(plan):
         store = prepare_output(plan, overwrite)
-        predictor = Predictor(plan.checkpoint, PackedDataset(plan.dataset), plan.tta,
-                              plan.batch_size, device=device)  # fmt: skip
+        predictor = Predictor(
+            plan.checkpoint,
+            PackedDataset(plan.dataset),
+            plan.tta,
+            plan.batch_size,
+            device=device,
+            readers=plan.readers,
+            stats_dir=plan.stats_dir,
+            compile=plan.compile,
+        )
         busy, cpu = time.time(), time.process_time()
         for i, key in enumerate(plan.grid.plates):
             wells = [(row, col) for row, col, _ in plan.grid.wells[key]]
@@ -59,4 +67,5 @@ def predict_scan(plan: Plan, overwrite: bool = False, device: str = "auto") -> S
             write_wells(store, key, wells, logits, embeddings)
             log.info("%d/%d %s: %d wells", i + 1, len(plan.grid.plates), key, len(wells))
         end, cpu = time.time(), time.process_time() - cpu
+        predictor.close()
     return ScanResult(plan.grid.n_sites, end - start, end - busy, cpu, str(store))

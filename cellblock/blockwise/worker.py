@@ -4,8 +4,10 @@
 A persistent daisy worker: it loads the checkpoint once, then loops on
 ``acquire_block``: read the block's wells from the packed dataset, predict them
 (``cellblock.inference.Predictor``: training's normalization, TTA), write logits and
-embeddings with ``cellblock.store.predictions.write_wells``, release. The done marker
-daisy sets on release is written only after the block's chunks are on disk.
+embeddings with ``cellblock.store.predictions.write_wells``, release. The three steps
+overlap across blocks (``_Pipeline``): the next block's sites are read while this one
+computes and the previous one is written. The done marker daisy sets on release is
+written only after the block's chunks are on disk.
 
 A block that raises is reported to daisy as failed, with its traceback (daisy
 retries it up to ``max_retries``), and recorded in
@@ -34,7 +36,8 @@ import os
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from cellblock.atomic import atomic_write_text
@@ -147,6 +150,171 @@ def _well_names(predictor: Any, wells: Sequence[tuple[int, int]]) -> list[str]:
     return [fmt.well_name(r, c) for r, c in wells]
 
 
+@dataclass
+class _HeldBlock:
+    """A block this worker holds, from acquire to release (see ``serve``).
+
+    Args:
+        client: The ``daisy.Client`` it was acquired on.
+        context: daisy's ``acquire_block`` context, entered.
+        block: The daisy block.
+        key: Its plate (``EXP/PlateN``).
+        wells: Its wells ``(row, col)``.
+        names: Their names (``B05``).
+        start: ``perf_counter`` at acquire.
+        reads: Its sites being read (None: no wells, or it failed before).
+        write: Its chunks being written.
+        error: Why it failed, if it did.
+    """
+
+    client: Any
+    context: Any
+    block: Any
+    key: str = ""
+    wells: list[tuple[int, int]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    start: float = 0.0
+    reads: Any = None
+    write: Future | None = None
+    error: BaseException | None = None
+
+    @property
+    def block_id(self) -> int:
+        return int(self.block.block_id[1])
+
+
+class _Pipeline:
+    """One worker's blocks in flight: block k+1's sites are read while block k is computed
+    and block k-1's outputs are written; a block is released (its done marker set) only
+    after its chunks are on disk.
+
+        acquire k+1 ─► read k+1 (reader threads) ...................
+                       compute k (device) ─► write k (writer thread) ─► release k
+                                                                        (after compute k+1)
+
+    At most two blocks are held, and at most two blocks' reads run ahead (each bounded
+    to two batches of sites), so memory does not grow with the block or the plate.
+
+    Each block is acquired on a connection that holds no other block: daisy answers
+    "no blocks left" by ending that connection's session, and a block still held on it
+    would be lost (retried elsewhere, then failed). So the worker keeps three
+    connections (its own and two more from the same context) and acquires on a free one.
+
+    Args:
+        client: A connected ``daisy.Client`` (the worker's own).
+        plan: The run's plan.
+        predictor: The loaded ``Predictor``.
+        fault: Injected faults (tests).
+        records: The run's bookkeeping.
+    """
+
+    def __init__(
+        self, client: Any, plan: Plan, predictor: Any, fault: Fault, records: BlockRecords
+    ):
+        from cellblock.store.predictions import write_wells
+
+        self.plan, self.predictor, self.fault = plan, predictor, fault
+        self.records, self.write_wells = records, write_wells
+        self.free = [client, *(_connect(client.context) for _ in range(2))]
+        self.writer = ThreadPoolExecutor(1, "write")
+        self.finished = self.in_a_row = 0
+        self.cpu = time.process_time()
+
+    def acquire(self) -> _HeldBlock | None:
+        """The next block, its reads started; None when daisy has none left."""
+        client = self.free.pop()
+        context = client.acquire_block()
+        block = context.__enter__()
+        if block is None:
+            context.__exit__(None, None, None)
+            return None  # that connection's session is over: it stays out of ``free``
+        held = _HeldBlock(client, context, block, start=time.perf_counter())
+        try:
+            offset, shape = tuple(block.write_roi.offset), tuple(block.write_roi.shape)
+            held.key, held.wells = self.plan.grid.wells_in(offset, shape)
+            held.names = _well_names(self.predictor, held.wells)
+            self.fault.before_block(held.key, held.names)
+            if held.wells:
+                experiment, plate = parse_plate_key(held.key)
+                held.reads = self.predictor.read_wells(experiment, plate, held.wells)
+        except Exception as err:
+            held.error = err
+        return held
+
+    def compute(self, held: _HeldBlock) -> None:
+        """Predict ``held`` and start writing it (a failure is kept for ``release``)."""
+        if held.error is not None or held.reads is None:
+            return
+        try:
+            logits, embeddings = self.predictor.predict_read(held.reads)
+        except Exception as err:
+            held.error = err
+            return
+        args = (self.plan.store, held.key, held.wells, logits, embeddings)
+        held.write = self.writer.submit(self.write_wells, *args)
+
+    def release(self, held: _HeldBlock) -> None:
+        """Wait for ``held``'s chunks, then release it to daisy as done or failed.
+
+        Raises:
+            RuntimeError: ``MAX_FAILURES_IN_A_ROW`` blocks failed one after another.
+        """
+        if held.write is not None:
+            try:
+                held.write.result()
+            except Exception as write_error:
+                held.error = write_error
+        self.free.append(held.client)
+        if held.error is None:
+            held.context.__exit__(None, None, None)
+            self._done(held)
+            return
+        err = held.error
+        text = "".join(traceback.format_exception(err))
+        log.error(
+            "block %d (%s %s) failed:\n%s", held.block_id, held.key, ",".join(held.names), text
+        )
+        self.records.failed(held.block_id, held.key, held.names, text)
+        held.context.__exit__(type(err), err, err.__traceback__)  # daisy: failed, retried
+        self.in_a_row += 1
+        if self.in_a_row >= MAX_FAILURES_IN_A_ROW:
+            raise RuntimeError(f"{self.in_a_row} blocks failed in a row; this worker gives up")
+
+    def _done(self, held: _HeldBlock) -> None:
+        self.in_a_row, self.finished = 0, self.finished + 1
+        seconds = time.perf_counter() - held.start
+        cpu, self.cpu = time.process_time() - self.cpu, time.process_time()
+        offset, shape = tuple(held.block.write_roi.offset), tuple(held.block.write_roi.shape)
+        n_sites = self.plan.grid.sites_in(offset, shape)
+        self.records.done(
+            held.block_id,
+            held.key,
+            n_wells=len(held.wells),
+            n_sites=n_sites,
+            seconds=seconds,
+            cpu=cpu,
+        )
+        log.info(
+            "block %d %s %s: %d sites in %.2f s",
+            held.block_id,
+            held.key,
+            ",".join(held.names),
+            n_sites,
+            seconds,
+        )
+
+
+def _connect(context: Any) -> Any:
+    """Another connection to the worker's daisy server (see ``_Pipeline``): the same
+    context without the worker id, which ties only the worker's own connection to the
+    process daisy started."""
+    import daisy.v2 as daisy
+
+    extra = context.copy()
+    extra["worker_id"] = -1
+    return daisy.Client(extra)
+
+
 def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int) -> int:
     """Process blocks until daisy has none left; returns how many this worker finished.
 
@@ -160,46 +328,22 @@ def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int)
     Raises:
         RuntimeError: ``MAX_FAILURES_IN_A_ROW`` blocks failed one after another.
     """
-    from cellblock.store.predictions import write_wells
-
-    records = BlockRecords(plan, worker_id)
-    finished = in_a_row = 0
-    while True:
-        block = None
-        key, names = "", []
-        start, cpu = time.perf_counter(), time.process_time()
-        try:
-            with client.acquire_block() as block:
-                if block is None:
-                    return finished
-                offset, shape = tuple(block.write_roi.offset), tuple(block.write_roi.shape)
-                key, wells = plan.grid.wells_in(offset, shape)
-                names = _well_names(predictor, wells)
-                fault.before_block(key, names)
-                if wells:
-                    experiment, plate = parse_plate_key(key)
-                    logits, embeddings = predictor.predict_wells(experiment, plate, wells)
-                    write_wells(plan.store, key, wells, logits, embeddings)
-        except Exception:
-            if block is None:
-                raise  # no block in hand: the connection to the server broke
-            in_a_row += 1
-            block_id = int(block.block_id[1])
-            log.error("block %d (%s %s) failed:\n%s", block_id, key, ",".join(names),
-                      traceback.format_exc())  # fmt: skip
-            records.failed(block_id, key, names, traceback.format_exc())
-            if in_a_row >= MAX_FAILURES_IN_A_ROW:
-                raise RuntimeError(
-                    f"{in_a_row} blocks failed in a row; this worker gives up"
-                ) from None
-            continue
-        in_a_row, finished = 0, finished + 1
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        n_sites = plan.grid.sites_in(offset, shape)
-        records.done(int(block.block_id[1]), key, n_wells=len(wells), n_sites=n_sites,
-                     seconds=seconds, cpu=cpu)  # fmt: skip
-        log.info("block %d %s %s: %d sites in %.2f s", int(block.block_id[1]), key,
-                 ",".join(names), n_sites, seconds)  # fmt: skip
+    pipe = _Pipeline(client, plan, predictor, fault, BlockRecords(plan, worker_id))
+    writing: _HeldBlock | None = None  # computed, chunks being written
+    current = pipe.acquire()
+    try:
+        while current is not None:
+            following = pipe.acquire()  # its sites load while this block computes
+            pipe.compute(current)
+            if writing is not None:
+                pipe.release(writing)
+            writing, current = current, following
+        if writing is not None:
+            pipe.release(writing)
+            writing = None
+    finally:
+        pipe.writer.shutdown(wait=True)
+    return pipe.finished
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
@@ -235,12 +379,23 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 
     if plan.cpu_threads and not torch.cuda.is_available():
         torch.set_num_threads(plan.cpu_threads)  # workers share the cores, not oversubscribe
-    predictor = Predictor(plan.checkpoint, PackedDataset(plan.dataset), plan.tta, plan.batch_size)
+    predictor = Predictor(
+        plan.checkpoint,
+        PackedDataset(plan.dataset),
+        plan.tta,
+        plan.batch_size,
+        readers=plan.readers,
+        stats_dir=plan.stats_dir,
+        compile=plan.compile,
+    )
     client = daisy.Client()
     worker_id = int(client.context["worker_id"])
     log.info("worker %d: daisy server %s:%s, device %s", worker_id, client.host, client.port,
              predictor.device)  # fmt: skip
-    finished = serve(client, plan, predictor, fault, worker_id)
+    try:
+        finished = serve(client, plan, predictor, fault, worker_id)
+    finally:
+        predictor.close()
     log.info("worker %d: no blocks left; finished %d", worker_id, finished)
     return 0
 

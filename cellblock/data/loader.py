@@ -1,5 +1,6 @@
 """``make_loader``: the DataLoader settings every training and validation run shares;
-``read_batches``: a dataset's sites in order, read ahead by threads (prediction).
+``read_batches`` and ``SiteReads``: a dataset's sites in order, read ahead by threads
+(prediction); ``even_spans``: the one rule for batches whose composition matters.
 
 A batch is ``(images, labels, index)``: ``images`` a tensor (in shared memory when a
 worker made it), ``labels`` and ``index`` small int64 numpy arrays. The small arrays
@@ -11,10 +12,9 @@ small model's training step (``scripts/bench/train.py``).
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 if TYPE_CHECKING:
     from cellblock.data.dataset import SiteDataset
 
-__all__ = ["SiteBatch", "collate_sites", "make_loader", "read_batches"]
+__all__ = ["SiteBatch", "SiteReads", "collate_sites", "even_spans", "make_loader", "read_batches"]
 
 SiteBatch = tuple[torch.Tensor, np.ndarray, np.ndarray]
 
@@ -96,6 +96,69 @@ def make_loader(
     )
 
 
+def even_spans(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of ``n`` items cut into near-equal batches of at most ``batch_size``
+    (``numpy.array_split``'s sizes: the first ones one larger), none empty.
+
+    The one rule for batches whose composition matters, e.g. the BatchNorm statistics of
+    a plate, estimated as validation and prediction both do.
+    """
+    if n == 0:
+        return []
+    sizes = [len(part) for part in np.array_split(np.arange(n), -(-n // batch_size))]
+    ends = np.cumsum(sizes).tolist()
+    return list(zip([0, *ends[:-1]], ends, strict=True))
+
+
+class SiteReads:
+    """A dataset's sites read in order, up to ``ahead`` of them in flight in ``pool``.
+
+    Creating one starts its first reads, so the sites of the next block can load while
+    the network runs the current one; reads are bounded, whatever the dataset's size.
+
+    Args:
+        dataset: The sites (``unit="site"``, ``normalize=False``).
+        pool: Reader threads; None = read in the consuming thread.
+        ahead: Sites read ahead (at least one).
+    """
+
+    def __init__(self, dataset: SiteDataset, pool: Executor | None, ahead: int):
+        self.dataset, self.pool, self.ahead = dataset, pool, max(1, ahead)
+        self._pending: deque[Future] = deque()
+        self._next = 0
+        self._fill()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _fill(self) -> None:
+        if self.pool is None:
+            return
+        while self._next < len(self.dataset) and len(self._pending) < self.ahead:
+            self._pending.append(self.pool.submit(self.dataset.read, self._next))
+            self._next += 1
+
+    def _take(self) -> np.ndarray:
+        if self.pool is None:
+            self._next += 1
+            return self.dataset.read(self._next - 1)
+        image = self._pending.popleft().result()
+        self._fill()
+        return image
+
+    def batches(self, spans: Sequence[tuple[int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """uint8 ``(B, C, H, W)`` batches of consecutive ``spans`` covering the dataset
+        from its first site, with their row labels (``dataset.index``)."""
+        for a, b in spans:
+            yield np.stack([self._take() for _ in range(a, b)]), self.dataset.index[a:b]
+
+    def cancel(self) -> None:
+        """Drop the reads not yet started (a block given up)."""
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+
+
 def read_batches(
     dataset: SiteDataset, batch_size: int, *, readers: int = 0, even: bool = False
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -107,30 +170,20 @@ def read_batches(
         batch_size: Sites per batch.
         readers: Threads reading ahead (two batches in flight, so the next one loads
             while the network runs this one); 0 = read in this thread.
-        even: Batches of near-equal sizes (at most ``batch_size``), so none is a lone
-            site; else full batches and a remainder.
+        even: Batches of near-equal sizes (``even_spans``), so none is a lone site;
+            else full batches and a remainder.
     """
     n = len(dataset)
     if even:
-        bounds = np.linspace(0, n, -(-n // batch_size) + 1).round().astype(int).tolist()
-        spans = list(itertools.pairwise(bounds))
+        spans = even_spans(n, batch_size)
     else:
         spans = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     if readers == 0:
-        for a, b in spans:
-            yield np.stack([dataset.read(i) for i in range(a, b)]), dataset.index[a:b]
+        yield from SiteReads(dataset, None, 0).batches(spans)
         return
     with ThreadPoolExecutor(readers, thread_name_prefix="read") as pool:
-        pending: deque = deque()
-
-        def submit(a: int, b: int) -> None:
-            pending.append((a, b, [pool.submit(dataset.read, i) for i in range(a, b)]))
-
-        ahead = iter(spans)
-        for span in itertools.islice(ahead, 2):
-            submit(*span)
-        while pending:
-            a, b, futures = pending.popleft()
-            if (following := next(ahead, None)) is not None:
-                submit(*following)
-            yield np.stack([f.result() for f in futures]), dataset.index[a:b]
+        reads = SiteReads(dataset, pool, 2 * batch_size)
+        try:
+            yield from reads.batches(spans)
+        finally:
+            reads.cancel()

@@ -12,24 +12,51 @@ adaptation"):
     training mode, dropout off, no gradients) ──► cumulative mean/var = P's statistics
     ──► predict P's wells in eval mode with them
 
-The estimate is a function of the plate's sites alone (all of them, in a fixed order),
-never of the wells a block asks for: blockwise workers that each adapt to the same plate
-agree to the last bit on one device.
+The estimate is a function of the plate's sites alone (all of them, in a fixed order, in
+batches fixed by the run's own config, never by the prediction's ``--batch-size``),
+never of the wells a block asks for. A prediction estimates each plate once, whatever
+the number of workers, and keeps it (``SharedStatistics``)::
+
+    PRED/bnstats/HEPG2-03/Plate1.pt     {"buffers", "source", "sites", "seconds", ...}
+    PRED/bnstats/HEPG2-03/Plate1.lock   held by the one worker estimating it
+
+The first worker to reach a plate takes its lock, estimates, writes the file
+(atomically) and releases; a worker reaching the plate meanwhile waits on the lock and
+reads the file. A file made for another checkpoint, TTA, batching or dataset (its
+``source`` differs) is estimated again; a damaged one too.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterable, Iterator
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["bn_buffers", "estimate_bn_stats", "load_bn_buffers", "using_bn_buffers"]
+from cellblock.atomic import atomic_path
+from cellblock.locks import hold
+
+__all__ = [
+    "SharedStatistics",
+    "bn_buffers",
+    "estimate_bn_stats",
+    "load_bn_buffers",
+    "using_bn_buffers",
+]
 
 log = logging.getLogger(__name__)
+# how long a worker waits for another one estimating the same plate: an estimate is one
+# pass over a plate (seconds on a GPU, minutes on a CPU); past this, something is stuck
+_WAIT_S = 6 * 3600.0
 
 Buffers = dict[str, torch.Tensor]
 
@@ -119,3 +146,81 @@ def estimate_bn_stats(net: nn.Module, inputs: Iterable[torch.Tensor]) -> Buffers
             module.train(modes[name])
     log.debug("BatchNorm statistics of %d layers from %d batches", len(layers), seen)
     return estimated
+
+
+class SharedStatistics:
+    """BatchNorm statistics of one prediction's groups (plates or experiments), each
+    estimated once and shared by every process predicting into the same folder.
+
+    Args:
+        folder: ``PRED/bnstats``; None = kept in this process only.
+        source: What the statistics depend on (checkpoint and its digest, TTA, estimate
+            batching, dataset): a stored file with another ``source`` is estimated again.
+    """
+
+    def __init__(self, folder: Path | str | None, source: dict[str, Any]):
+        self.folder = None if folder is None else Path(folder)
+        self.source = dict(source)
+        self._memory: dict[str, Buffers] = {}
+
+    def get(self, name: str, estimate: Callable[[], tuple[Buffers, int]]) -> Buffers:
+        """The statistics of group ``name`` (``"EXP/PlateN"`` or ``"EXP"``).
+
+        Args:
+            name: The group.
+            estimate: Computes ``(buffers, sites)`` when no valid stored copy exists.
+        """
+        if name in self._memory:
+            return self._memory[name]
+        if self.folder is None:
+            self._memory[name] = self._estimate(name, estimate)[0]
+            return self._memory[name]
+        path = self.folder / f"{name}.pt"
+        buffers = self._read(path)
+        if buffers is None:
+            lock = path.with_suffix(".lock")
+            with hold(lock, what=f"BatchNorm statistics {path}", wait_s=_WAIT_S):
+                buffers = self._read(path)  # another worker may have made it meanwhile
+                if buffers is None:
+                    buffers, record = self._estimate(name, estimate)
+                    data = io.BytesIO()
+                    torch.save({**record, "buffers": buffers}, data)
+                    with atomic_path(path) as tmp:
+                        tmp.write_bytes(data.getbuffer())
+        self._memory[name] = buffers
+        return buffers
+
+    def _estimate(
+        self, name: str, estimate: Callable[[], tuple[Buffers, int]]
+    ) -> tuple[Buffers, dict[str, Any]]:
+        start = time.perf_counter()
+        buffers, sites = estimate()
+        seconds = time.perf_counter() - start
+        log.info(
+            "BatchNorm statistics of %s: estimated from %d sites in %.2f s", name, sites, seconds
+        )
+        buffers = {k: v.detach().cpu() for k, v in buffers.items()}
+        record = {
+            "source": self.source,
+            "sites": sites,
+            "seconds": seconds,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.time(),
+        }
+        return buffers, record
+
+    def _read(self, path: Path) -> Buffers | None:
+        """The stored buffers if ``path`` holds statistics of this ``source``, else None."""
+        try:
+            data = io.BytesIO(path.read_bytes())
+            stored = torch.load(data, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            return None
+        except Exception as err:  # a damaged file is estimated again, not trusted
+            log.warning("%s: unreadable (%s); estimating again", path, err)
+            return None
+        if not isinstance(stored, dict) or stored.get("source") != self.source:
+            log.info("%s: made for another checkpoint or setting; estimating again", path)
+            return None
+        return stored["buffers"]

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from cellblock.data.loader import even_spans
+
 __all__ = ["GroupedSampler", "InfiniteSampler", "group_batches"]
 
 
@@ -131,7 +133,6 @@ def group_batches(groups: Sequence, batch_size: int) -> list[list[int]]:
     for position, group in enumerate(groups):
         members.setdefault(group, []).append(position)
     out: list[list[int]] = []
-    for positions in members.values():
-        n_batches = -(-len(positions) // batch_size)
-        out += [part.tolist() for part in np.array_split(np.array(positions), n_batches)]
+    for positions in members.values():  # the batching prediction's estimate uses too
+        out += [positions[a:b] for a, b in even_spans(len(positions), batch_size)]
     return out
