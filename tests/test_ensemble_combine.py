@@ -178,7 +178,7 @@ def test_unpredicted_wells_are_refused(tiny_packed, tmp_path):
     store = crafted_store(
         tmp_path / "a", tiny_packed, skip_wells=2, plates=split_plates(tiny_packed)
     )
-    with pytest.raises(UserError, match=r"4 sites of plate .* were never predicted"):
+    with pytest.raises(UserError, match=r"4 sites of plate .* have no logits .*never predicted"):
         combine([store], tiny_packed, "test")
 
 

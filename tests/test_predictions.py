@@ -141,11 +141,17 @@ def test_never_predicted_sites_and_missing_plates_are_errors(packed, tmp_path):
     keys = packed.plate_keys()
     path = create_store(tmp_path, _info(packed), packed, keys[:1])
     table = _plate(packed, keys[0])
-    with pytest.raises(UserError, match=rf"sites of plate {keys[0]} were never predicted"):
+    with pytest.raises(UserError, match=rf"sites of plate {keys[0]} have no logits"):
         read_sites(path, table)
     wells, logits, embeddings = _fill(packed, path, keys[0])
     write_wells(path, keys[0], wells[:1], np.full_like(logits[:1], np.nan), embeddings[:1])
-    with pytest.raises(UserError, match=r"2 sites of plate .* never predicted \(e\.g\. well "):
+    with pytest.raises(UserError, match=r"2 sites of plate .* have no logits \(first: well "):
+        read_sites(path, table)
+    # a hole in the embeddings alone (a chunk gone) is named too, with its well and site
+    wells, logits, embeddings = _fill(packed, path, keys[0])
+    write_wells(path, keys[0], wells[:1], logits[:1], np.full_like(embeddings[:1], np.nan))
+    name = packed.info.plate_format.well_name(*wells[0])
+    with pytest.raises(UserError, match=rf"have no embeddings \(first: well {name} site 1\)"):
         read_sites(path, table)
     with pytest.raises(UserError, match=rf"no predictions for plate {keys[1]}"):
         read_sites(path, _plate(packed, keys[1]))

@@ -28,7 +28,13 @@ from cellblock.blockwise.launcher import (
 from cellblock.blockwise.output import driver_lock, prepare_output
 from cellblock.blockwise.plan import Plan
 from cellblock.blockwise.report import RunSummary, read_block_lines, read_failures
-from cellblock.blockwise.task import done_count, make_task, run_task, tracking_path
+from cellblock.blockwise.task import (
+    done_count,
+    make_task,
+    repair_done_markers,
+    run_task,
+    tracking_path,
+)
 from cellblock.errors import UserError
 from cellblock.paths import SIF_ENV
 
@@ -120,6 +126,20 @@ def _cpu_threads(workers: int) -> int:
     return max(1, (cores or 1) // workers)
 
 
+def _repair(plan: Plan, tracking: Path) -> int:
+    """Unmark done blocks whose chunks are missing or damaged; say so; how many."""
+    repaired = repair_done_markers(plan.grid, tracking, plan.store)
+    if repaired:
+        from cellblock.store.packed import PackedDataset
+
+        fmt = PackedDataset(plan.dataset).info.plate_format
+        key, row, col = repaired[0]
+        log.warning("%d done block(s) have missing or damaged chunks in %s (first: %s well %s);"
+                    " predicting them again", len(repaired), plan.store, key,
+                    fmt.well_name(row, col))  # fmt: skip
+    return len(repaired)
+
+
 def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = None) -> RunSummary:
     """Predict every block of ``plan`` with persistent daisy workers.
 
@@ -164,6 +184,7 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
         prepare_output(plan, opts.overwrite)
         plan.save(plan_path)
         tracking = tracking_path(plan.state_dir, plan.grid)
+        repaired = _repair(plan, tracking)
         before = done_count(tracking)
         task = make_task(plan.grid, launcher, workers=workers, tracking=tracking,
                          max_worker_restarts=max_restarts, max_retries=opts.max_retries,
@@ -181,4 +202,5 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
         records = read_failures(plan.state_dir)
     return RunSummary.build(plan.grid, result, done_before=before, done_after=after, lines=lines,
                             records=records, seconds=seconds, driver_cpu_s=cpu, started=launched,
-                            workers=workers, store=plan.store, log_dir=plan.log_dir)  # fmt: skip
+                            workers=workers, store=plan.store, log_dir=plan.log_dir,
+                            repaired=repaired)  # fmt: skip

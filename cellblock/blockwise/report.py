@@ -91,6 +91,7 @@ class RunSummary:
         worker_error: The last worker error daisy saw, if the run was abandoned.
         store: The predictions store.
         log_dir: The worker logs.
+        repaired: Blocks marked done whose chunks were missing or damaged, run again.
     """
 
     blocks: int
@@ -112,6 +113,7 @@ class RunSummary:
     worker_error: str | None = None
     store: str = ""
     log_dir: str = ""
+    repaired: int = 0
 
     @property
     def ok(self) -> bool:
@@ -144,6 +146,7 @@ class RunSummary:
         workers: int,
         store: Path,
         log_dir: Path,
+        repaired: int = 0,
     ) -> RunSummary:
         """Assemble the summary of a finished run (see the module docstring).
 
@@ -163,6 +166,7 @@ class RunSummary:
             workers: Number of workers.
             store: The predictions store.
             log_dir: The workers' log folder.
+            repaired: Done blocks found damaged and run again.
         """
         n_blocks = result.total - int(grid.skip_mask().sum())
         completed = done_after - done_before
@@ -196,6 +200,7 @@ class RunSummary:
             worker_error=result.last_worker_error if result.abandoned else None,
             store=str(store),
             log_dir=str(log_dir),
+            repaired=repaired,
         )
 
     def format(self) -> str:
@@ -206,7 +211,8 @@ class RunSummary:
         lines = [
             f"blocks: {self.blocks} with wells; {self.completed} completed now, "
             f"{self.done_before} skipped (done before), {self.failed} failed, "
-            f"{self.not_run} not run",
+            f"{self.not_run} not run"
+            + (f"; {self.repaired} repaired (done, but chunks missing)" if self.repaired else ""),
             f"sites: {self.sites} in {self.seconds:.1f} s ({self.sites_per_s:.1f} img/s{steady}) "
             f"with {self.workers} worker(s), {self.restarts} restart(s); first block after {first}",
             f"predictions: {self.store}",

@@ -24,7 +24,15 @@ import zarr
 
 from cellblock.blockwise.geometry import BlockGrid
 
-__all__ = ["TASK_ID", "TaskResult", "done_count", "make_task", "run_task", "tracking_path"]
+__all__ = [
+    "TASK_ID",
+    "TaskResult",
+    "done_count",
+    "make_task",
+    "repair_done_markers",
+    "run_task",
+    "tracking_path",
+]
 
 log = logging.getLogger(__name__)
 TASK_ID = "predict"
@@ -41,6 +49,42 @@ def done_count(path: Path) -> int:
     if not (done / "zarr.json").is_file():
         return 0
     return int(np.count_nonzero(zarr.open_array(done, mode="r")[:]))
+
+
+def repair_done_markers(grid: BlockGrid, tracking: Path, store: Path) -> list[tuple[str, int, int]]:
+    """Unmark every done block whose chunks are missing or damaged, so it runs again.
+
+    A done marker says a block's chunks were written; it cannot say they are still there
+    (deleted, or damaged on disk). Each done block's wells are checked in the store
+    (``damaged_wells``) before daisy trusts the marker.
+
+    Args:
+        grid: The run's blocks.
+        tracking: Its done-marker folder (``tracking_path``).
+        store: The predictions store.
+
+    Returns:
+        ``(plate, row, col)`` of the first damaged well of each block unmarked.
+    """
+    from cellblock.store.predictions import damaged_wells
+
+    path = Path(tracking) / "done"
+    if not (path / "zarr.json").is_file():
+        return []
+    done = zarr.open_array(path, mode="r+")
+    marks = np.asarray(done[:])
+    repaired = []
+    for index, (offset, shape) in zip(np.ndindex(*grid.grid_shape), grid.blocks(), strict=True):
+        if not marks[index]:
+            continue
+        key, wells = grid.wells_in(offset, shape)
+        bad = damaged_wells(store, key, wells) if wells else []
+        if bad:
+            marks[index] = 0
+            repaired.append((key, *bad[0]))
+    if repaired:
+        done[:] = marks
+    return repaired
 
 
 def make_task(

@@ -85,6 +85,17 @@ class ChunkWriter:
         """The file of the chunk at chunk-grid ``coords`` (``c/r/c/...`` by default)."""
         return chunk_file(self.path, coords, self.separator)
 
+    def intact(self, coords: tuple[int, ...]) -> bool:
+        """The chunk at ``coords`` is stored and, if checksummed, its crc32c matches."""
+        try:
+            data = self.chunk_file(coords).read_bytes()
+        except OSError:
+            return False
+        if not self.checksummed:
+            return len(data) > 0
+        body, stored = data[:-4], data[-4:]
+        return len(data) > 4 and google_crc32c.value(body).to_bytes(4, "little") == stored
+
     def write_chunk(self, coords: tuple[int, ...], data: np.ndarray) -> None:
         """Write (replace) the chunk at chunk-grid ``coords``.
 

@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "PredictionInfo",
     "create_store",
+    "damaged_wells",
     "open_info",
     "predicted_plates",
     "read_sites",
@@ -166,6 +167,45 @@ def write_wells(
             writer.write_chunk((row, col, 0, 0), values[i][None, None])
 
 
+def damaged_wells(
+    path: Path | str, key: str, wells: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The wells of one plate whose logits or embeddings chunk is missing or damaged.
+
+    What a rerun checks before it trusts a done marker: the chunk file is there and,
+    where the array carries checksums, its crc32c matches (a read of a few KB per well;
+    nothing is decoded). Arrays of a layout ``ChunkWriter`` does not write are read
+    through zarr instead.
+
+    Args:
+        path: The store (``store_path``).
+        key: ``"EXP/PlateN"``.
+        wells: 0-based ``(row, col)`` of the wells to check.
+    """
+    bad: set[tuple[int, int]] = set()
+    for name in ("logits", "embeddings"):
+        writer = ChunkWriter.open(Path(path, key, name))
+        for row, col in wells:
+            if (row, col) in bad:
+                continue
+            if writer is None:
+                ok = _well_readable(Path(path, key, name), row, col)
+            else:
+                ok = writer.intact((row, col, 0, 0))
+            if not ok:
+                bad.add((row, col))
+    return [w for w in wells if w in bad]
+
+
+def _well_readable(array: Path, row: int, col: int) -> bool:
+    """One well of a store array decodes and is not all NaN (``damaged_wells``)."""
+    try:
+        values = zarr.open_array(array, mode="r")[row, col]
+    except Exception:  # zarr raises several types for a missing or damaged array or chunk
+        return False
+    return not bool(np.isnan(values).all())
+
+
 def open_info(pred: Path | str) -> PredictionInfo:
     """The store's ``PredictionInfo``; a missing or foreign store is a UserError."""
     path = store_path(pred)
@@ -224,14 +264,24 @@ def read_sites(
         r, c, s = (part[k].to_numpy() for k in ("row", "col", "site"))
         logits[where] = _read_array(root, key, "logits", path)[r, c, s - 1]
         embeddings[where] = _read_array(root, key, "embeddings", path)[r, c, s - 1]
-        missing = np.isnan(logits[where]).any(axis=1)
-        if missing.any():
-            first = part.iloc[int(np.argmax(missing))]
-            raise UserError(
-                f"{path}: {int(missing.sum())} sites of plate {key} were never predicted "
-                f"(e.g. well {first['well']} site {first['site']}); rerun the prediction"
-            )
+        for name, values in (("logits", logits[where]), ("embeddings", embeddings[where])):
+            _check_no_holes(path, key, name, values, part)
     return info, logits, embeddings
+
+
+def _check_no_holes(
+    path: Path, key: str, name: str, values: np.ndarray, part: pd.DataFrame
+) -> None:
+    """Raise if a site of ``part`` has no ``name`` (NaN: its chunk was never written, or
+    is gone); names plate, well and site, and the rerun that repairs it."""
+    missing = np.isnan(values).any(axis=1)
+    if missing.any():
+        first = part.iloc[int(np.argmax(missing))]
+        raise UserError(
+            f"{path}: {int(missing.sum())} sites of plate {key} have no {name} "
+            f"(first: well {first['well']} site {first['site']}): never predicted, or the "
+            "chunk is gone; rerun the prediction (a rerun predicts missing chunks again)"
+        )
 
 
 def _read_array(root: zarr.Group, key: str, name: str, store: Path) -> np.ndarray:
