@@ -9,8 +9,9 @@ whole chunks and each can be written as the zarr v3 spec lays it out::
     array folder   {plate}/logits/zarr.json
     chunk file     {plate}/logits/c/{row}/{col}/0/0   = zstd(little-endian bytes) + crc32c
 
-Each chunk file is written to a temporary name and renamed (a killed worker leaves no
-half chunk); a chunk equal to the fill value is not stored, as zarr-python does.
+Each chunk file is written to a temporary name (unique to the process and thread) and
+renamed (a killed worker leaves no half chunk, at most a ``.tmp`` file); a chunk equal
+to the fill value is not stored, as zarr-python does.
 ``ChunkWriter.open`` accepts exactly the codec chains ``create_store`` makes (``bytes``
 little-endian, then ``zstd`` or nothing, then the zarr v3 ``crc32c`` checksum: 4 bytes,
 little endian, of the bytes before it; stores made before checksums have none) and
@@ -22,13 +23,14 @@ zarr-python's.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import google_crc32c
 import numcodecs
 import numpy as np
 
-from cellblock.atomic import atomic_path
 from cellblock.store.shardread import chunk_file
 
 __all__ = ["ChunkWriter"]
@@ -121,5 +123,27 @@ class ChunkWriter:
         encoded = self.codec.encode(raw) if self.codec else raw
         if self.checksummed:
             encoded = bytes(encoded) + google_crc32c.value(encoded).to_bytes(4, "little")
-        with atomic_path(self.chunk_file(coords)) as tmp:
-            tmp.write_bytes(encoded)
+        self._write_atomically(self.chunk_file(coords), bytes(encoded))
+
+    def _write_atomically(self, target: Path, data: bytes) -> None:
+        """``data`` to a temporary name beside ``target``, then renamed over it.
+
+        Cheaper than ``atomic_path`` per chunk (~2.4 ms there, mostly file-system calls):
+        the folder is made only when it is missing (the first write of a well), and the
+        temporary file is created with the mode ``open`` gives (the umask applies; no
+        chmod, no ``mkstemp`` retries).
+        """
+        tmp = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
