@@ -19,6 +19,7 @@ import torch
 
 from cellblock.blockwise.cli import scan_main
 from cellblock.blockwise.task import done_count
+from cellblock.inference import Predictor
 from cellblock.runs import run_checkpoint
 from cellblock.store.packed import PackedDataset
 from cellblock.training.checkpoint import load_checkpoint
@@ -225,3 +226,18 @@ def test_a_rerun_repairs_deleted_chunks_and_the_ensemble_names_holes(
     assert "2 repaired" in r.stdout
     assert "done block(s) have missing or damaged chunks" in r.stdout + r.stderr
     _assert_same_answer(_load(out), want, "repaired")
+
+
+@pytest.mark.slow
+def test_compiled_network_pads_the_last_batch_and_equals_eager(plate_run, tiny_packed):
+    packed = PackedDataset(tiny_packed)
+    checkpoint = run_checkpoint(plate_run)
+    table = packed.metadata
+    rows = table.index[(table["experiment"] == "HEPG2-02") & (table["plate"] <= 2)]
+    assert len(rows) % 8  # a last, short batch: padded to the compiled shape
+    eager = Predictor(checkpoint, packed, "flips", batch_size=8)
+    compiled = Predictor(checkpoint, packed, "flips", batch_size=8, compile=True)
+    assert compiled.model is not compiled.net
+    want, got = eager.predict_rows(rows), compiled.predict_rows(rows)  # two plates' statistics
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
