@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 SYNTH_ARGS ?=
 export DEMO_DIR SYNTH_ARGS
 
-.PHONY: env system browser demo test lint bench-io bench-fetch bench-train bench-predict bench-write bench-science lock clean
+.PHONY: env system browser demo test lint bench-io bench-fetch bench-train bench-predict bench-write bench-feed bench-science lock clean
 
 env: $(VENV)/.installed
 
@@ -47,6 +47,9 @@ bench-predict: env  ## daisy blockwise vs in-process prediction (after `make dem
 
 bench-write: env  ## storing predicted wells: zarr-python vs the chunk writer, writes scripts/bench/results/write.md
 	$(PY) scripts/bench/write.py
+
+bench-feed: env  ## a worker's loop against a 2,000 img/s stand-in device; statistics once per plate, writes scripts/bench/results/feed.md
+	$(PY) scripts/bench/feed.py
 
 bench-science: env  ## how far the recipe reaches (hours on 2 cores): the difficulty sweep, then the recipes at effect 1.0 / batch 2
 	$(PY) scripts/bench/science.py --work .science --recipes default

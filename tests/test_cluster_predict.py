@@ -34,7 +34,8 @@ from tests.test_blockwise import (
     _wait_for,
 )
 from tests.test_cluster_slurm import final_states
-from tests.test_inference import train_tiny_run
+from cellblock.training.cli import train_main
+from tests.test_inference import SETUP, TRAIN
 
 SUBMIT = ROOT / "scripts" / "submit_predict.py"
 JOB = re.compile(r"SLURM job (\d+)")
@@ -42,7 +43,12 @@ JOB = re.compile(r"SLURM job (\d+)")
 
 @pytest.fixture(scope="module")
 def trained(tiny_packed, tmp_path_factory) -> Path:
-    return train_tiny_run(tiny_packed, tmp_path_factory.getbasetemp())
+    """A run trained by plate: SLURM workers must share each plate's BatchNorm statistics
+    (PRED/bnstats) as local ones do, and give the same answer."""
+    run = tmp_path_factory.mktemp("by_plate") / "run"
+    sets = [a for s in [*TRAIN, "data.batch_by=plate"] for a in ("--set", s)]
+    assert train_main(SETUP, ["20", "--data", str(tiny_packed), "--out", str(run), *sets]) == 0
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +86,9 @@ def test_slurm_workers_equal_a_local_run(slurm_cluster, local_out, trained, tiny
     blocks, completed, *_ = _counts(r.stdout)
     assert completed == blocks and "0 restart(s)" in r.stdout
     _assert_identical(_load(out), _load(local_out))
+    assert sorted(p.name for p in out.glob("bnstats/*/*.pt")) == sorted(
+        p.name for p in local_out.glob("bnstats/*/*.pt")
+    )
     jobs = _worker_jobs(out)
     assert len(jobs) == 2 and len(set(jobs)) == 2, jobs  # one job per worker
     # every node is this machine: the server stays on loopback, and the workers reached it

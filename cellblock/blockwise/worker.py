@@ -47,7 +47,15 @@ from cellblock.cli.values import comma_list, key_value
 from cellblock.errors import UserError
 from cellblock.screen.plates import parse_plate_key
 
-__all__ = ["FAULT_ENV", "MAX_FAILURES_IN_A_ROW", "Fault", "InjectedFaultError", "worker_main"]
+__all__ = [
+    "FAULT_ENV",
+    "MAX_FAILURES_IN_A_ROW",
+    "Fault",
+    "InjectedFaultError",
+    "connections",
+    "serve",
+    "worker_main",
+]
 
 log = logging.getLogger(__name__)
 FAULT_ENV = "CELLBLOCK_PREDICT_FAULT"
@@ -198,10 +206,10 @@ class _Pipeline:
     Each block is acquired on a connection that holds no other block: daisy answers
     "no blocks left" by ending that connection's session, and a block still held on it
     would be lost (retried elsewhere, then failed). So the worker keeps three
-    connections (its own and two more from the same context) and acquires on a free one.
+    connections (``connections``) and acquires on a free one.
 
     Args:
-        client: A connected ``daisy.Client`` (the worker's own).
+        clients: Three connected ``daisy.Client`` s (``connections``).
         plan: The run's plan.
         predictor: The loaded ``Predictor``.
         fault: Injected faults (tests).
@@ -209,13 +217,18 @@ class _Pipeline:
     """
 
     def __init__(
-        self, client: Any, plan: Plan, predictor: Any, fault: Fault, records: BlockRecords
+        self,
+        clients: Sequence[Any],
+        plan: Plan,
+        predictor: Any,
+        fault: Fault,
+        records: BlockRecords,
     ):
         from cellblock.store.predictions import write_wells
 
         self.plan, self.predictor, self.fault = plan, predictor, fault
         self.records, self.write_wells = records, write_wells
-        self.free = [client, *(_connect(client.context) for _ in range(2))]
+        self.free = list(clients)
         self.writer = ThreadPoolExecutor(1, "write")
         self.finished = self.in_a_row = 0
         self.cpu = time.process_time()
@@ -304,22 +317,22 @@ class _Pipeline:
         )
 
 
-def _connect(context: Any) -> Any:
-    """Another connection to the worker's daisy server (see ``_Pipeline``): the same
-    context without the worker id, which ties only the worker's own connection to the
-    process daisy started."""
+def connections(client: Any) -> list[Any]:
+    """The worker's own ``daisy.Client`` and two more connections to its server (see
+    ``_Pipeline``): the same context without the worker id, which ties only the worker's
+    own connection to the process daisy started."""
     import daisy.v2 as daisy
 
-    extra = context.copy()
+    extra = client.context.copy()
     extra["worker_id"] = -1
-    return daisy.Client(extra)
+    return [client, daisy.Client(extra), daisy.Client(extra)]
 
 
-def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int) -> int:
+def serve(clients: Sequence[Any], plan: Plan, predictor: Any, fault: Fault, worker_id: int) -> int:
     """Process blocks until daisy has none left; returns how many this worker finished.
 
     Args:
-        client: A connected ``daisy.Client``.
+        clients: Three connections to the daisy server (``connections``).
         plan: The run's plan.
         predictor: The loaded ``Predictor``.
         fault: Injected faults (tests).
@@ -328,7 +341,7 @@ def serve(client: Any, plan: Plan, predictor: Any, fault: Fault, worker_id: int)
     Raises:
         RuntimeError: ``MAX_FAILURES_IN_A_ROW`` blocks failed one after another.
     """
-    pipe = _Pipeline(client, plan, predictor, fault, BlockRecords(plan, worker_id))
+    pipe = _Pipeline(clients, plan, predictor, fault, BlockRecords(plan, worker_id))
     writing: _HeldBlock | None = None  # computed, chunks being written
     current = pipe.acquire()
     try:
@@ -393,7 +406,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     log.info("worker %d: daisy server %s:%s, device %s", worker_id, client.host, client.port,
              predictor.device)  # fmt: skip
     try:
-        finished = serve(client, plan, predictor, fault, worker_id)
+        finished = serve(connections(client), plan, predictor, fault, worker_id)
     finally:
         predictor.close()
     log.info("worker %d: no blocks left; finished %d", worker_id, finished)
