@@ -21,6 +21,7 @@ import pytest
 from cellblock.blockwise.launcher import WorkerSpec, launcher_class
 from cellblock.cluster.launcher import SlurmLauncher, cluster_options
 from cellblock.errors import UserError
+from cellblock.training.cli import train_main
 from tests.conftest import ROOT
 from tests.test_blockwise import (
     _assert_identical,
@@ -34,7 +35,6 @@ from tests.test_blockwise import (
     _wait_for,
 )
 from tests.test_cluster_slurm import final_states
-from cellblock.training.cli import train_main
 from tests.test_inference import SETUP, TRAIN
 
 SUBMIT = ROOT / "scripts" / "submit_predict.py"
