@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from cellblock.blockwise.cli import scan_main
+from cellblock.blockwise.driver import worker_cpus
+from cellblock.blockwise.geometry import BlockGrid
 from cellblock.blockwise.task import done_count
 from cellblock.inference import Predictor
 from cellblock.runs import run_checkpoint
@@ -241,3 +243,21 @@ def test_compiled_network_pads_the_last_batch_and_equals_eager(plate_run, tiny_p
     want, got = eager.predict_rows(rows), compiled.predict_rows(rows)  # two plates' statistics
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_slurm_gpu_workers_ask_for_cpus_to_match_their_readers():
+    assert worker_cpus({"gpus": "1"}, None) == {"gpus": "1", "cpus": "10"}  # 8 readers + 2
+    assert worker_cpus({"gpus": "1"}, 4)["cpus"] == "6"
+    assert worker_cpus({"gpus": "1", "cpus": "3"}, 4)["cpus"] == "3"  # the user's wins
+    assert "cpus" not in worker_cpus({"partition": "cpu"}, 4)  # a CPU worker: SLURM's default
+
+
+def test_default_blocks_hold_at_least_one_batch(tiny_packed):
+    table = PackedDataset(tiny_packed).metadata
+    row_wells = BlockGrid.from_table(table, None, batch_sites=1).block
+    assert row_wells[1] == 1  # a batch of one site: one plate row
+    grid = BlockGrid.from_table(table, None, batch_sites=64)
+    fullest = int(table.groupby(["experiment", "plate", "row", "col"]).size().max())
+    rows = min(-(-64 // (grid.extent[2] * fullest)), grid.extent[1])
+    assert grid.block == (1, rows, grid.extent[2]) and rows > 1  # whole rows, a batch's worth
+    assert BlockGrid.from_table(table, 3, batch_sites=64).block == (1, 1, 3)  # asked: kept
