@@ -193,9 +193,9 @@ class SharedStatistics:
     def _estimate(
         self, name: str, estimate: Callable[[], tuple[Buffers, int]]
     ) -> tuple[Buffers, dict[str, Any]]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         buffers, sites = estimate()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         log.info(
             "BatchNorm statistics of %s: estimated from %d sites in %.2f s", name, sites, seconds
         )
@@ -204,6 +204,7 @@ class SharedStatistics:
             "source": self.source,
             "sites": sites,
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "time": time.time(),
