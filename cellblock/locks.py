@@ -16,6 +16,12 @@ requeued or resubmitted SLURM task whose previous attempt is still shutting down
 Network file systems: ``flock`` is honoured across nodes on Lustre (mounted with
 ``flock``), GPFS and NFSv4; on a file system without it, two nodes can both get the
 lock. Keep run folders on the cluster's shared parallel file system.
+
+Only the process that takes the lock may hold it: a child forked while it is held
+inherits the descriptor, and with it the lock, for as long as the child lives
+(``cellblock.parallel`` starts its workers with ``spawn`` for this reason). Should
+that happen anyway, the refusal names the processes that have the file open, not
+the one that took the lock and has ended (``holder``).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 
 from cellblock.errors import UserError
 
-__all__ = ["FolderBusyError", "hold", "holder"]
+__all__ = ["FolderBusyError", "held_by", "hold", "holder"]
 
 _POLL_S = 0.5
 
@@ -43,15 +49,87 @@ class FolderBusyError(UserError):
 
 
 def holder(lock_file: Path | str) -> str:
-    """Who holds (or last held) ``lock_file``, in words: ``host node1, pid 42, since ...``."""
+    """Who holds (or last held) ``lock_file``, in words: ``host node1, pid 42, since ...``.
+
+    The file names the process that took the lock. When that process has ended on this
+    host and the lock is still held, a child of it has inherited the descriptor (an
+    orphaned worker): the processes that have the file open are named instead, never
+    the one that is gone.
+    """
     try:
         info = json.loads(Path(lock_file).read_text() or "{}")
     except (OSError, ValueError):
         info = {}
+    if info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
+        return _openers(Path(lock_file), info)
     if not info:
         return "another process (it has not written its name yet)"
     command = f": {info['command']}" if info.get("command") else ""
     return f"host {info.get('host')}, pid {info.get('pid')}, since {info.get('started')}{command}"
+
+
+def _alive(pid: object) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as ended)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        with contextlib.suppress(PermissionError):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+        return True  # no /proc (not Linux): it exists
+    return state != "Z"
+
+
+def _openers(lock_file: Path, info: dict) -> str:
+    """The processes of this host (that we may look at) with ``lock_file`` open."""
+    gone = f"pid {info.get('pid')}, which took it, has ended"
+    try:
+        target = lock_file.stat()
+    except OSError:
+        return f"another process ({gone})"
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        pid = int(fd.parts[2])
+        if pid == os.getpid() or pid in found:
+            continue
+        with contextlib.suppress(OSError):
+            st = fd.stat()
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                found.append(pid)
+    if not found:
+        return f"a process of another user or host ({gone})"
+    names = ", ".join(f"pid {pid} ({_command(pid)})" for pid in sorted(found))
+    return f"host {socket.gethostname()}, {names}, left holding it: {gone}"
+
+
+def _command(pid: int) -> str:
+    """``pid``'s command line, shortened; ``?`` if it cannot be read."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(a.decode(errors="replace") for a in argv if a)[:200] or "?"
+
+
+def held_by(lock_file: Path | str) -> str | None:
+    """Who holds ``lock_file`` now (``holder``'s words), or None if nobody does.
+
+    For a reader that must not use a folder while its writer is at work.
+    """
+    try:
+        handle = open(lock_file)  # noqa: SIM115 - closed below, with the flock it takes
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder(lock_file)
+    return None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,164 @@
+"""Faults of a long run around packing and locks (issue 29), with real processes.
+
+A pack killed (``kill -9``) or stopped (SIGTERM) mid-run leaves no worker behind and
+no lock held: the rerun starts at once and ends with the bytes of an uninterrupted
+pack. SIGTERM prints the one ``interrupted:`` line and exits 143. A lock whose taker
+has ended but whose descriptor an orphan inherited names the orphan, never the dead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cellblock.locks import FolderBusyError, held_by, hold
+from cellblock.store.packplates import is_complete
+from tests.conftest import ROOT
+from tests.test_disk_full import assert_same_store
+
+PACK = ROOT / "01_data" / "pack_zarr.py"
+INTERRUPTED = re.compile(
+    r"^interrupted: (SIG[A-Z]+) to ([\w.]+); finished work is kept; "
+    r"run the same command again to resume$"
+)
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (zombies count as ended)."""
+    left = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            left.add(pid)
+    return left
+
+
+def wait_for(condition, proc: subprocess.Popen | None, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None:
+            assert proc.poll() is None, f"{what}: the process ended ({proc.returncode})"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+def interrupted_line(stderr: str) -> re.Match:
+    """The last line of ``stderr``, matched against the one ``interrupted:`` line."""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    match = INTERRUPTED.match(last)
+    assert match, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    return match
+
+
+def _complete_plates(images: Path) -> int:
+    if not images.is_dir():
+        return 0
+    return sum(
+        is_complete(images, f"{exp.name}/{plate.name}", "directory")
+        for exp in images.iterdir()
+        if exp.is_dir()
+        for plate in exp.iterdir()
+        if plate.is_dir()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_stopped_pack_leaves_no_process_and_reruns_at_once(tiny_raw, tiny_packed, tmp_path, sig):
+    out = tmp_path / "dataset"
+    cmd = [sys.executable, str(PACK), "--raw", str(tiny_raw), "--out", str(out),
+           "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[int] = set()
+    try:
+
+        def started() -> bool:
+            seen.update(descendants(proc.pid))
+            return _complete_plates(out / "images.zarr") >= 1
+
+        wait_for(started, proc, "a complete plate")
+        assert seen, "no worker processes seen"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # the workers went with their parent, however it ended
+    wait_for(lambda: not alive(seen), None, "the workers to end", timeout=15)
+    assert held_by(out / "pack.lock") is None
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+        assert interrupted_line(err).groups() == ("SIGTERM", "pack_zarr.py")
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    done = _complete_plates(out / "images.zarr")
+    assert 1 <= done < 32, "stopped too late to test a resume"
+    start = time.monotonic()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"skipping {done} complete plate(s)" in rerun.stderr, rerun.stderr[-3000:]
+    assert time.monotonic() - start < 240
+    assert_same_store(out, tiny_packed)
+
+
+def test_a_lock_left_to_an_orphan_names_the_orphan_not_its_dead_parent(tmp_path):
+    lock, child_pid = tmp_path / "pack.lock", tmp_path / "child.pid"
+    # the parent takes the lock, forks a child that inherits it, and dies holding it
+    script = (
+        "import os, sys, time\n"
+        "from cellblock.locks import hold\n"
+        f"with hold({str(lock)!r}, what='x'):\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(child_pid)!r}, 'w').write(str(os.getpid()))\n"
+        "        time.sleep(120)\n"
+        "        os._exit(0)\n"
+        "    os._exit(0)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    assert parent.wait(timeout=60) == 0
+    wait_for(lambda: child_pid.is_file() and child_pid.read_text(), None, "the child")
+    child = int(child_pid.read_text())
+    try:
+        with pytest.raises(FolderBusyError) as e, hold(lock, what=f"dataset folder {tmp_path}"):
+            pass
+        message = str(e.value)
+        assert message.startswith(f"dataset folder {tmp_path}: in use by host "), message
+        assert f"pid {child} (" in message and "-c import os" in message, message
+        assert f"pid {parent.pid}, which took it, has ended" in message, message
+        assert f"pid {parent.pid}, since" not in message
+        assert held_by(lock) is not None
+    finally:
+        os.kill(child, signal.SIGKILL)
+    wait_for(lambda: not alive({child}), None, "the child to end", timeout=15)
+    assert held_by(lock) is None
+    with hold(lock, what="x"):  # free again, at once; a reader sees the live writer
+        assert f"pid {os.getpid()}," in (held_by(lock) or "")
