@@ -101,7 +101,9 @@ def _openers(lock_file: Path, info: dict) -> str:
             if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
                 found.append(pid)
     if not found:
-        return f"a process of another user or host ({gone})"
+        # another user's process (its /proc/PID/fd is closed to us), another host, or
+        # another PID namespace: say what we know, claim nothing about who
+        return f"a process this one cannot see (another user, host or container; {gone} here)"
     names = ", ".join(f"pid {pid} ({_command(pid)})" for pid in sorted(found))
     return f"host {socket.gethostname()}, {names}, left holding it: {gone}"
 

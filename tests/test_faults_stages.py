@@ -162,3 +162,55 @@ def test_a_lock_left_to_an_orphan_names_the_orphan_not_its_dead_parent(tmp_path)
     assert held_by(lock) is None
     with hold(lock, what="x"):  # free again, at once; a reader sees the live writer
         assert f"pid {os.getpid()}," in (held_by(lock) or "")
+
+
+_SLEEPER = (
+    "import signal, sys, time\n"
+    "from cellblock.cli import run\n"
+    "def main():\n"
+    "    try:\n"
+    "        print('ready', flush=True)\n"
+    "        time.sleep(60)\n"
+    "    finally:\n"
+    "        print('cleaned up', flush=True)\n"
+    "if sys.argv[1] == 'ignore-hup':\n"
+    "    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does\n"
+    "run(main)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)],
+    ids=["sigterm", "sigint", "sighup"],
+)
+def test_each_stop_signal_runs_the_cleanup_and_prints_one_line(tmp_path, sig, status):
+    script = tmp_path / "stage.py"
+    script.write_text(_SLEEPER)
+    cmd = [sys.executable, str(script), "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == status, err
+    assert out.strip() == "cleaned up"  # the stage's finally ran
+    assert interrupted_line(err).groups() == (signal.Signals(sig).name, "stage.py")
+
+
+def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
+    script = tmp_path / "stage.py"
+    script.write_text(_SLEEPER)
+    cmd = [sys.executable, str(script), "ignore-hup"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None, "SIGHUP under nohup stopped the stage"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+    assert interrupted_line(err).groups() == ("SIGTERM", "stage.py")
