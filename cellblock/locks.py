@@ -17,11 +17,12 @@ Network file systems: ``flock`` is honoured across nodes on Lustre (mounted with
 ``flock``), GPFS and NFSv4; on a file system without it, two nodes can both get the
 lock. Keep run folders on the cluster's shared parallel file system.
 
-Only the process that takes the lock may hold it: a child forked while it is held
-inherits the descriptor, and with it the lock, for as long as the child lives
-(``cellblock.parallel`` starts its workers with ``spawn`` for this reason). Should
-that happen anyway, the refusal names the processes that have the file open, not
-the one that took the lock and has ended (``holder``).
+Only the process that takes the lock holds it: a child forked while it is held would
+inherit the descriptor, and with it the lock, for as long as the child lives; forked
+children let go of it at once (``_let_go_in_child``), and ``cellblock.parallel``
+starts its workers with ``spawn``. Should a leftover process hold one anyway (a
+program started with the descriptor passed on), the refusal names the processes that
+have the file open, not the one that took the lock and has ended (``holder``).
 """
 
 from __future__ import annotations
@@ -134,6 +135,30 @@ def held_by(lock_file: Path | str) -> str | None:
     return None
 
 
+# descriptors of the locks this process holds: a forked child lets go of them
+_HELD: set[int] = set()
+
+
+def _let_go_in_child() -> None:
+    """In a forked child (a DataLoader worker, say): drop our share of the held locks.
+
+    An flock belongs to the open file, shared by every process with a descriptor on
+    it: a child that outlived its parent would keep the folder locked. Pointing the
+    child's descriptor at /dev/null drops its share without unlocking the parent's,
+    and leaves the number valid for the file object that still owns it.
+    """
+    if not _HELD:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd in _HELD:
+        os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_in_child)
+
+
 @contextlib.contextmanager
 def hold(lock_file: Path | str, *, what: str, wait_s: float = 0.0) -> Iterator[Path]:
     """Hold ``lock_file`` exclusively for the duration of the ``with`` block.
@@ -177,4 +202,8 @@ def hold(lock_file: Path | str, *, what: str, wait_s: float = 0.0) -> Iterator[P
         handle.truncate()
         handle.write(json.dumps(me) + "\n")
         handle.flush()
-        yield lock_file
+        _HELD.add(handle.fileno())
+        try:
+            yield lock_file
+        finally:
+            _HELD.discard(handle.fileno())

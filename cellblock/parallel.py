@@ -50,17 +50,28 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
-    """Stop the pool's workers now, their running work lost (the caller is giving up)."""
-    # concurrent.futures has no public way to do this before Python 3.14
-    # (terminate_workers); _processes is the pid -> Process map it keeps
+    """Stop the pool's workers now, their running work lost (the caller is giving up).
+
+    Everything is over when this returns: nothing is left for the interpreter's exit to
+    wait on (a feeder thread writing to a pipe nobody reads would block it for ever).
+    concurrent.futures has no public way to do this before Python 3.14
+    (``terminate_workers``): its ``_processes``, ``_call_queue`` and
+    ``_executor_manager_thread`` are used, each only if present.
+    """
     workers = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in workers:
+    manager = getattr(pool, "_executor_manager_thread", None)
+    queue = getattr(pool, "_call_queue", None)
+    for process in workers:  # first: the manager then finds a broken pool and cleans up
         with contextlib.suppress(ProcessLookupError, ValueError):
             process.terminate()
+    if queue is not None:
+        queue.cancel_join_thread()  # the queued calls will never be read
+    pool.shutdown(wait=False, cancel_futures=True)
     for process in workers:
         with contextlib.suppress(ValueError):
             process.join(timeout=5)
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:

@@ -130,29 +130,52 @@ def test_stopped_pack_leaves_no_process_and_reruns_at_once(tiny_raw, tiny_packed
     assert_same_store(out, tiny_packed)
 
 
-def test_a_lock_left_to_an_orphan_names_the_orphan_not_its_dead_parent(tmp_path):
-    lock, child_pid = tmp_path / "pack.lock", tmp_path / "child.pid"
-    # the parent takes the lock, forks a child that inherits it, and dies holding it
-    script = (
+def _orphan_script(lock: Path, child_pid: Path, how: str) -> str:
+    """Python that takes ``lock``, starts a child (``how``), writes its pid and dies."""
+    start = {
+        # a forked child: it must let go of the lock at once
+        "fork": "pid = os.fork()\n    if pid == 0:\n        time.sleep(120)\n        os._exit(0)\n",
+        # a program given the lock's descriptor: it keeps the lock after we die
+        "passed": "import subprocess\n"
+        "    from cellblock.locks import _HELD\n"
+        "    pid = subprocess.Popen(['sleep', '120'], pass_fds=list(_HELD)).pid\n",
+    }[how]
+    return (
         "import os, sys, time\n"
         "from cellblock.locks import hold\n"
         f"with hold({str(lock)!r}, what='x'):\n"
-        "    if os.fork() == 0:\n"
-        f"        open({str(child_pid)!r}, 'w').write(str(os.getpid()))\n"
-        "        time.sleep(120)\n"
-        "        os._exit(0)\n"
+        f"    {start}"
+        f"    open({str(child_pid)!r}, 'w').write(str(pid))\n"
         "    os._exit(0)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script])
+
+
+def test_a_forked_child_never_holds_its_parents_lock(tmp_path):
+    lock, child_pid = tmp_path / "pack.lock", tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _orphan_script(lock, child_pid, "fork")])
     assert parent.wait(timeout=60) == 0
-    wait_for(lambda: child_pid.is_file() and child_pid.read_text(), None, "the child")
+    child = int(child_pid.read_text())
+    try:
+        assert alive({child})  # the orphan lives on, and yet:
+        assert held_by(lock) is None
+        with hold(lock, what="x"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_lock_left_to_an_orphan_names_the_orphan_not_its_dead_parent(tmp_path):
+    """The flock is the open file's: a descriptor passed on keeps it after its taker."""
+    lock, child_pid = tmp_path / "pack.lock", tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _orphan_script(lock, child_pid, "passed")])
+    assert parent.wait(timeout=60) == 0
     child = int(child_pid.read_text())
     try:
         with pytest.raises(FolderBusyError) as e, hold(lock, what=f"dataset folder {tmp_path}"):
             pass
         message = str(e.value)
         assert message.startswith(f"dataset folder {tmp_path}: in use by host "), message
-        assert f"pid {child} (" in message and "-c import os" in message, message
+        assert f"pid {child} (sleep 120)" in message, message
         assert f"pid {parent.pid}, which took it, has ended" in message, message
         assert f"pid {parent.pid}, since" not in message
         assert held_by(lock) is not None
