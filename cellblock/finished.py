@@ -137,6 +137,8 @@ def require_finished(out: Path | str, stage: str) -> dict[str, Any] | None:
         ) from None
     except ValueError:
         raise UserError(f"{out}/{RECORD}: not a readable completion record; {again}") from None
+    if record.get("stage") != stage and not lock_path(out, stage).exists():
+        return None  # another stage's folder, holding a file of ours put there by hand
     for name, digest in record.get("files", {}).items():
         path = out / name
         if not path.is_file() or _sha256(path) != digest:

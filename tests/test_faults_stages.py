@@ -1,4 +1,4 @@
-"""Faults of a long run around packing and locks (issue 29), with real processes.
+"""Faults of a long run around packing, locks and stops (issue 29), with real processes.
 
 A pack killed (``kill -9``) or stopped (SIGTERM) mid-run leaves no worker behind and
 no lock held: the rerun starts at once and ends with the bytes of an uninterrupted
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from cellblock.errors import UserError
+from cellblock.finished import RECORD, output_folder, require_finished
 from cellblock.locks import FolderBusyError, held_by, hold
 from cellblock.store.packplates import is_complete
 from tests.conftest import ROOT
@@ -237,3 +239,30 @@ def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
             proc.kill()
     assert proc.returncode == 143
     assert interrupted_line(err).groups() == ("SIGTERM", "stage.py")
+
+
+def test_output_folder_clears_records_last_and_readers_check_it(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.csv").write_text("old")
+    (out / "b.png").write_text("old plot this run will not draw")
+    (out / "notes.txt").write_text("the user's")
+    (out / ".a.csv.x1y2.tmp").write_text("half")
+    assert require_finished(out, "ensemble") is None  # neither lock nor record: as before
+    with pytest.raises(RuntimeError), output_folder(out, "ensemble", ["a.csv", "b.png"]):
+        assert sorted(p.name for p in out.iterdir()) == ["ensemble.lock", "notes.txt"]
+        with pytest.raises(UserError, match=r"still being written by host .*pid \d+"):
+            require_finished(out, "ensemble")
+        (out / "a.csv").write_text("new")
+        raise RuntimeError("the run fails")
+    assert not (out / RECORD).exists()
+    with pytest.raises(UserError, match=f"^{out}: unfinished ensemble output"):
+        require_finished(out, "ensemble")
+    with output_folder(out, "ensemble", ["a.csv", "b.png"]):
+        (out / "a.csv").write_text("new")
+    record = require_finished(out, "ensemble")
+    assert record is not None and list(record["files"]) == ["a.csv"]
+    assert require_finished(out, "benchmark") is None  # not a benchmark folder
+    (out / "a.csv").write_text("edited")
+    with pytest.raises(UserError, match=r"mixed ensemble output: a\.csv is not the file"):
+        require_finished(out, "ensemble")

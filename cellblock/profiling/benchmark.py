@@ -13,8 +13,9 @@ one split (default: the held-out test experiments) with the answer key joined in
 * ``intrinsic_dimension``: TwoNN compactness (``geometry``);
 * ``relationships``: known-relationship recall vs the random-pair rate (``relations``).
 
-Outputs in ``BENCH``: ``benchmark.json`` (written last: its presence means the run
-finished), ``benchmark.md`` and ``benchmark.png`` (``benchreport``).
+Outputs in ``BENCH``: ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``
+(``benchreport``); one writer, an earlier run's cleared, ``finished.json`` last
+(``cellblock.finished``).
 """
 
 from __future__ import annotations
