@@ -10,6 +10,7 @@ from cellblock.cli import run, writing
 from cellblock.cli.values import comma_list
 from cellblock.ensemble import expected_ids, read_submission, validate_submission
 from cellblock.errors import UserError
+from cellblock.finished import require_finished
 from cellblock.metrics import accuracy_breakdown, format_breakdown
 from cellblock.screen.sites import SPLITS, select_sites, well_table
 from cellblock.store.packed import PackedDataset
@@ -35,6 +36,8 @@ def main() -> None:
     packed = PackedDataset(args.data)
     experiments = comma_list(args.experiments, what="--experiments") or None
     wells, _ = well_table(select_sites(packed.metadata, args.split, experiments))
+    # an ensemble's submission.csv: only a finished run's, not a stopped or mixed one's
+    require_finished(Path(args.submission).parent, "ensemble")
     frame = read_submission(args.submission)
     validate_submission(
         frame,

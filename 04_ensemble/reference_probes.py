@@ -17,12 +17,14 @@ Example:
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from cellblock.atomic import atomic_write_text
 from cellblock.cli import run, writing
+from cellblock.finished import output_folder
 from cellblock.probes import reference_probes
 from cellblock.probes.run import ensemble_accuracy
 
@@ -42,6 +44,14 @@ def main() -> None:
     p.add_argument("--out", help="folder for probes.json and probes.md (default: print only)")
     p.add_argument("--workers", type=int, default=1, help="processes for the image statistics")
     args = p.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.out:  # one writer from the start; an earlier run's probes.* cleared
+            stack.enter_context(writing(args.out))
+            stack.enter_context(output_folder(args.out, "probes", ("probes.json", "probes.md")))
+        _probes(args)
+
+
+def _probes(args: argparse.Namespace) -> None:
     report = reference_probes(args.data, args.traits, args.split, args.workers,
                               progress=sys.stderr.isatty())  # fmt: skip
     lines = ["| held-out treatment wells | argmax | masked | assigned | features | seconds |",
@@ -56,11 +66,9 @@ def main() -> None:
                      f"{row.get('seconds', '-')} |")  # fmt: skip
     print("\n".join(lines))
     if args.out:
-        with writing(args.out):
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "probes.json", json.dumps(report, indent=2) + "\n")
-            atomic_write_text(out / "probes.md", "\n".join(lines) + "\n")
+        out = Path(args.out)
+        atomic_write_text(out / "probes.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out / "probes.md", "\n".join(lines) + "\n")
         print(f"wrote {out / 'probes.json'} and probes.md")
     print(
         "held-out treatment wells, assigned: "

@@ -265,6 +265,32 @@ def test_killed_driver_rerun_skips_done_blocks(clean_out, trained, tiny_packed, 
 
 
 @pytest.mark.slow
+def test_sigtermed_driver_says_so_and_its_rerun_completes_identically(
+    clean_out, trained, tiny_packed, tmp_path
+):
+    out, log = tmp_path / "pred", tmp_path / "driver.log"
+    proc = _start(_blockwise_args(trained, tiny_packed, out), log, "sleep=0.3")
+    try:
+        _wait_for(lambda: _marked(out) >= 2, 120, "two blocks marked done")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    last = log.read_text().strip().splitlines()[-1]
+    assert last == (
+        "interrupted: SIGTERM to predict_blockwise.py; finished work is kept; "
+        "run the same command again to resume"
+    ), log.read_text()[-3000:]
+    _wait_for(lambda: not _worker_pids(out), 60, "the workers to exit")
+    r = _run(_blockwise_args(trained, tiny_packed, out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    blocks, completed, skipped, *_ = _counts(r.stdout)
+    assert skipped >= 2 and completed == blocks - skipped
+    _assert_identical(_load(out), _load(clean_out[0]))
+
+
+@pytest.mark.slow
 def test_failing_block_is_named_and_a_rerun_fixes_only_it(clean_out, trained, tiny_packed,
                                                           tmp_path):  # fmt: skip
     table = PackedDataset(tiny_packed).metadata

@@ -17,6 +17,8 @@ HEAVY = ("torch", "timm", "submitit", "daisy", "neuroglancer")
 LIGHT = {
     "cellblock.cli": HEAVY,
     "cellblock.paths": HEAVY,
+    "cellblock.parallel": HEAVY,  # every pool worker imports it first
+    "cellblock.finished": HEAVY,  # evaluate.py and the viewer check a folder with it
     "cellblock.container": HEAVY,
     "cellblock.tta": HEAVY,
     "cellblock.screen.sites": HEAVY,

@@ -116,15 +116,17 @@ class WorkerExitError(RuntimeError):
     Args:
         worker_id: daisy's worker id.
         pid: The worker's process id (or job id).
-        code: Its exit status (negative: killed by that signal).
+        code: Its exit status (negative: killed by that signal; 128 + N: stopped by signal
+            N, the status a shell or a stage's ``cellblock.cli.run`` gives it).
         log_path: Its log file.
     """
 
     def __init__(self, worker_id: int, pid: int | str, code: int, log_path: Path):
         how = f"code {code}"
-        if code < 0:
+        signum = -code if code < 0 else code - 128 if code > 128 else 0
+        if signum:
             with contextlib.suppress(ValueError):
-                how = f"signal {signal.Signals(-code).name}"
+                how = f"signal {signal.Signals(signum).name}"
         tail = _tail(log_path)
         super().__init__(
             f"worker {worker_id} (pid {pid}) exited with {how}; log: {log_path}"

@@ -15,7 +15,9 @@ one line on stderr, without a traceback:
   the enclosing ``with writing(folder):`` block. Errors from process-pool workers
   arrive as themselves; an OSError from a DataLoader worker is rebuilt from torch's
   message.
-* ``KeyboardInterrupt``: ``interrupted``, exit 130.
+* SIGTERM, SIGINT (Ctrl-C) or SIGHUP (``cellblock.cli.interrupt``): ``interrupted:
+  SIGTERM to <script>; finished work is kept; run the same command again to resume``,
+  exit 128 + the signal's number (143, 130, 129), after the stage's cleanup ran.
 
 ``CELLBLOCK_TRACEBACK=1`` in the environment prints the traceback as well, above the
 same line and with the same exit code. Anything else (a bug) keeps Python's own
@@ -29,12 +31,14 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellblock.cli.interrupt import exit_status, handle_signals, message
 from cellblock.errors import UserError
 
 __all__ = ["EXIT_ERROR", "describe_os_error", "option_value", "run", "writing"]
@@ -161,7 +165,8 @@ def run(main: Callable[[], int | None]) -> None:
     """Run a script's ``main``: INFO logging, and a one-line error for what the user can fix.
 
     Exit status: ``main``'s return value (0 for None); 1 (``EXIT_ERROR``) for a
-    UserError or an OSError, 130 on Ctrl-C. See the module docstring.
+    UserError or an OSError, 128 + the signal's number on SIGTERM, SIGINT or SIGHUP.
+    See the module docstring.
 
     Args:
         main: The script's main function.
@@ -171,7 +176,8 @@ def run(main: Callable[[], int | None]) -> None:
     for chatty in ("botocore", "boto3", "s3transfer", "urllib3", "copairs"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
-        code = main()
+        with handle_signals():
+            code = main()
     except UserError as e:
         _fail(_original_message(e))
     except OSError as e:
@@ -179,7 +185,10 @@ def run(main: Callable[[], int | None]) -> None:
         if e.errno is None:  # not the OS's: e.g. a library's "cannot identify image"
             raise
         _fail(describe_os_error(e))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # Ctrl-C, or cellblock.cli.interrupt's Interrupted
+        signum = getattr(e, "signum", signal.SIGINT)
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(message(signum, Path(sys.argv[0]).name), file=sys.stderr)
+        sys.exit(exit_status(signum))
     sys.exit(code or 0)

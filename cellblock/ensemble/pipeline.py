@@ -1,7 +1,8 @@
 """``04_ensemble/ensemble.py`` as a function: combine -> plate step -> submission -> report.
 
-Outputs in ``OUT`` (each written atomically; ``report.json`` last, so its presence
-means the run finished):
+Outputs in ``OUT`` (each written atomically; one writer at a time, ``OUT/ensemble.lock``;
+an earlier run's outputs cleared first; ``finished.json``, the completion record with
+every output's checksum, last: ``cellblock.finished``):
 
     submission.csv      Kaggle ``id_code,sirna``
     wells.parquet       per well: argmax, masked, assigned label, confidence, group
@@ -37,6 +38,7 @@ from cellblock.ensemble.steps import (
     write_answers,
 )
 from cellblock.errors import UserError
+from cellblock.finished import output_folder
 from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
 from cellblock.profiling.mapscore import copairs_map
 from cellblock.profiling.table import (
@@ -48,9 +50,21 @@ from cellblock.profiling.table import (
 )
 from cellblock.store.packed import PackedDataset
 
-__all__ = ["public_labels", "run_ensemble"]  # public_labels: cellblock.profiling.table
+__all__ = ["OUTPUTS", "public_labels", "run_ensemble"]  # public_labels: profiling.table
 
 log = logging.getLogger(__name__)
+
+# every file a run may write in OUT (an earlier run's are cleared before a run writes)
+OUTPUTS = (
+    "submission.csv",
+    "wells.parquet",
+    "profiles.parquet",
+    "report.json",
+    "report.md",
+    "accuracy_per_experiment.png",
+    "accuracy_per_cell_type.png",
+    "plate_maps.png",
+)
 
 
 def run_ensemble(
@@ -74,7 +88,8 @@ def run_ensemble(
     Args:
         preds: Prediction folders or ``predictions.zarr`` stores.
         data: The packed dataset they predicted.
-        out: Output folder (created).
+        out: Output folder (created; locked while written, an earlier run's outputs
+            cleared).
         split: ``"test"``, ``"train"`` or ``"all"``.
         experiments: Only these experiments of the split.
         weights: Weight per store (None: equal).
@@ -89,13 +104,47 @@ def run_ensemble(
 
     Returns:
         The report (as written to ``OUT/report.json``).
+
+    Raises:
+        FolderBusyError: Another ensemble writes ``out``.
     """
     if align not in ALIGNMENTS:
         raise UserError(f"--align {align!r}: expected one of {', '.join(ALIGNMENTS)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # report.json marks a finished run: a failed rerun must not leave it by partial outputs
-    (out / "report.json").unlink(missing_ok=True)
+    with output_folder(out, "ensemble", OUTPUTS) as folder:
+        return _run(
+            preds,
+            data,
+            folder,
+            split=split,
+            experiments=experiments,
+            weights=weights,
+            mode=mode,
+            plate_step=plate_step,
+            use_groups=use_groups,
+            include_controls=include_controls,
+            profile_dim=profile_dim,
+            align=align,
+            null_size=null_size,
+        )
+
+
+def _run(
+    preds: Sequence[Path | str],
+    data: Path | str,
+    out: Path,
+    *,
+    split: str,
+    experiments: Sequence[str] | None,
+    weights: Sequence[float] | None,
+    mode: str,
+    plate_step: bool,
+    use_groups: bool,
+    include_controls: bool,
+    profile_dim: int,
+    align: str,
+    null_size: int,
+) -> dict[str, Any]:
+    """``run_ensemble`` in its output folder, held and cleared (arguments: the same)."""
     run = combined(preds, PackedDataset(data), out, split=split, experiments=experiments,
                    weights=weights, mode=mode)  # fmt: skip
     if plate_step:

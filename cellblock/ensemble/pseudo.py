@@ -17,6 +17,7 @@ import pandas as pd
 from cellblock.atomic import atomic_path
 from cellblock.data.labels import read_pseudo_labels
 from cellblock.errors import UserError
+from cellblock.finished import require_finished
 from cellblock.store.packed import PackedDataset
 
 __all__ = ["pseudo_labels", "write_pseudo_labels"]
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def _read_outputs(out: Path) -> tuple[dict, pd.DataFrame]:
+    require_finished(out, "ensemble")  # not a stopped, running or mixed run's files
     report_path, wells_path = out / "report.json", out / "wells.parquet"
     if not report_path.is_file() or not wells_path.is_file():
         raise UserError(f"{out}: no report.json/wells.parquet; run 04_ensemble/ensemble.py first")

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from cellblock.errors import UserError
+from cellblock.finished import require_finished
 from cellblock.probes.imagestats import feature_names, site_table
 from cellblock.probes.reference import WELL_COLUMNS, run_probe, well_means
 from cellblock.store.packed import PackedDataset
@@ -52,8 +53,9 @@ def ensemble_accuracy(out: Path | str) -> dict[str, Any]:
     """The ``accuracy`` of an ``ensemble.py`` output folder's ``report.json``.
 
     Raises:
-        UserError: No finished report there.
+        UserError: No finished report there (or a stopped, running or mixed run's).
     """
+    require_finished(out, "ensemble")
     path = Path(out) / "report.json"
     try:
         return json.loads(path.read_text())["accuracy"]

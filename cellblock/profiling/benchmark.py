@@ -13,8 +13,9 @@ one split (default: the held-out test experiments) with the answer key joined in
 * ``intrinsic_dimension``: TwoNN compactness (``geometry``);
 * ``relationships``: known-relationship recall vs the random-pair rate (``relations``).
 
-Outputs in ``BENCH``: ``benchmark.json`` (written last: its presence means the run
-finished), ``benchmark.md`` and ``benchmark.png`` (``benchreport``).
+Outputs in ``BENCH``: ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``
+(``benchreport``); one writer, an earlier run's cleared, ``finished.json`` last
+(``cellblock.finished``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pandas as pd
 
 import cellblock
 from cellblock.errors import UserError
+from cellblock.finished import output_folder, require_finished
 from cellblock.profiling import benchreport
 from cellblock.profiling.align import ALIGNMENTS, DEFAULT_ALIGN
 from cellblock.profiling.geometry import intrinsic_dimension
@@ -50,6 +52,7 @@ from cellblock.store.predictions import store_path
 __all__ = ["evaluation_meta", "load_model", "run_benchmark", "score_profiles"]
 
 log = logging.getLogger(__name__)
+OUTPUTS = ("benchmark.json", "benchmark.md", "benchmark.png")  # BENCH/, cleared per run
 
 
 def load_model(
@@ -72,6 +75,7 @@ def load_model(
         UserError: Neither a store nor an ensemble output, or no wells of ``split``.
     """
     path = Path(path)
+    require_finished(path, "ensemble")  # an ensemble output: a finished one
     if (path / "profiles.parquet").is_file() and (path / "report.json").is_file():
         report = json.loads((path / "report.json").read_text())
         table = pd.read_parquet(path / "profiles.parquet")
@@ -205,28 +209,26 @@ def run_benchmark(
     """
     names = _checked_names(inputs, names, split, align)
     pairs = read_relationships(relationships) if relationships else None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").unlink(missing_ok=True)
-    packed = PackedDataset(data)
-    models = [_score_model(name, path, packed, pairs, split=split, align=align,
-                           profile_dim=profile_dim, null_size=null_size,
-                           rotation_sites=rotation_sites, seed=seed, device=device)
-              for name, path in zip(names, inputs, strict=True)]  # fmt: skip
-    bench: dict[str, Any] = {
-        "dataset": str(packed.path.resolve()),
-        "split": split,
-        "relationships": str(relationships) if relationships else None,
-        "null_size": null_size,
-        "seed": seed,
-        "models": models,
-        "code_version": cellblock.__version__,
-    }
-    bench["outputs"] = {
-        "markdown": str(benchreport.write_markdown(bench, out / "benchmark.md")),
-        "plot": str(benchreport.plot_polar(bench, out / "benchmark.png")),
-    }
-    benchreport.write_json(bench, out / "benchmark.json")
+    with output_folder(out, "benchmark", OUTPUTS) as folder:  # one writer; old outputs gone
+        packed = PackedDataset(data)
+        models = [_score_model(name, path, packed, pairs, split=split, align=align,
+                               profile_dim=profile_dim, null_size=null_size,
+                               rotation_sites=rotation_sites, seed=seed, device=device)
+                  for name, path in zip(names, inputs, strict=True)]  # fmt: skip
+        bench: dict[str, Any] = {
+            "dataset": str(packed.path.resolve()),
+            "split": split,
+            "relationships": str(relationships) if relationships else None,
+            "null_size": null_size,
+            "seed": seed,
+            "models": models,
+            "code_version": cellblock.__version__,
+        }
+        bench["outputs"] = {
+            "markdown": str(benchreport.write_markdown(bench, folder / "benchmark.md")),
+            "plot": str(benchreport.plot_polar(bench, folder / "benchmark.png")),
+        }
+        benchreport.write_json(bench, folder / "benchmark.json")
     return bench
 
 

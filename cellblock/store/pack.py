@@ -24,6 +24,7 @@ import pandas as pd
 
 from cellblock.atomic import atomic_write_parquet, atomic_write_text
 from cellblock.errors import UserError
+from cellblock.finished import remove_temporary
 from cellblock.locks import hold
 from cellblock.screen.metadata import load_raw_metadata, sites_of
 from cellblock.screen.plates import PlateFormat, plate_dir
@@ -108,6 +109,7 @@ def pack_dataset(
     """
     raw, out = Path(raw), Path(out)
     with hold(out / "pack.lock", what=f"dataset folder {out}"):
+        remove_temporary(out)  # a killed pack's half-written metadata.parquet, say
         start = time.perf_counter()
         plan = _read_raw(raw, experiments, plate_wells, store=store, pixel_size_um=pixel_size_um)
         open_root(out / "images.zarr", plan.info)

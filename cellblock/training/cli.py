@@ -34,6 +34,7 @@ from cellblock.atomic import atomic_write_text
 from cellblock.cli import parse_overrides, writing
 from cellblock.cli.values import comma_list
 from cellblock.errors import ConfigError, UserError
+from cellblock.finished import remove_temporary
 from cellblock.locks import FolderBusyError, hold
 from cellblock.paths import Project, add_project_argument
 from cellblock.training.setupconfig import load_setup_config
@@ -92,6 +93,8 @@ def run_lock(run_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
         except FolderBusyError as e:
             log.warning("%s: waiting up to %.0f s", e, wait_s)
     with hold(lock, what=what, wait_s=wait_s):
+        for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+            remove_temporary(folder)  # what a killed attempt was writing
         yield
 
 

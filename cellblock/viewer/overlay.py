@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cellblock.errors import UserError
+from cellblock.finished import require_finished
 from cellblock.screen.plates import plate_key
 from cellblock.store.packed import PackedDataset
 from cellblock.store.predictions import read_sites, store_path
@@ -121,8 +122,10 @@ def load_calls(
     source, key = Path(source), plate_key(experiment, plate)
     wells = _plate_wells(packed, experiment, plate)
     if source.is_file() and source.suffix == ".csv":
+        require_finished(source.parent, "ensemble")  # an ensemble's CSV: a finished run's
         calls = _from_submission(source, wells, key)
     elif (source / "submission.csv").is_file():
+        require_finished(source, "ensemble")
         calls = _from_submission(source / "submission.csv", wells, key)
     elif store_path(source).is_dir():
         calls = _from_store(source, packed, experiment, plate)
