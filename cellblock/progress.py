@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 from tqdm import tqdm
 
-__all__ = ["INTERVAL", "LogBar", "progress_bar"]
+__all__ = ["INTERVAL", "LogBar", "ProgressBar", "progress_bar"]
 
 log = logging.getLogger("cellblock.progress")
 
@@ -55,6 +56,7 @@ class LogBar:
         self.postfix = ""
         self.start = self.last = time.monotonic()
         self.closed = False
+        self._lock = threading.Lock()  # fetch and publish count from worker threads
 
     def _count(self, value: float) -> str:
         if self.unit_scale:
@@ -83,13 +85,15 @@ class LogBar:
 
     def update(self, n: float = 1) -> None:
         """Count ``n`` more units done; log a line if ``interval`` has passed."""
-        self.n += n
-        now = time.monotonic()
-        # the closing line reports the end: no line at 100% before it
-        finished = self.total is not None and self.n >= self.total
-        if now - self.last >= self.interval and not finished:
+        with self._lock:
+            self.n += n
+            now = time.monotonic()
+            # the closing line reports the end: no line at 100% before it
+            finished = self.total is not None and self.n >= self.total
+            if now - self.last < self.interval or finished:
+                return
             self.last = now
-            log.info(self.line(now))
+        log.info(self.line(now))
 
     def reset(self, total: float | None = None) -> None:
         """Start the count again (tqdm's ``reset``: a retried download)."""
@@ -112,6 +116,9 @@ class LogBar:
         self.close()
 
 
+ProgressBar: TypeAlias = "tqdm[Any] | LogBar"  # what progress_bar returns
+
+
 def progress_bar(
     total: float | None = None,
     desc: str = "",
@@ -121,7 +128,7 @@ def progress_bar(
     disable: bool = False,
     interval: float = INTERVAL,
     stream: IO[str] | None = None,
-) -> Any:
+) -> ProgressBar:
     """A tqdm bar on a terminal, else a ``LogBar`` (module docstring).
 
     Args:
