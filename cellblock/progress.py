@@ -19,12 +19,14 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import IO, Any, TypeAlias
 
 from tqdm import tqdm
 
-__all__ = ["INTERVAL", "LogBar", "ProgressBar", "progress_bar"]
+__all__ = ["INTERVAL", "LogBar", "ProgressBar", "polled_progress", "progress_bar"]
 
 log = logging.getLogger("cellblock.progress")
 
@@ -147,3 +149,57 @@ def progress_bar(
             total=total, desc=desc, unit=unit, unit_scale=unit_scale, disable=disable, file=stream
         )
     return LogBar(total, desc, unit, unit_scale, interval)
+
+
+@contextmanager
+def polled_progress(
+    count: Callable[[], int],
+    total: int,
+    desc: str,
+    unit: str = "it",
+    *,
+    poll: float = 5.0,
+    disable: bool = False,
+    interval: float = INTERVAL,
+) -> Iterator[None]:
+    """``progress_bar`` of work counted elsewhere (worker processes, a tracking file).
+
+    A thread calls ``count()`` every ``poll`` seconds while the block runs, and once at
+    its end.
+
+    Args:
+        count: Units done so far (an error in it stops the polling, not the work).
+        total: Units to do.
+        desc: The stage's name.
+        unit: The unit counted.
+        poll: Seconds between counts.
+        disable: No progress (another bar draws it).
+        interval: Least seconds between log lines off a terminal.
+    """
+    if disable:
+        yield
+        return
+    stop = threading.Event()
+    with progress_bar(total, desc, unit, interval=interval) as bar:
+
+        def advance() -> None:
+            try:
+                done = min(max(count(), 0), total)
+            except Exception as err:  # a half-written tracking file: the next poll
+                log.debug("%s: progress count failed: %s", desc, err)
+                return
+            if done > bar.n:
+                bar.update(done - bar.n)
+
+        def watch() -> None:
+            while not stop.wait(poll):
+                advance()
+
+        thread = threading.Thread(target=watch, name=f"{desc} progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            advance()
