@@ -34,6 +34,7 @@ def screen(seed: int, n_sirnas: int = 12, experiments: int = 3, dim: int = 8):
     x[5] = x[2]  # exact ties
     x[9] = 3.0 * x[7]  # the same direction: cosine ties up to rounding
     x[-1] = x[0]
+    x[11] = 0.0  # an all-zero profile: NaN similarities
     meta = pd.DataFrame(rows, columns=[LABEL, "Metadata_experiment", "Metadata_well_type"])
     return meta, x
 

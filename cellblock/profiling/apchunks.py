@@ -69,7 +69,8 @@ def _similarities(x: np.ndarray, unit: np.ndarray, rows: slice, cols: np.ndarray
     unsure = (exact - tol).astype(np.float32) != (exact + tol).astype(np.float32)
     if unsure.any():
         q, w = np.nonzero(unsure)
-        sims[q, w] = pairwise_cosine(x[q + rows.start], x[cols[w]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sims[q, w] = pairwise_cosine(x[q + rows.start], x[cols[w]])
     return sims
 
 
@@ -117,7 +118,8 @@ def block_average_precision(
     """
     x = np.ascontiguousarray(features, dtype=np.float64)
     n = len(x)
-    unit = x / np.linalg.norm(x, axis=1)[:, np.newaxis]
+    with np.errstate(divide="ignore", invalid="ignore"):  # all-zero rows: NaN, as copairs
+        unit = x / np.linalg.norm(x, axis=1)[:, np.newaxis]
     codes = tuple(_codes(frame, columns) for columns in rules)
     ap = np.full(n, np.nan)
     confs = np.zeros((n, 2), dtype=np.int64)
@@ -130,6 +132,8 @@ def block_average_precision(
             cols = np.flatnonzero((pos | neg).any(axis=0))
             pos, neg = pos[:, cols], neg[:, cols]
             keys = np.float32(1) - _similarities(x, unit, rows, cols)
+            # an all-zero profile has NaN similarities, which copairs' sort puts last
+            keys[np.isnan(keys)] = np.inf
             lists, counts = _rank_lists(keys, pos, neg)
             paired = np.flatnonzero(counts)
             if len(paired):
