@@ -17,7 +17,6 @@ Examples:
 """
 
 import argparse
-import sys
 
 from cellblock.cli import run, writing
 from cellblock.cli.values import comma_list
@@ -46,7 +45,8 @@ def main() -> None:
     p.add_argument("--upgrade", metavar="DATASET",
                    help="convert an older cellblock dataset in place (no PNGs needed)")  # fmt: skip
     args = p.parse_args()
-    codec, progress = FieldCodec(level=args.zstd_level), sys.stderr.isatty()
+    # progress: a bar at a terminal, a log line every 30 s off one (cellblock.progress)
+    codec, progress = FieldCodec(level=args.zstd_level), True
     if args.upgrade is not None:
         with writing(args.upgrade):
             s = upgrade_dataset(args.upgrade, args.store, args.workers, progress, codec)

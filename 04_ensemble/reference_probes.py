@@ -2,7 +2,7 @@
 """Reference probes: what a linear model reaches on the held-out treatment wells.
 
 The image-statistics probe (84 per-channel statistics per site, per-plate normalized,
-wells averaged, logistic regression fitted on the training experiments) is the floor a
+wells averaged, a linear probe fitted on the training experiments) is the floor a
 CNN should clear; on a synthetic screen, --traits RAW/site_traits.csv adds the oracle
 probe on the cells' true traits, the ceiling the phenotypes allow. Each is reported as
 ensemble.py reports a model: argmax, masked to the plate's detected treatment group,
@@ -19,7 +19,6 @@ Example:
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 
 from cellblock.atomic import atomic_write_text
@@ -27,6 +26,7 @@ from cellblock.cli import run, writing
 from cellblock.finished import output_folder
 from cellblock.probes import reference_probes
 from cellblock.probes.run import ensemble_accuracy
+from cellblock.profiling.probes import PROBES
 
 
 def _cell(acc: dict | None) -> str:
@@ -43,6 +43,12 @@ def main() -> None:
                    help="an ensemble.py output folder: its accuracy beside the probes")  # fmt: skip
     p.add_argument("--out", help="folder for probes.json and probes.md (default: print only)")
     p.add_argument("--workers", type=int, default=1, help="processes for the image statistics")
+    p.add_argument(
+        "--probe",
+        choices=PROBES,
+        default="lda",
+        help="lda (default: closed form, linear in the wells) or the former logistic regression",
+    )
     args = p.parse_args()
     with contextlib.ExitStack() as stack:
         if args.out:  # one writer from the start; an earlier run's probes.* cleared
@@ -52,8 +58,9 @@ def main() -> None:
 
 
 def _probes(args: argparse.Namespace) -> None:
-    report = reference_probes(args.data, args.traits, args.split, args.workers,
-                              progress=sys.stderr.isatty())  # fmt: skip
+    report = reference_probes(
+        args.data, args.traits, args.split, args.workers, progress=True, kind=args.probe
+    )
     lines = ["| held-out treatment wells | argmax | masked | assigned | features | seconds |",
              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     rows = {f"{name} probe": probe for name, probe in report["probes"].items()}

@@ -194,6 +194,10 @@ def clean_out(trained, tiny_packed, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("clean") / "pred"
     r = _run(_blockwise_args(trained, tiny_packed, out))
     assert r.returncode == 0, r.stdout + r.stderr
+    # off a terminal: a timestamped progress line of the blocks (cellblock.progress)
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d [\d:]{8} predict: (\d+)/\1 block .*done in", r.stderr, re.M
+    ), r.stderr
     return out, r.stdout
 
 

@@ -33,6 +33,8 @@ LIGHT = {
     "cellblock.blockwise.cli": HEAVY,  # predict_blockwise.py --help
     "cellblock.ensemble": HEAVY,
     "cellblock.profiling.table": HEAVY,
+    "cellblock.progress": HEAVY,  # every long stage imports it
+    "cellblock.profiling.mapscore": HEAVY,
     "cellblock.cluster": ("torch", "timm", "daisy", "neuroglancer"),  # submitit is its job
 }
 

@@ -13,7 +13,7 @@ import pytest
 
 from cellblock.errors import UserError
 from cellblock.screen.metadata import SITE_COLUMNS
-from cellblock.screen.plates import site_path
+from cellblock.screen.plates import plate_key, site_path
 from cellblock.store.omezarr import LEVELS, downsample
 from cellblock.store.pack import pack_dataset
 from cellblock.store.packed import PackedDataset
@@ -235,3 +235,32 @@ def test_zstd_level_from_the_command_line_changes_bytes_not_pixels(tiny_raw, tin
     assert fast.read_bytes() != slow.read_bytes()
     a, b = PackedDataset(out), PackedDataset(tiny_packed)
     np.testing.assert_array_equal(a.plate("HEPG2-01", 1)[:], b.plate("HEPG2-01", 1)[:])
+
+
+@pytest.mark.parametrize("store", ["directory", "zip"])
+def test_pack_counts_its_size_while_writing_no_closing_walk(tiny_raw, tmp_path, monkeypatch, store):
+    from cellblock.store import storesize
+
+    out = tmp_path / store
+    first = pack_dataset(tiny_raw, out, experiments=["RPE-01"], progress=False, store=store)
+    walked = storesize.du(out / "images.zarr")
+    assert first["bytes"] == walked > 0
+
+    def no_walk(path):
+        raise AssertionError(f"walked {path}")
+
+    # the rest of the screen, and a resumed run's skipped plates: counted, not walked
+    monkeypatch.setattr(storesize, "du", no_walk)
+    second = pack_dataset(tiny_raw, out, progress=False, store=store)
+    assert second["plates_skipped"] == first["plates_packed"] > 0
+    monkeypatch.undo()
+    images = out / "images.zarr"
+    assert second["bytes"] == storesize.du(images) > walked
+    if store == "directory":  # a plate packed before sizes were recorded: walked instead
+        meta = images / "RPE-01" / "Plate1" / "zarr.json"
+        doc = json.loads(meta.read_text())
+        del doc["attributes"]["cellblock"]["member_bytes"]
+        meta.write_text(json.dumps(doc))
+        table = PackedDataset(out).metadata
+        keys = {plate_key(e, int(p)) for e, p in zip(table.experiment, table.plate, strict=True)}
+        assert storesize.images_bytes(images, keys, store) == storesize.du(images)

@@ -37,6 +37,7 @@ from cellblock.blockwise.task import (
 )
 from cellblock.errors import UserError
 from cellblock.paths import SIF_ENV
+from cellblock.progress import polled_progress
 
 __all__ = ["LaunchOptions", "predict_blockwise", "worker_argv", "worker_cpus"]
 
@@ -140,6 +141,21 @@ def _repair(plan: Plan, tracking: Path) -> int:
     return len(repaired)
 
 
+def _run_with_progress(
+    task: Any, host: str | None, opts: LaunchOptions, plan: Plan, tracking: Path, before: int
+) -> Any:
+    """``run_task``, its progress shown: daisy's own bar at a terminal when asked
+    (``--progress``); else blocks done, polled from the tracking array (a bar at a
+    terminal, a log line every 30 s off one, where daisy's bar would write carriage
+    returns or nothing)."""
+    daisy_bar = opts.progress and sys.stderr.isatty()
+    to_run = max(int((plan.grid.skip_mask() == 0).sum()) - before, 0)
+    with polled_progress(
+        lambda: done_count(tracking) - before, to_run, "predict", "block", disable=daisy_bar
+    ):
+        return run_task(task, host, daisy_bar, plan.log_dir / "daisy")
+
+
 def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = None) -> RunSummary:
     """Predict every block of ``plan`` with persistent daisy workers.
 
@@ -195,7 +211,7 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
                  f"on GPUs {','.join(gpus)}" if gpus else "on CPU",
                  host or "this node's address")  # fmt: skip
         start, cpu = time.time(), time.process_time()
-        result = run_task(task, host, opts.progress, plan.log_dir / "daisy")
+        result = _run_with_progress(task, host, opts, plan, tracking, before)
         seconds, cpu = time.time() - start, time.process_time() - cpu
         after = done_count(tracking)
         lines = read_block_lines(plan.state_dir, plan.run_id)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellblock.parallel import ordered_map
+from cellblock.progress import progress_bar
 from cellblock.store.omezarr import downsample
 from cellblock.store.packed import PackedDataset
 
@@ -98,7 +98,9 @@ def site_table(
         jobs.append((str(dataset), sites))
         order.append(plate.index)
     parts = []
-    with tqdm(total=len(rows), unit="site", desc="image statistics", disable=not progress) as bar:
+    with progress_bar(
+        total=len(rows), unit="site", desc="image statistics", disable=not progress
+    ) as bar:
         for index, values in zip(order, ordered_map(_site_rows, jobs, workers), strict=True):
             parts.append(pd.DataFrame(values, index=index))
             bar.update(len(index))

@@ -1,10 +1,11 @@
 """Reference probes: what a plain linear model reaches on the same wells a CNN is scored on.
 
-A probe is a logistic regression from per-well features to the siRNA, fitted on the
-labelled wells of the training experiments and scored on the treatment wells of the
-held-out experiments, reported as the ensemble reports a model::
+A probe is a linear classifier from per-well features to the siRNA (the benchmark's:
+``cellblock.profiling.probes.make_probe``, a shrunk linear discriminant in closed form),
+fitted on the labelled wells of the training experiments and scored on the treatment
+wells of the held-out experiments, reported as the ensemble reports a model::
 
-    sites --features--> wells (mean of sites) --per-plate z-score--> logistic regression
+    sites --features--> wells (mean of sites) --per-plate z-score--> linear probe
         (train split, every labelled well) --> log-probabilities of the held-out wells
         --> argmax | masked to the plate's detected treatment group | per-plate assignment
 
@@ -23,14 +24,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from cellblock.ensemble.assign import assign, control_ids
 from cellblock.ensemble.groups import detect_groups, treatment_groups
 from cellblock.errors import UserError
 from cellblock.metrics import accuracy_breakdown
+from cellblock.profiling.probes import make_probe
 
 __all__ = ["WELL_COLUMNS", "plate_normalized", "run_probe", "well_means"]
 
@@ -90,7 +89,7 @@ def run_probe(
     features: list[str],
     table: pd.DataFrame,
     held_out: str = "test",
-    c: float = 1.0,
+    kind: str = "lda",
 ) -> dict[str, Any]:
     """Fit a probe on the training wells and score it on the held-out ones.
 
@@ -100,7 +99,7 @@ def run_probe(
         table: The dataset's full site table (the treatment groups come from its
             training plates; the control labels it publishes).
         held_out: The split scored (``"test"``: the experiments the CNN never saw).
-        c: Inverse regularization strength of the logistic regression.
+        kind: The probe (``make_probe``: ``"lda"``, or the former ``"logistic"``).
 
     Returns:
         ``{"accuracy": {"argmax", "masked", "assigned"}, "n_train_wells",
@@ -114,7 +113,7 @@ def run_probe(
         raise UserError(f"probe: {train.sum()} labelled training wells, {test.sum()} "
                         f"{held_out} wells; need both")  # fmt: skip
     y = wells.loc[train, "sirna"].astype(np.int64).to_numpy()
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+    probe = make_probe(kind, max_iter=3000)
     probe.fit(x[train], y)
     held = wells[test].reset_index(drop=True)
     log_probs = probe.predict_log_proba(x[test])

@@ -70,6 +70,7 @@ def reference_probes(
     held_out: str = "test",
     workers: int = 1,
     progress: bool = True,
+    kind: str = "lda",
 ) -> dict[str, Any]:
     """The image-statistics probe (and with ``traits`` the oracle probe) of ``dataset``.
 
@@ -78,7 +79,8 @@ def reference_probes(
         traits: A synthetic screen's ``site_traits.csv`` (None: no oracle).
         held_out: The split scored.
         workers: Processes computing image statistics.
-        progress: Show progress bars.
+        progress: Show progress (``cellblock.progress``).
+        kind: The probe (``cellblock.profiling.probes.make_probe``).
 
     Returns:
         ``{"dataset", "held_out", "probes": {"image": ..., "oracle": ...}}``
@@ -94,11 +96,15 @@ def reference_probes(
     start = time.monotonic()
     stats = site_table(dataset, sites, workers, progress)
     features = feature_names(list(packed.info.channels))
-    report["probes"]["image"] = run_probe(well_means(stats, features), features, table, held_out)
+    report["probes"]["image"] = run_probe(
+        well_means(stats, features), features, table, held_out, kind
+    )
     report["probes"]["image"]["seconds"] = round(time.monotonic() - start, 1)
     if traits is not None:
         start = time.monotonic()
         joined, names = oracle_sites(sites[[*WELL_COLUMNS, "site"]], traits)
-        report["probes"]["oracle"] = run_probe(well_means(joined, names), names, table, held_out)
+        report["probes"]["oracle"] = run_probe(
+            well_means(joined, names), names, table, held_out, kind
+        )
         report["probes"]["oracle"]["seconds"] = round(time.monotonic() - start, 1)
     return report

@@ -1,8 +1,11 @@
 """copairs mean average precision: phenotypic activity and consistency across experiments.
 
-Both use copairs' own functions (``average_precision`` then ``mean_average_precision``:
-a null of random rank lists per siRNA, Benjamini-Hochberg FDR) on cosine similarity, as
-the Cell Painting community scores profiles (Kalinin et al. 2025):
+Both are copairs' values (``average_precision`` then ``mean_average_precision``: a null
+of random rank lists per siRNA, Benjamini-Hochberg FDR) on cosine similarity, as the
+Cell Painting community scores profiles (Kalinin et al. 2025). The per-well AP is
+``apchunks.block_average_precision``: copairs' exact values a block of query wells at a
+time, in memory that does not grow with the square of the wells; the null, p-values and
+FDR are copairs' ``mean_average_precision`` itself:
 
 * **activity**: can an siRNA's wells be told from the negative controls? Each treatment
   well queries its replicate wells (same siRNA) against every negative-control well;
@@ -21,8 +24,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from copairs.map import average_precision, mean_average_precision
+from copairs.map import mean_average_precision
 from copairs.matching import assign_reference_index
+
+from cellblock.profiling.apchunks import PairRules, block_average_precision
 
 __all__ = ["KINDS", "copairs_map"]
 
@@ -32,12 +37,11 @@ LABEL = "Metadata_sirna"
 REFERENCE = "Metadata_reference_index"
 
 
-def _pair_rules(kind: str) -> dict[str, list[str]]:
+def _pair_rules(kind: str) -> PairRules:
+    """(pos_sameby, pos_diffby, neg_diffby) of ``kind``, as copairs' tutorials pair wells."""
     if kind == "activity":
-        return dict(pos_sameby=[LABEL, REFERENCE], pos_diffby=[], neg_sameby=[],
-                    neg_diffby=[LABEL, REFERENCE])  # fmt: skip
-    return dict(pos_sameby=[LABEL], pos_diffby=["Metadata_experiment"], neg_sameby=[],
-                neg_diffby=[LABEL])  # fmt: skip
+        return [LABEL, REFERENCE], [], [LABEL, REFERENCE]
+    return [LABEL], ["Metadata_experiment"], [LABEL]
 
 
 def copairs_map(
@@ -79,10 +83,14 @@ def copairs_map(
         if not (frame[REFERENCE] >= 0).any():
             return None
     x = np.asarray(features, dtype=np.float64)[rows]
-    try:
-        ap = average_precision(frame, x, **_pair_rules(kind), progress_bar=False)
-    except Exception as err:  # copairs' UnpairedException, or no pairs at all
-        log.warning("copairs %s mAP: %s", kind, err)
+    if np.isnan(x).any():  # copairs refuses NaN features
+        log.warning("copairs %s mAP: features have NaN", kind)
+        return None
+    ap = block_average_precision(frame, x, _pair_rules(kind), desc=f"{kind} mAP")
+    # copairs raises when the screen has no positive or no negative pair at all
+    n_pos = ap["n_pos_pairs"].to_numpy()
+    if not (n_pos > 0).any() or not (ap["n_total_pairs"].to_numpy() > n_pos).any():
+        log.warning("copairs %s mAP: no positive or no negative pairs", kind)
         return None
     ap = ap[(ap["Metadata_well_type"] == "treatment") & ap["average_precision"].notna()]
     if ap.empty:

@@ -1,5 +1,13 @@
 """Linear probes on aligned profiles: what a profile tells (siRNA) and should not (batch).
 
+The probe (``make_probe``) is a linear discriminant (``lda.SharedLDA``): standardized
+features, class means and one within-class covariance shrunk by Ledoit-Wolf, solved in
+closed form. Its cost
+is one pass over the wells and a ``D x D`` solve per fold: linear in the wells, where the
+L2 logistic regression it replaces (``kind="logistic"``, kept for comparison) ran L-BFGS
+on ``D x classes`` parameters, 53% of ``benchmark.py`` at 6,160 wells and 15-20 minutes
+at RxRx1's size. ``scripts/bench/probescale.py`` measures the two side by side.
+
 * ``linear_probe``: logistic regression from a treatment well's profile to its siRNA,
   trained on some experiments and scored on held-out ones (leave-one-experiment-out;
   grouped 5-fold with more than 10 experiments): higher is better;
@@ -20,20 +28,37 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedKFol
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["batch_probe", "linear_probe"]
+from cellblock.profiling.lda import SharedLDA
+
+__all__ = ["PROBES", "batch_probe", "linear_probe", "make_probe"]
+
+PROBES = ("lda", "logistic")
 
 
-def _probe(max_iter: int = 2000):
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
+def make_probe(kind: str = "lda", max_iter: int = 2000) -> Any:
+    """A scikit-learn classifier with ``predict_log_proba``: standardize, then ``kind``.
+
+    Args:
+        kind: ``"lda"`` (module docstring) or ``"logistic"`` (L2, C=1, L-BFGS).
+        max_iter: The logistic regression's iterations.
+    """
+    if kind == "lda":
+        return make_pipeline(StandardScaler(), SharedLDA())
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
+    raise ValueError(f"probe {kind!r}: expected one of {PROBES}")
 
 
-def linear_probe(meta: pd.DataFrame, features: np.ndarray) -> dict[str, Any] | None:
+def linear_probe(
+    meta: pd.DataFrame, features: np.ndarray, kind: str = "lda"
+) -> dict[str, Any] | None:
     """siRNA accuracy of a linear probe on held-out experiments (treatment wells).
 
     Args:
         meta: One row per well: ``Metadata_sirna`` (answer key joined; NA left out),
             ``Metadata_well_type``, ``Metadata_experiment``.
         features: ``(n_wells, D)`` aligned profiles.
+        kind: The probe (``make_probe``).
 
     Returns:
         ``{"accuracy", "chance", "n_wells", "n_experiments"}``; None with fewer than 2
@@ -47,7 +72,7 @@ def linear_probe(meta: pd.DataFrame, features: np.ndarray) -> dict[str, Any] | N
         return None
     y = meta["Metadata_sirna"].to_numpy()[rows].astype(np.int64)
     cv = LeaveOneGroupOut() if n_groups <= 10 else GroupKFold(5)
-    predicted = cross_val_predict(_probe(), features[rows], y, groups=groups, cv=cv)
+    predicted = cross_val_predict(make_probe(kind), features[rows], y, groups=groups, cv=cv)
     return {
         "accuracy": float((predicted == y).mean()),
         "chance": 1.0 / len(set(y)),
@@ -62,7 +87,7 @@ def _batch_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> dict
     if len(counts) < 2 or folds < 2:
         return None
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    predicted = cross_val_predict(_probe(), features, labels, cv=cv)
+    predicted = cross_val_predict(make_probe(), features, labels, cv=cv)
     return {
         "accuracy": float((predicted == labels).mean()),
         "chance": float(counts.max() / counts.sum()),

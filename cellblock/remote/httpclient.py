@@ -25,8 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from tqdm import tqdm
-
+from cellblock.progress import ProgressBar, progress_bar
 from cellblock.remote.storage import StorageError
 
 __all__ = ["HttpRangeFile", "RangeNotSupportedError", "download_url", "open_url"]
@@ -89,7 +88,7 @@ def _fatal(url: str, resp) -> StorageError:
     return StorageError(f"{url}: HTTP {resp.status} {resp.reason}")
 
 
-def _attempt(url: str, part: Path, timeout: float, bar: tqdm, got: list[int]) -> None:
+def _attempt(url: str, part: Path, timeout: float, bar: ProgressBar, got: list[int]) -> None:
     """One try at completing ``part``; what arrives is kept, so the next try resumes."""
     have = part.stat().st_size if part.exists() else 0
     with _get(url, have or None, timeout=timeout) as resp:
@@ -155,7 +154,7 @@ def download_url(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
     got = [0]
-    with tqdm(unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+    with progress_bar(unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
         _retrying(url, attempts, backoff, lambda: _attempt(url, part, timeout, bar, got))
     os.replace(part, dest)
     return got[0]

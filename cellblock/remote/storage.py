@@ -24,8 +24,8 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
-from tqdm import tqdm
 
+from cellblock.progress import progress_bar
 from cellblock.remote.checksums import MANIFEST_NAME, Manifest, etag_matches
 from cellblock.remote.s3 import (
     Remote,
@@ -190,7 +190,9 @@ def download_objects(
     if skipped:
         log.info("%d of %d file(s) already present and intact: skipped", skipped, len(objects))
     total = sum(o.size for o, _ in todo)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="fetch", disable=not progress) as bar:
+    with progress_bar(
+        total=total, unit="B", unit_scale=True, desc="fetch", disable=not progress
+    ) as bar:
         done = [0]
         fetch = _Fetch(client, remote, manifest, attempts, bar.update)
 
@@ -253,7 +255,9 @@ def upload_folder(
         remote.prefix if not remote.prefix or remote.prefix.endswith("/") else remote.prefix + "/"
     )
     total = sum(e["size"] for e in manifest.files.values())
-    with tqdm(total=total, unit="B", unit_scale=True, desc="publish", disable=not progress) as bar:
+    with progress_bar(
+        total=total, unit="B", unit_scale=True, desc="publish", disable=not progress
+    ) as bar:
 
         def one(name: str) -> None:
             try:

@@ -22,8 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
+from cellblock.progress import ProgressBar, progress_bar
 from cellblock.remote.catalog import no_match_error, select_by_path
 from cellblock.remote.storage import StorageError, UnsafeKeyError, local_path
 
@@ -147,7 +146,7 @@ def extract_members(
         log.info("%s: %d of %d member(s) already present and intact", name, skipped, len(plan))
     total = sum(info.file_size for info, _ in todo)
     ends = _run_ends(zf, [info for info, _ in todo])
-    with tqdm(total=total, unit="B", unit_scale=True, desc=PurePosixPath(name).name,
+    with progress_bar(total=total, unit="B", unit_scale=True, desc=PurePosixPath(name).name,
               disable=not progress) as bar:  # fmt: skip
         for (info, target), end in zip(todo, ends, strict=True):
             if read_ahead is not None:
@@ -158,7 +157,7 @@ def extract_members(
     return {"extracted": len(todo), "skipped": skipped, "bytes": total}
 
 
-def _write_member(zf: zipfile.ZipFile, info, target: Path, name: str, bar: tqdm) -> None:
+def _write_member(zf: zipfile.ZipFile, info, target: Path, name: str, bar: ProgressBar) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part")
     try:

@@ -148,6 +148,9 @@ class PlateInfo:
             "negative_control": {...}}``: per-channel pixel statistics over all
             imaged wells and over negative-control wells (for normalization).
         complete: True once every field of the plate has been written.
+        member_bytes: Bytes of the plate's members but its own ``zarr.json``, counted
+            while writing (the dataset's size without walking its files); None in
+            plates packed before it was recorded.
     """
 
     experiment: str
@@ -157,6 +160,7 @@ class PlateInfo:
     n_sites: int
     stats: dict = field(default_factory=dict)
     complete: bool = False
+    member_bytes: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -172,7 +176,11 @@ class PlateInfo:
             ("stats", dict),
             ("complete", bool),
         ]
-        return cls(**{k: _require(obj, k, kind, where) for k, kind in kinds})
+        size = obj.get("member_bytes")
+        return cls(
+            **{k: _require(obj, k, kind, where) for k, kind in kinds},
+            member_bytes=size if isinstance(size, int) else None,
+        )
 
     def channel_stats(self, kind: str = "all") -> tuple[np.ndarray, np.ndarray]:
         """Per-channel ``(mean, std)`` over all wells or ``"negative_control"`` wells."""

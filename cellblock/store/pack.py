@@ -32,6 +32,7 @@ from cellblock.store.omezarr import FieldCodec, group_json
 from cellblock.store.packed import DatasetInfo, PackedDataset
 from cellblock.store.packplates import CODEC, PlateSource, pack_plates
 from cellblock.store.rawtree import RawGeometry, check_plate_folder, probe_geometry
+from cellblock.store.storesize import du, images_bytes
 from cellblock.store.verify import row_checks, verify_rows
 
 __all__ = [
@@ -125,7 +126,7 @@ def pack_dataset(
             "plates_skipped": len(skipped),
             "sites": len(plan.table),
             "sites_verified": n_verified,
-            "bytes": du(out / "images.zarr"),
+            "bytes": images_bytes(out / "images.zarr", packed + skipped, store),
             "seconds": time.perf_counter() - start,
             "layout": plan.layout,
             "plate_wells": plan.fmt.n_wells,
@@ -209,11 +210,6 @@ def _write_metadata(path: Path, table: pd.DataFrame) -> None:
         table = pd.concat([old[~old.experiment.isin(set(table.experiment))], table])
         table = table.sort_values(["experiment", "plate", "row", "col", "site"], ignore_index=True)
     atomic_write_parquet(table, path)
-
-
-def du(path: Path) -> int:
-    """Bytes of all files under ``path``."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def verify_dataset(out: Path, workers: int = 1, progress: bool = True) -> int:

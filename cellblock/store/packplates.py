@@ -15,6 +15,7 @@ a resumed run and an upgrade give the same files as a fresh pack.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellblock.atomic import atomic_write_text
 from cellblock.parallel import ordered_map
+from cellblock.progress import progress_bar
 from cellblock.screen.plates import plate_key
 from cellblock.store.datasetinfo import DatasetInfo, PlateInfo
 from cellblock.store.omezarr import (
@@ -97,6 +98,8 @@ def _finish_plate(writer, key: str, sub: pd.DataFrame, sums: np.ndarray, info: D
     for row in sorted(set(sub.row)):
         writer.write(f"{fmt.well_name(int(row), 0)[:-2]}/zarr.json", group_json({}))
     ome = plate_attrs(fmt, key, [(int(r), int(c)) for r, c in wells.groups], info.n_sites)
+    # all written but the zarr.json that records it: the dataset's size needs no walk
+    plate_info = dataclasses.replace(plate_info, member_bytes=writer.size)
     writer.commit(group_json({"ome": ome, "cellblock": plate_info.to_json()}))
 
 
@@ -160,7 +163,7 @@ def pack_plates(
         log.info("skipping %d complete plate(s): %s", len(skipped), ", ".join(skipped))
     total = sum(len(j.sites) for j in jobs)
     try:
-        with tqdm(total=total, unit="site", desc=desc, disable=not progress) as bar:
+        with progress_bar(total=total, unit="site", desc=desc, disable=not progress) as bar:
             for job, (members, sums) in zip(
                 jobs, ordered_map(encode_row, jobs, workers), strict=True
             ):

@@ -160,6 +160,7 @@ class PlateWriter(abc.ABC):
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.size = 0  # bytes of the members written: the plate's size, without a walk
 
     @abc.abstractmethod
     def write(self, name: str, data: bytes) -> None:
@@ -186,6 +187,7 @@ class DirectoryWriter(PlateWriter):
         target = self.path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+        self.size += len(data)
 
     def commit(self, root_json: bytes) -> None:
         self.write("zarr.json", root_json)
@@ -205,6 +207,7 @@ class ZipWriter(PlateWriter):
         info = zipfile.ZipInfo(name, _EPOCH)
         info.external_attr = 0o644 << 16
         self._zip.writestr(info, data)
+        self.size += len(data)
 
     def commit(self, root_json: bytes) -> None:
         self.write("zarr.json", root_json)

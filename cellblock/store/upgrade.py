@@ -29,11 +29,12 @@ from cellblock.errors import UserError
 from cellblock.locks import hold
 from cellblock.screen.plates import plate_key
 from cellblock.store.omezarr import FieldCodec
-from cellblock.store.pack import du, open_root
+from cellblock.store.pack import open_root
 from cellblock.store.packed import FORMAT_VERSION, DatasetInfo
 from cellblock.store.packplates import CODEC, PlateSource, pack_plates
 from cellblock.store.rawtree import RawGeometry
 from cellblock.store.shardread import ShardReader
+from cellblock.store.storesize import du, images_bytes
 from cellblock.store.verify import row_checks, verify_rows
 
 __all__ = ["upgrade_dataset"]
@@ -136,6 +137,6 @@ def _upgrade(dataset: Path, store: str, workers: int, progress: bool, codec) -> 
         "plates_packed": len(packed),
         "plates_skipped": len(skipped),
         "sites_verified": n,
-        "bytes": du(images),
+        "bytes": images_bytes(images, packed + skipped, store),
         "seconds": time.perf_counter() - start,
     }

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellblock.errors import CorruptDataError, UserError
 from cellblock.parallel import ordered_map
+from cellblock.progress import progress_bar
 from cellblock.screen.plates import plate_key, site_filename
 from cellblock.store.packed import PackedDataset
 from cellblock.store.rawtree import RawGeometry, read_png
@@ -127,7 +127,7 @@ def verify_rows(jobs: list[RowCheck], workers: int = 1, progress: bool = True) -
         UserError: A site differs from its PNG.
     """
     problems: list[str] = []
-    with tqdm(total=sum(len(j.sites) for j in jobs), unit="site", desc="verify",
+    with progress_bar(total=sum(len(j.sites) for j in jobs), unit="site", desc="verify",
               disable=not progress) as bar:  # fmt: skip
         for job, found in zip(jobs, ordered_map(_check_row, jobs, workers), strict=True):
             problems += found

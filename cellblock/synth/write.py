@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from cellblock.atomic import atomic_write_csv, atomic_write_text
 from cellblock.parallel import ordered_map
+from cellblock.progress import progress_bar
 from cellblock.screen.plates import id_code, plate_dir, site_filename
 from cellblock.synth.config import EXTRA_FIELDS, SynthConfig
 from cellblock.synth.design import Design, PlateDesign
@@ -138,7 +138,7 @@ def write_dataset(
     stats: list[tuple] = []
     traits: list[tuple] = []
     args = [(config, str(out), layout, p, w) for p, w in tasks]
-    with tqdm(total=n_sites, unit="site", desc="synthesize", disable=not progress) as bar:
+    with progress_bar(total=n_sites, unit="site", desc="synthesize", disable=not progress) as bar:
         for (_, wells), rows in zip(tasks, ordered_map(_render_row, args, workers), strict=True):
             stats += rows[0]
             traits += rows[1]
