@@ -42,6 +42,12 @@ def main() -> None:
     p.add_argument("--zstd-level", type=int, choices=range(1, 23), default=CODEC.level,
                    metavar="1-22", help="chunk compression (default %(default)s: ~6%% smaller "
                    "than the PNGs; 3 packs ~30x faster at ~1.03x their size)")  # fmt: skip
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="images of sites without a metadata row are an error (default: a warning "
+        "naming their wells; they are not packed)",
+    )
     p.add_argument("--upgrade", metavar="DATASET",
                    help="convert an older cellblock dataset in place (no PNGs needed)")  # fmt: skip
     args = p.parse_args()
@@ -66,9 +72,19 @@ def main() -> None:
         return
     experiments = comma_list(args.experiments, what="--experiments") or None
     with writing(args.out):
-        s = pack_dataset(args.raw, args.out, experiments=experiments, workers=args.workers,
-                         verify=args.verify, plate_wells=args.plate_wells, progress=progress,
-                         store=args.store, pixel_size_um=args.pixel_size, codec=codec)  # fmt: skip
+        s = pack_dataset(
+            args.raw,
+            args.out,
+            experiments=experiments,
+            workers=args.workers,
+            verify=args.verify,
+            plate_wells=args.plate_wells,
+            progress=progress,
+            store=args.store,
+            pixel_size_um=args.pixel_size,
+            codec=codec,
+            strict=args.strict,
+        )
     verified = f", verified {s['sites_verified']} sites" if args.verify else ""
     print(f"packed {s['plates_packed']} plate(s) ({s['plates_skipped']} already complete, "
           f"{s['sites']} sites, {s['plate_wells']}-well, {s['layout']} layout) into {args.out} "

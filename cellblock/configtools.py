@@ -1,19 +1,46 @@
-"""Building frozen config dataclasses from YAML mappings, with errors that name the key."""
+"""Building frozen config dataclasses from YAML mappings, with errors that name the key.
+
+``load_yaml`` reads config files and ``--set`` values: YAML as PyYAML reads it (1.1),
+except that ``1e6`` and ``3e-4`` are numbers, as in YAML 1.2 and in Python. YAML 1.1
+wants a dot and a signed exponent (``1.0e+6``), so PyYAML alone turns ``lr: 3e-4`` into
+the string ``'3e-4'``, which a config check then refuses as "not a number".
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import yaml
 
 from cellblock.errors import ConfigError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["config_from_dict"]
+__all__ = ["YamlLoader", "config_from_dict", "load_yaml"]
 
 T = TypeVar("T", bound="DataclassInstance")
+
+
+class YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus YAML 1.2's floats with an exponent (``1e6``, ``3e-4``)."""
+
+
+# Checked after YAML 1.1's own resolvers (ints, 1.1 floats, timestamps...), so it only
+# claims what 1.1 would have left a string; the float constructor reads it as float().
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` read as YAML with :class:`YamlLoader` (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=YamlLoader)  # a SafeLoader: plain data only
 
 
 def config_from_dict(cls: type[T], d: dict[str, Any] | None, where: str, label: str) -> T:

@@ -49,6 +49,14 @@ def test_the_options_built_on_them_keep_their_behaviour():
     }
     with pytest.raises(UserError, match=r"--set 'train.lr': expected KEY=VALUE"):
         parse_overrides(["train.lr"])
+    with pytest.raises(UserError, match=r"^--set data\.channels=\[1,2: not a YAML value \("):
+        parse_overrides(["data.channels=[1,2"])
+    assert parse_overrides(["train.lr=3e-4", "a=1E6", "b=1e", "c='2e3'"]) == {
+        "train.lr": 3e-4,
+        "a": 1e6,
+        "b": "1e",
+        "c": "2e3",
+    }
     assert _key_value("--exclusive") == ("exclusive", "")
     assert _key_value("qos = low") == ("qos", "low")
     with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE or KEY, got '=x'"):

@@ -12,9 +12,11 @@ takes ~7-10 min here on 2 cores, reusing a few seconds).
 Checked: ``apptainer test`` (the smoke test); the image's ``pip freeze`` is the native
 one and constraints.txt's; ``--nv`` without a GPU warns and runs; a few training
 iterations in the image and natively log identical losses; a 2-run grid with ``--sif``
-on the local SLURM completes with checkpoints; ``predict_blockwise --sif`` with 2 workers
-in the image writes the logits and embeddings of native prediction. Needs root (or a
-host runtime).
+on the local SLURM completes with checkpoints; an array task in the image, preempted
+(USR2), checkpoints, is requeued from outside the image (``cellblock.cluster.requeue``)
+and ends like its uninterrupted twin; ``predict_blockwise --sif`` with 2 workers in the
+image writes the logits and embeddings of native prediction. Needs root (or a host
+runtime).
 """
 
 from __future__ import annotations
@@ -33,9 +35,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from cellblock.cluster import ClusterOptions, TrainTask, make_executor, outcomes, submit
+from cellblock.cluster.grid import make_grid
 from tests.conftest import ROOT, run_script
 from tests.test_cluster_container import body, sections
+from tests.test_cluster_slurm import (
+    _equal,
+    _flatten,
+    _requeued_and_pending,
+    final_states,
+    read_log,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +62,12 @@ IMAGES = Path(os.environ.get("APPTAINERLOCAL_DIR") or ROOT / ".apptainerlocal") 
 FAST = ["net.input_size=32", "data.val_experiments=[HEPG2-01]", "train.batch_size=8",
         "train.workers=0", "train.log_every=1", "train.checkpoint_every=3",
         "train.validate_every=3", "train.warmup_iters=2", "train.schedule_iters=12"]  # fmt: skip
+
+
+# The preempted run: long enough that the signal, sent right after checkpoint 2, arrives
+# while it is still training (~0.1-0.5 s per iteration here, in the image too).
+PREEMPT_ITERATIONS = 30
+PREEMPT_CKPT = "checkpoints/checkpoint_{:08d}.pt"
 
 
 def _sets(items: list[str]) -> list[str]:
@@ -238,6 +257,81 @@ def test_grid_on_slurm_runs_its_tasks_in_the_image(slurm_cluster, sif, runtime, 
     folder = out / manifest["submissions"][0]["folder"]
     (script,) = folder.glob("*_submission.sh")
     assert f"{runtime} exec --nv -B " in script.read_text() and str(sif) in script.read_text()
+
+
+def test_preempted_array_task_in_the_image_requeues_and_ends_like_an_uninterrupted_one(
+    slurm_cluster, sif, runtime, tiny_packed, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CELLBLOCK_APPTAINER", runtime)
+    monkeypatch.delenv("CELLBLOCK_SIF", raising=False)
+    sets = {
+        **{"train.batch_size": 8, "net.input_size": 32, "data.n_folds": 2},
+        **{"train.checkpoint_every": 2, "train.log_every": 1, "train.workers": 0},
+        "train.device": "cpu",  # bit-exact resumption is a CPU promise
+    }
+    names = ("reference", "signal")
+    specs = []
+    for name in names:
+        grid = make_grid(
+            SETUP,
+            folds="0",
+            channel_sets="1,2,3,4,5",
+            data=tiny_packed,
+            out=tmp_path / name,
+            iterations=PREEMPT_ITERATIONS,
+            overrides=sets,
+        )
+        specs.append(grid.spec(grid.runs()[0]))
+    runs = {name: Path(spec.run_dir) for name, spec in zip(names, specs, strict=True)}
+    options = ClusterOptions(time_min=60, sif=str(sif))
+    executor = make_executor("slurm", tmp_path / "jobs", options, [tiny_packed, tmp_path, SETUP])
+    jobs = dict(zip(names, submit(executor, [TrainTask(s) for s in specs]), strict=True))
+    assert "_" in jobs["signal"].job_id  # an array task
+
+    wait_for((runs["signal"] / PREEMPT_CKPT.format(2)).exists, 600, "the signal run's checkpoint 2")
+    subprocess.run(["scancel", "--signal=USR2", jobs["signal"].job_id], check=True)
+    # A requeued job stays PENDING only ~10 s (cred_expire): watch for it closely.
+    seen: dict[str, bool] = {}
+
+    def requeued() -> bool:
+        if _requeued_and_pending(jobs["signal"].job_id):
+            seen["result"] = jobs["signal"].paths.result_pickle.exists()
+        return bool(seen)
+
+    wait_for(requeued, 300, "the signalled task requeued and pending", interval=0.05)
+    assert seen == {"result": False}  # the interrupted attempt left no result behind
+
+    results = outcomes(list(jobs.values()))
+    assert all(r.ok for r in results), results
+    assert {r.value["iteration"] for r in results} == {PREEMPT_ITERATIONS}
+    assert set(final_states([j.job_id for j in jobs.values()]).values()) == {"COMPLETED"}
+    show = ["scontrol", "show", "job", jobs["signal"].job_id]
+    info = subprocess.run(show, capture_output=True, text=True).stdout
+    assert "Restarts=1" in info, info
+
+    # The requeue was asked for in the image and done by the sbatch script outside it.
+    err = jobs["signal"].paths.stderr.read_text()
+    assert f"requeueing job {jobs['signal'].job_id} (asked for in the container)" in err, err
+    assert "Traceback" not in err and "FileNotFoundError" not in err, err[-3000:]
+    log = (runs["signal"] / "logs" / "train.log").read_text()
+    stopped = re.search(
+        rf"stop requested: checkpointed iteration (\d+) of {PREEMPT_ITERATIONS}", log
+    )
+    assert stopped and int(stopped.group(1)) >= 2, log[-2000:]
+    assert f"resumed from {runs['signal'] / PREEMPT_CKPT.format(int(stopped.group(1)))}" in log
+
+    def final(name: str) -> dict:
+        path = runs[name] / PREEMPT_CKPT.format(PREEMPT_ITERATIONS)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    reference, state = final("reference"), final("signal")
+    for part in ("model", "optimizer"):
+        flat_ref, flat = _flatten(reference[part]), _flatten(state[part])
+        assert flat_ref.keys() == flat.keys()
+        different = [k for k in flat_ref if not _equal(flat_ref[k], flat[k])]
+        assert not different, f"{part} differs at {different[:5]}"
+    for table in ("log.csv", "val.csv"):
+        assert read_log(runs["signal"] / table) == read_log(runs["reference"] / table), table
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,31 @@ def test_unknown_experiment_lists_available(small_raw, tmp_path):
     )
     assert result.returncode == 1
     assert "unknown experiment(s) ['HEPG2-07']; available: ['HEPG2-01']" in result.stderr
+
+
+def test_images_without_a_metadata_row_are_named_and_refused_with_strict(small_raw, tmp_path):
+    """A well whose row is missing from train.csv, and 11 wells no table lists at all."""
+    raw = tmp_path / "raw"
+    shutil.copytree(small_raw, raw)
+    table = (raw / "train.csv").read_text().splitlines(keepends=True)
+    dropped = next(line for line in table if line.startswith("HEPG2-01_2_"))
+    (raw / "train.csv").write_text("".join(line for line in table if line != dropped))
+    wells = [dropped.split(",")[3]]
+    for column in range(1, 12):  # row A: no table lists it
+        wells.append(f"A{column:02d}")
+        for path in (raw / PLATE).glob(f"{wells[0]}_s1_w*.png"):
+            shutil.copy(path, raw / PLATE / path.name.replace(wells[0], wells[-1]))
+    named = sorted(wells)
+    summary = f"no row for {', '.join(named[:10])} and 2 more"
+    pack = ROOT / "01_data/pack_zarr.py"
+    result = run_script(pack, "--raw", raw, "--out", tmp_path / "ds", "--strict")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {raw / PLATE}: 78 image(s) of 13 site(s) not in the metadata ({summary}); "
+        "add their rows, or pack without --strict to skip them"
+    )
+    assert not (tmp_path / "ds" / "metadata.parquet").exists()
+    result = run_script(pack, "--raw", raw, "--out", tmp_path / "ds")
+    assert result.returncode == 0, result.stderr
+    warning = f"{raw / PLATE}: 78 image(s) of 13 site(s) not in the metadata ({summary}) were"
+    assert f"{warning} ignored (--strict makes this an error)" in result.stderr

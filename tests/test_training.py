@@ -103,7 +103,9 @@ def test_killed_run_resumes_exactly(run12, tiny_packed, tmp_path):
 
 
 def test_misspelt_or_unknown_config_is_an_error(tmp_path, tiny_packed):
-    with pytest.raises(ConfigError, match=r"config\.yaml: train: unknown key 'batchsize'"):
+    with pytest.raises(
+        ConfigError, match=r"^--set train\.batchsize: train: unknown key 'batchsize'"
+    ):
         train_main(SETUP, args(2, tiny_packed, tmp_path / "r", "--set", "train.batchsize=4"))
     setup = tmp_path / "setup"
     setup.mkdir()

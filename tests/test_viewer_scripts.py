@@ -258,3 +258,43 @@ def test_serve_puts_the_dataset_on_http_and_the_fields_in_neuroglancer(tiny_pack
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_served_folder_answers_400_to_a_malformed_path_and_goes_on(tiny_packed):
+    """``%00`` (a NUL byte) or a name too long: 400, no traceback, the server still serves."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    proc = subprocess.Popen(
+        [sys.executable, str(VIEW_DATA), "--data", str(tiny_packed), "--plate", PLATE, "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        base = urlsplit(_wait_for_line(proc, "dataset served at ").split()[0])
+
+        def get(path: str) -> int:
+            conn = http.client.HTTPConnection(base.hostname, base.port, timeout=30)
+            try:
+                conn.request("GET", path)
+                reply = conn.getresponse()
+                reply.read()
+                return reply.status
+            finally:
+                conn.close()
+
+        good = "/images.zarr/zarr.json"
+        for bad in ("/images.zarr/%00", "/images.zarr%00/zarr.json", "/" + "a" * 5000):
+            assert get(bad) == 400, bad
+            assert get(good) == 200, bad
+        assert get("/images.zarr/nope.json") == 404
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        stderr = proc.stderr.read()
+        assert "Traceback" not in stderr and "null byte" not in stderr, stderr[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

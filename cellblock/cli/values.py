@@ -9,7 +9,7 @@ parse_overrides(["n_sites=1", "name=x"])                 -> {"n_sites": 1, "name
 Bad input is a ``UserError`` naming the option (``what``) and the text given. A caller
 that uses one as an argparse ``type=`` turns it into ``argparse.ArgumentTypeError`` (argparse
 reads any ``ValueError``, ``UserError`` included, as "invalid value" and drops its message).
-Light (``errors`` and yaml only), so workers and library modules use it too.
+Light (``errors``, ``configtools`` and yaml only), so workers and library modules use it too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, TypeVar, overload
 
 import yaml
 
+from cellblock.configtools import load_yaml
 from cellblock.errors import UserError
 
 __all__ = ["comma_list", "key_value", "key_values", "parse_overrides"]
@@ -82,7 +83,8 @@ def key_values(items: Iterable[str], *, what: str, bare: bool = False) -> dict[s
 def parse_overrides(items: Sequence[str]) -> dict[str, object]:
     """``["n_sites=1", "effect_size=0.5"]`` -> ``{"n_sites": 1, "effect_size": 0.5}``.
 
-    Values are parsed as YAML scalars (numbers, booleans, null, strings).
+    Values are parsed as YAML scalars (numbers, booleans, null, strings), as config.yaml
+    is read (``cellblock.configtools.load_yaml``: ``1e6`` and ``3e-4`` are numbers).
 
     Args:
         items: ``key=value`` strings, as given to ``--set``.
@@ -91,4 +93,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, object]:
         UserError: An item without ``=`` or without a key.
     """
     pairs = key_values(items, what="--set")
-    return {key: yaml.safe_load(value) if value else None for key, value in pairs.items()}
+    out: dict[str, object] = {}
+    for key, value in pairs.items():
+        try:
+            out[key] = load_yaml(value) if value else None
+        except yaml.YAMLError as e:  # `--set name=[1,2` or `key=: x`
+            first = str(e).splitlines()[0]
+            raise UserError(f"--set {key}={value}: not a YAML value ({first})") from None
+    return out

@@ -13,6 +13,8 @@
   job outcomes, ``sacct`` states.
 - ``train_task``: :class:`TrainTask`, ``train.py`` as a preemption-safe call
   (checkpoint on USR2, requeue, resume from the last checkpoint).
+- ``requeue``: that requeue under ``--sif``, where the image has no SLURM client: asked
+  for inside the image, done by the sbatch script outside it.
 - ``grid`` / ``grid_axes`` / ``grid_jobs``: folds x channel subsets of a setup as one array job, and
   the grid's state (``scripts/submit_train.py``).
 - ``launcher``: :class:`SlurmLauncher`, ``predict_blockwise.py --cluster slurm`` (each

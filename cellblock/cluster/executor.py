@@ -11,7 +11,10 @@
 - ``debug``: in this process, when the result is asked for (pdb works).
 
 With a container image (``options.sif`` or ``$CELLBLOCK_SIF``) the job's Python is
-the image's: ``apptainer exec --nv -B <binds> cell.sif python -u -m submitit...``.
+the image's: ``apptainer exec --nv -B <binds> cell.sif python -u -m submitit...``. The
+image has no SLURM client: on ``slurm`` submitit's requeue after a checkpoint is relayed
+to the sbatch script, which runs ``scontrol requeue`` outside the container
+(``cellblock.cluster.requeue``).
 Job files (pickles, the sbatch script, stdout/stderr) go to ``folder``; keep one folder
 per submission (job ids restart at 1 when a cluster's state is wiped, and submitit
 would read a stale result of the same id).
@@ -27,6 +30,7 @@ from typing import Any
 import submitit
 
 from cellblock.cluster.options import CLUSTERS, ClusterOptions
+from cellblock.cluster.requeue import relay
 from cellblock.container import python_command, resolve_sif
 from cellblock.errors import UserError
 
@@ -94,6 +98,9 @@ def make_executor(
     }
     if cluster == "slurm":
         params.update(_slurm_parameters(options))
+        if sif is not None:
+            setup, params["slurm_teardown"] = relay(folder)
+            params["slurm_setup"] = [*params["slurm_setup"], *setup]
     executor.update_parameters(**params)
     return executor
 

@@ -85,6 +85,7 @@ def pack_dataset(
     store: str = "directory",
     pixel_size_um: float | None = None,
     codec: FieldCodec = CODEC,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Pack ``raw`` (Kaggle or v1.0 layout) into ``out``; return a summary.
 
@@ -100,6 +101,7 @@ def pack_dataset(
         store: ``"directory"`` (a folder per plate) or ``"zip"`` (one .ozx per plate).
         pixel_size_um: Pixel size in micrometres, if known (OME axes units).
         codec: The field arrays' codec.
+        strict: Images of sites without a metadata row are a ``RawImageError`` (else a warning).
 
     Returns:
         ``plates_packed``, ``plates_skipped``, ``sites``, ``sites_verified``, ``bytes``
@@ -112,7 +114,7 @@ def pack_dataset(
     with hold(out / "pack.lock", what=f"dataset folder {out}"):
         remove_temporary(out)  # a killed pack's half-written metadata.parquet, say
         start = time.perf_counter()
-        plan = _read_raw(raw, experiments, plate_wells, store=store, pixel_size_um=pixel_size_um)
+        plan = _read_raw(raw, experiments, plate_wells, store, pixel_size_um, strict)
         open_root(out / "images.zarr", plan.info)
         packed, skipped = pack_plates(out / "images.zarr", plan.info, plan.plates, codec=codec,
                                       workers=workers, progress=progress)  # fmt: skip
@@ -138,9 +140,9 @@ def _read_raw(
     raw: Path,
     experiments: list[str] | None,
     plate_wells: int | None,
-    *,
     store: str,
     pixel_size_um: float | None,
+    strict: bool,
 ) -> _RawPlan:
     """Read the raw tree's tables, probe its geometry and check its plate folders.
 
@@ -150,6 +152,7 @@ def _read_raw(
         plate_wells: The plate format (None: declared, else the smallest that fits).
         store: The dataset's store kind.
         pixel_size_um: Pixel size in micrometres, if known.
+        strict: Images of sites the tables do not list are an error.
     """
     layout, table = load_raw_metadata(raw)
     table = sites_of(table, experiments)
@@ -174,7 +177,8 @@ def _read_raw(
     plan = _RawPlan(raw, layout, table, fmt, geometry, info)
     for (exp, plate), sub in table.groupby(["experiment", "plate"], sort=True):
         folder = raw / plate_dir(layout, sub.split.iloc[0], exp, plate)
-        check_plate_folder(folder, fmt, geometry, set(zip(sub.well, sub.site, strict=True)))
+        sites = set(zip(sub.well, sub.site, strict=True))
+        check_plate_folder(folder, fmt, geometry, sites, strict=strict)
         plan.folders[(exp, int(plate))] = folder
         plan.plates.append((sub, PlateSource("png", str(folder), geometry)))
     return plan

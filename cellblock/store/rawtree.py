@@ -2,7 +2,8 @@
 
 Every problem is a ``RawImageError`` whose message names the file: a missing or
 extra channel, a wrong image size, a non-8-bit image, a corrupt or truncated PNG,
-or a file for a well that is not on the plate.
+or a file for a well that is not on the plate. Images of sites the metadata does not
+list are ignored with a warning naming their wells, or refused (``strict``).
 """
 
 from __future__ import annotations
@@ -82,8 +83,16 @@ def probe_geometry(plate_folder: Path, well: str, site: int) -> RawGeometry:
     return RawGeometry(len(channels), *first.shape)
 
 
+# Unlisted wells named in a message before "and N more".
+_NAMED = 10
+
+
 def check_plate_folder(
-    folder: Path, fmt: PlateFormat, geometry: RawGeometry, expected: set[tuple[str, int]]
+    folder: Path,
+    fmt: PlateFormat,
+    geometry: RawGeometry,
+    expected: set[tuple[str, int]],
+    strict: bool = False,
 ) -> None:
     """Check the file names of one plate folder against the site table.
 
@@ -92,13 +101,16 @@ def check_plate_folder(
         fmt: The plate format; a file for a well off the plate is an error.
         geometry: Expected channels (a ``_w7`` when there are 6 is an error).
         expected: ``(well, site)`` pairs the site table lists for this plate.
+        strict: Images of sites the table does not list are an error (else a warning
+            naming their wells; they are not packed either way).
     """
     if not Path(folder).is_dir():
         raise RawImageError(
             f"{folder}: plate folder not found (if you fetched a subset, pack it with "
             "--experiments)"
         )
-    unlisted, seen = 0, set()
+    unlisted: dict[tuple[str, int], int] = {}
+    seen = set()
     for path in sorted(Path(folder).iterdir()):
         parsed = parse_site_filename(path.name)
         if parsed is None:
@@ -114,7 +126,8 @@ def check_plate_folder(
                 f"(this dataset has w1..w{geometry.n_channels})"
             )
         if (parsed.well, parsed.site) not in expected:
-            unlisted += 1
+            key = (parsed.well, parsed.site)
+            unlisted[key] = unlisted.get(key, 0) + 1
         seen.add(path.name)
     wanted = [
         site_filename(well, site, ch)
@@ -128,4 +141,25 @@ def check_plate_folder(
             f"{len(missing)} file(s) missing in this plate)"
         )
     if unlisted:
-        log.warning("%s: %d image(s) of sites not in the metadata were ignored", folder, unlisted)
+        _unlisted(Path(folder), unlisted, {well for well, _ in expected}, strict)
+
+
+def _unlisted(
+    folder: Path, images: dict[tuple[str, int], int], listed: set[str], strict: bool
+) -> None:
+    """Name the sites no metadata row lists: an error if ``strict``, else a warning.
+
+    A well the table has no row for is named alone (``B02``), a site of a listed well
+    with its site (``B02 site 3``); past ``_NAMED`` of them, "and N more".
+    """
+    names = sorted({well if well not in listed else f"{well} site {site}" for well, site in images})
+    shown = ", ".join(names[:_NAMED]) + (
+        f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
+    )
+    what = (
+        f"{folder}: {sum(images.values())} image(s) of {len(images)} site(s) not in the "
+        f"metadata (no row for {shown})"
+    )
+    if strict:
+        raise RawImageError(f"{what}; add their rows, or pack without --strict to skip them")
+    log.warning("%s were ignored (--strict makes this an error)", what)

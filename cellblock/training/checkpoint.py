@@ -197,13 +197,14 @@ def load_checkpoint(path: Path | str, expect: dict[str, Any] | None = None) -> d
 
     Args:
         path: The checkpoint file.
-        expect: A resolved config; the checkpoint's ``net.num_classes`` and
-            ``net.in_channels`` must equal its own.
+        expect: A resolved config; the checkpoint's network shape and the keys of
+            :data:`RESUME_KEYS` must equal its own (:func:`check_compatible`).
 
     Raises:
         UnreadableCheckpointError: Naming ``path``: not a readable checkpoint (corrupt,
             truncated, missing, not ours).
-        UserError: Naming ``path``: made for another backbone, classes or channels.
+        UserError: Naming ``path``: made for another backbone, classes, channels, head,
+            optimizer or schedule.
     """
     path = Path(path)
     try:
@@ -224,18 +225,29 @@ def load_checkpoint(path: Path | str, expect: dict[str, Any] | None = None) -> d
     return state
 
 
+# A resumed run shares these with its checkpoint too: another head, embedding or pooling
+# has other tensors, another optimizer or schedule another state (SGD's has no AdamW
+# moments: loading it would fail deep in torch with a bare KeyError).
+RESUME_KEYS = ("net.head", "net.embedding_dim", "net.pool", "train.optimizer", "train.schedule")
+
+
 def check_compatible(stored: dict[str, Any], expect: dict[str, Any], path: Path | str) -> None:
-    """Raise ``UserError`` naming ``path`` if backbone, classes or channels differ."""
+    """Raise ``UserError`` naming ``path`` and both values if this run cannot resume it."""
     have, want = stored.get("net", {}), expect["net"]
-    for key, what in [
-        ("backbone", "backbone"),
-        ("num_classes", "classes"),
-        ("in_channels", "channels"),
-    ]:
+    shape = {"backbone": "backbone", "num_classes": "classes", "in_channels": "channels"}
+    for key, what in shape.items():
         if have.get(key) != want[key]:
             raise UserError(
                 f"{path}: checkpoint made for {have.get(key)} {what}, this run has "
                 f"{want[key]} (net.{key}); use another run folder (--out)"
+            )
+    for name in RESUME_KEYS:
+        section, key = name.split(".")
+        before, now = stored.get(section, {}).get(key), expect[section][key]
+        if before is not None and before != now:
+            raise UserError(
+                f"{path}: checkpoint made with {name}={before}, this run has {name}={now}; "
+                f"resume with --set {name}={before}, or start another run folder (--out)"
             )
 
 

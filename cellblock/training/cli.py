@@ -149,7 +149,8 @@ def _resolve(
     if args.channels:
         overrides["data.channels"] = args.channels
         overrides["net.in_channels"] = len(args.channels)
-    config = load_setup_config(setup_dir / "config.yaml", overrides, project)
+    names = {"data.fold": "--fold", "data.channels": "--channels", "net.in_channels": "--channels"}
+    config = load_setup_config(setup_dir / "config.yaml", overrides, project, names)
     run_dir = (Path(args.out) if args.out
                else default_run_dir(setup_dir, args.channels, args.fold, project))  # fmt: skip
     return config, run_dir, project

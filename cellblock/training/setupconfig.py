@@ -7,7 +7,9 @@
 None of them needs torch to be read, checked or written.
 
 An unknown section or key is a ``ConfigError`` naming it and the file. ``--set
-section.key=value`` (nested: ``data.augment.erase_p=0.5``) overrides a value. The
+section.key=value`` (nested: ``data.augment.erase_p=0.5``) overrides a value; a bad one is
+named as the ``--set`` it came from, not as the file. The file is read with
+``cellblock.configtools.load_yaml`` (``lr: 3e-4`` is a number). The
 resolved config is a plain dict of all three sections with every default filled in;
 it travels with each checkpoint, and ``SetupConfig.from_resolved`` rebuilds the objects.
 
@@ -27,6 +29,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from cellblock.configtools import load_yaml
 from cellblock.data.config import DataConfig
 from cellblock.errors import ConfigError
 from cellblock.nets.netconfig import NetConfig
@@ -127,6 +130,7 @@ def load_setup_config(
     path: Path | str,
     overrides: dict[str, object] | None = None,
     project: Project | None = None,
+    names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Read, override and resolve a setup's ``config.yaml``.
 
@@ -135,10 +139,12 @@ def load_setup_config(
         overrides: ``{"section.key": value}``, e.g. from ``--set``.
         project: The project its relative paths are relative to; None =
             ``Project.locate(start=path)`` (the checkout holding the setup, ...).
+        names: How errors name an override that is not a ``--set`` (``{"data.fold":
+            "--fold"}``); others are ``--set KEY``.
 
     Raises:
-        ConfigError: A missing or unreadable file, an unknown section or key (named,
-            with the file), a bad value.
+        ConfigError: A missing or unreadable file, an unknown section or key, a bad
+            value: named with the file, or as the override that made it bad.
     """
     path = Path(path)
     if path.is_dir():
@@ -146,7 +152,7 @@ def load_setup_config(
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(raw, dict):
@@ -158,7 +164,33 @@ def load_setup_config(
         value = overrides.get(f"{section}.{key}")
         if isinstance(value, str) and value:
             overrides[f"{section}.{key}"] = _absolute(value, Path.cwd())
-    return resolve_config(apply_overrides(raw, overrides), where=str(path))
+    try:
+        return resolve_config(apply_overrides(raw, overrides), where=str(path))
+    except ConfigError as error:
+        raise _blame(raw, overrides, str(path), names or {}) or error from None
+
+
+def _blame(
+    raw: dict[str, Any], overrides: dict[str, object], where: str, names: dict[str, str]
+) -> ConfigError | None:
+    """The error to report when ``raw`` with ``overrides`` does not resolve.
+
+    The file's own error if it is bad by itself (naming the file); else that of the first
+    override which makes it bad, named as its option (``--set KEY``, or ``names[KEY]``): a
+    command-line value is not the file's fault. None if neither alone explains it.
+    """
+    try:
+        resolve_config(raw, where=where)
+    except ConfigError as e:
+        return e
+    applied: dict[str, object] = {}
+    for key, value in overrides.items():
+        applied[key] = value
+        try:
+            resolve_config(apply_overrides(raw, applied), where=names.get(key, f"--set {key}"))
+        except ConfigError as e:
+            return e
+    return None
 
 
 def _absolute(value: str, base: Path) -> str:

@@ -12,12 +12,14 @@ OME-Zarr plates itself::
 Every reply carries ``Access-Control-Allow-Origin: *`` (the viewer page comes from
 another port), ``Accept-Ranges: bytes``; ``Range: bytes=a-b``, ``a-`` and ``-n``
 answer 206 with ``Content-Range``; ``OPTIONS`` answers the CORS preflight. Only files
-under the folder are served (no listings, no ``..``). Loopback unless the user binds
+under the folder are served (no listings, no ``..``); a path no file can have (a NUL
+byte, ``%00``, or a name too long) is a 400. Loopback unless the user binds
 elsewhere (anyone who can reach the port reads the data).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import mimetypes
 import re
@@ -72,7 +74,12 @@ class _Handler(BaseHTTPRequestHandler):
             data, kind = extra
             self._reply(data, kind, body)
             return
-        target = self.server.resolve(path)
+        try:
+            target = self.server.resolve(path)
+        except ValueError as e:  # a client's bad request: answered, not a traceback
+            log.debug("%s: %r: %s", self.address_string(), self.path, e)
+            self._headers(HTTPStatus.BAD_REQUEST, 0)
+            return
         if target is None:
             self._headers(HTTPStatus.NOT_FOUND, 0)
             return
@@ -148,10 +155,21 @@ class DataServer(ThreadingHTTPServer):
         return self.url + path
 
     def resolve(self, path: str) -> Path | None:
-        """The file under ``root`` that ``path`` names, or None (missing, a folder, outside)."""
-        target = (self.root / path.lstrip("/")).resolve()
-        if not target.is_relative_to(self.root) or not target.is_file():
-            return None
+        """The file under ``root`` that ``path`` names, or None (missing, a folder, outside).
+
+        Raises:
+            ValueError: ``path`` is no file name at all (a NUL byte, a name too long).
+        """
+        if "\0" in path:
+            raise ValueError("a NUL byte in the path")
+        try:
+            target = (self.root / path.lstrip("/")).resolve()
+            if not target.is_relative_to(self.root) or not target.is_file():
+                return None
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                raise ValueError("a file name too long") from None
+            return None  # unreadable (permissions, a loop): not served
         return target
 
     def start(self) -> DataServer:
