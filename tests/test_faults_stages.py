@@ -222,6 +222,39 @@ def test_each_stop_signal_runs_the_cleanup_and_prints_one_line(tmp_path, sig, st
     assert interrupted_line(err).groups() == (signal.Signals(sig).name, "stage.py")
 
 
+_SUBMITTER = (
+    "import time\n"
+    "from cellblock.cli import run\n"
+    "from cellblock.cluster.jobs import cancel_on_exit\n"
+    "class Job:\n"
+    "    job_id = '7'\n"
+    "    def done(self):\n"
+    "        return False\n"
+    "    def cancel(self, check):\n"
+    "        print('cancelled 7', flush=True)\n"
+    "def main():\n"
+    "    with cancel_on_exit([Job()]):\n"
+    "        print('ready', flush=True)\n"
+    "        time.sleep(60)\n"
+    "run(main)\n"
+)
+
+
+def test_a_stopped_submitter_cancels_its_jobs_and_prints_one_line(tmp_path):
+    """cancel_on_exit (submit_train.py --wait, submit_predict.py) leaves SIGTERM to ``run``:
+    its jobs are cancelled and the stage says it was interrupted."""
+    script = tmp_path / "submit.py"
+    script.write_text(_SUBMITTER)
+    cmd = [sys.executable, str(script)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert out.strip() == "cancelled 7"
+    assert interrupted_line(err).groups() == ("SIGTERM", "submit.py")
+
+
 def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
     script = tmp_path / "stage.py"
     script.write_text(_SLEEPER)

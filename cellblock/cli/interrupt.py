@@ -25,7 +25,15 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["GRACE_S", "STOP_SIGNALS", "Interrupted", "exit_status", "handle_signals", "message"]
+__all__ = [
+    "GRACE_S",
+    "STOP_SIGNALS",
+    "Interrupted",
+    "exit_status",
+    "handle_signals",
+    "handling",
+    "message",
+]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_S = 20.0
@@ -81,6 +89,11 @@ def handle_signals() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _state["raised"] = False
+
+
+def handling(signum: int) -> bool:
+    """Whether ``signum`` raises ``Interrupted`` here now (``handle_signals`` is active)."""
+    return signal.getsignal(signum) is _on_signal
 
 
 def exit_status(signum: int) -> int:

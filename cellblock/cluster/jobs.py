@@ -28,6 +28,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
+from cellblock.cli.interrupt import handling
 from cellblock.errors import UserError
 
 __all__ = [
@@ -220,10 +221,12 @@ def cancel_on_exit(jobs: list[submitit.Job]) -> Iterator[list[submitit.Job]]:
     """Cancel the jobs of ``jobs`` (a list the caller may append to) still running at exit.
 
     While active in the main thread, SIGTERM (what ``scancel`` sends a driver job)
-    raises ``SystemExit`` so that this cleanup runs instead of the process just dying.
+    raises so that this cleanup runs instead of the process just dying: the stage's own
+    ``Interrupted`` where ``cellblock.cli.run`` handles the stop signals (it then prints
+    the interrupted line), else ``SystemExit(143)``.
     """
     previous = None
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and not handling(signal.SIGTERM):
 
         def _terminate(signum: int, frame: object) -> None:
             raise SystemExit(128 + signum)
