@@ -17,6 +17,7 @@ HEAVY = ("torch", "timm", "submitit", "daisy", "neuroglancer")
 LIGHT = {
     "cellblock.cli": HEAVY,
     "cellblock.paths": HEAVY,
+    "cellblock.devices": HEAVY,  # GPU masks and the precision rule, asked before torch
     "cellblock.container": HEAVY,
     "cellblock.tta": HEAVY,
     "cellblock.screen.sites": HEAVY,
