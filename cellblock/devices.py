@@ -67,8 +67,10 @@ def worker_gpus(
     if bad:
         mask = visible_mask(env)
         seen = f"{count} visible" + (f", CUDA_VISIBLE_DEVICES={','.join(mask)}" if mask else "")
-        raise UserError(f"--gpus {','.join(ids)}: GPU(s) {','.join(bad)} not among this "
-                        f"job's GPUs ({seen}); ids count from 0 among them")  # fmt: skip
+        raise UserError(
+            f"--gpus {','.join(ids)}: GPU(s) {','.join(bad)} not among this "
+            f"job's GPUs ({seen}); ids count from 0 among them"
+        )
     mask = visible_mask(env)
     return tuple(mask[int(g)] if mask else g for g in ids)
 

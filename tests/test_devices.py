@@ -54,8 +54,11 @@ def test_workers_get_the_drivers_own_gpus(
 
 
 def test_gpu_ids_outside_the_job_are_refused():
-    with pytest.raises(UserError, match=r"--gpus 0,2: GPU\(s\) 2 not among this job's GPUs "
-                                        r"\(2 visible, CUDA_VISIBLE_DEVICES=2,3\)"):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"--gpus 0,2: GPU\(s\) 2 not among this job's GPUs "
+        r"\(2 visible, CUDA_VISIBLE_DEVICES=2,3\)",
+    ):
         worker_gpus(("0", "2"), {"CUDA_VISIBLE_DEVICES": "2,3"}, 2)
     with pytest.raises(UserError, match="GPU\\(s\\) x not among"):
         worker_gpus(("x",), {}, 4)

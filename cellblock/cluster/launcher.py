@@ -233,8 +233,13 @@ class SlurmLauncher(WorkerLauncher):
         A job with GPUs gets its ``CUDA_VISIBLE_DEVICES`` from SLURM; one without must
         not inherit the driver's (those GPUs belong to the driver's job): it sees none."""
         gpus = {} if self.cluster.gpus else {"CUDA_VISIBLE_DEVICES": ""}
-        return {**self.spec.env, "DAISY_CONTEXT": context.to_env(), "PYTHONUNBUFFERED": "1",
-                WORKER_LOG_ENV: str(log_path), **gpus}  # fmt: skip
+        return {
+            **self.spec.env,
+            "DAISY_CONTEXT": context.to_env(),
+            "PYTHONUNBUFFERED": "1",
+            WORKER_LOG_ENV: str(log_path),
+            **gpus,
+        }
 
     def __call__(self, *, context: Any) -> None:
         from submitit.core.utils import UncompletedJobError

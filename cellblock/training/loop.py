@@ -81,10 +81,8 @@ def _prepare(
         init_weights(net, init_from, cfg.to_resolved())
     st = new_state(net, cfg, data.normalize, env, device)
     if state is not None:
-        writers = restore(st, state, env)
-        if writers != env.world_size:
-            log.warning("%s was written by %d processes, resuming with %d: not bit-exact",
-                        latest, writers, env.world_size)  # fmt: skip
+        for note in restore(st, state, env):
+            log.warning("rank %d, %s: %s", env.rank, latest, note)
         log.info("resumed from %s", latest)
     st.window = LogWindow.resume(state)
     wrap_model(st, env, compile=cfg.train.compile)

@@ -86,8 +86,12 @@ def new_state(
     )  # fmt: skip
 
 
-def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> int:
+def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> list[str]:
     """Load a checkpoint's model, optimizer, scheduler, and this rank's RNG and augmentation.
+
+    A checkpoint of N ranks resumed by M processes: rank r < N takes rank r's RNG and
+    augmentation states; a rank r >= N has none of its own and is seeded afresh from
+    (seed, rank, iteration), so no two ranks draw the same numbers.
 
     Args:
         st: The state to load into (before :func:`wrap_model`).
@@ -95,16 +99,32 @@ def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> int:
         env: The data-parallel environment (this rank takes its own share).
 
     Returns:
-        How many processes wrote the checkpoint (not ``env.world_size``: not bit-exact).
+        What this rank could not restore exactly (empty: a bit-exact resume).
     """
     st.net.load_state_dict(state["model"])
     st.optimizer.load_state_dict(state["optimizer"])
     st.scheduler.load_state_dict(state["scheduler"])
     ranks = state.get("ranks") or [{"rng": state["rng"], "augment": state["augment"]}]
-    mine = ranks[env.rank % len(ranks)]
+    notes = []
+    if len(ranks) != env.world_size:
+        notes.append(
+            f"written by {len(ranks)} process(es), resuming with {env.world_size}: "
+            f"not bit-exact (batches are split over the ranks)"
+        )
+        if env.is_main and len(ranks) > env.world_size:
+            notes.append(
+                f"ranks {env.world_size}..{len(ranks) - 1}'s RNG and augmentation "
+                f"states are not used"
+            )
+    if env.rank >= len(ranks):
+        seed = int(state["config"].get("train", {}).get("seed", 0))
+        fresh = seed + env.rank + 1_000_003 * int(state["iteration"])
+        seed_all(fresh)
+        st.augment.generator.manual_seed(fresh)
+        return [*notes, f"no RNG or augmentation state of rank {env.rank}: seeded afresh"]
+    mine = ranks[env.rank]
     st.augment.load_state_dict(mine["augment"])
-    set_rng_state(mine["rng"])
-    return len(ranks)
+    return notes + set_rng_state(mine["rng"])
 
 
 def wrap_model(st: TrainState, env: DistEnv, *, compile: bool) -> None:
