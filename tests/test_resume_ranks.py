@@ -48,6 +48,7 @@ def _fresh(rank: int) -> SimpleNamespace:
         optimizer=opt,
         augment=BatchAugment(AugmentConfig(), seed=rank),
         scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0),
+        scaler=None,
     )
 
 

@@ -137,7 +137,7 @@ def _validate(run: RunContext, st: TrainState, done: int) -> dict[str, Any]:
     """
     assert run.log is not None and run.val_batches is not None
     metrics = validate(st.net, run.val_batches, normalize=st.normalize,
-                       cell_types=run.data.cell_types, device=st.device, autocast=st.amp,
+                       cell_types=run.data.cell_types, device=st.device, autocast=st.dtype,
                        channels_last=st.channels_last, well_types=run.data.well_types,
                        bn_groups=run.data.bn_groups)  # fmt: skip
     run.log.log_val({"iteration": done, **metrics})
