@@ -90,7 +90,12 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_resume_sets_a_non_finite_checkpoint_aside(tmp_path, caplog):
-    config = {"net": {"backbone": "tiny", "num_classes": 2, "in_channels": 3}}
+    # a whole resolved config's worth of what resuming compares
+    net = {"backbone": "tiny", "num_classes": 2, "in_channels": 3, "head": "softmax"}
+    config = {
+        "net": {**net, "embedding_dim": 0, "pool": "avg"},
+        "train": {"optimizer": "sgd", "schedule": "constant"},
+    }
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     parts = dict(
