@@ -50,6 +50,7 @@ from cellblock.nets.bnstats import (
     using_bn_buffers,
 )
 from cellblock.nets.models import Net, build_net
+from cellblock.precision import autocast, autocast_dtype, device_precision
 from cellblock.runs import check_channels, check_finite_weights, class_ids, inference_config
 from cellblock.screen.plates import plate_key
 from cellblock.store.packed import PackedDataset
@@ -159,12 +160,12 @@ class Predictor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        cuda = self.device.type == "cuda"
+        cuda = self.channels_last = self.device.type == "cuda"  # NHWC: fast on tensor cores
         self.readers = (max(1, cpus_given() - 2) if cuda else 0) if readers is None else readers
         if self.readers < 0:
             raise UserError(f"--readers must be at least 0, got {self.readers}")
         self._pool = ThreadPoolExecutor(self.readers, "read") if self.readers else None
-        self.amp = self.channels_last = cuda  # bf16 + NHWC: the fast path of tensor cores
+        self.amp = autocast_dtype(device_precision("auto", self.device))  # training's rule
         data = cfg.data
         self.data_config = data.replace(unit="site")  # sites, whatever unit trained
         self.normalizer = Normalizer(
@@ -244,7 +245,7 @@ class Predictor:
             x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
         logits = embeddings = None
         for k in transforms:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with autocast(self.device, self.amp):
                 out = self.model(d4(x, k) if k else x)
             lg, em = out.logits[:n].float(), out.embeddings[:n].float()
             logits = lg if logits is None else logits + lg
@@ -301,7 +302,7 @@ class Predictor:
         rows = table.index[chosen.to_numpy()]
         reads = self._reads(rows)
         views = self._views(reads, even_spans(len(rows), self.bn_batch))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(self.device, self.amp):
             return estimate_bn_stats(self.net, views), len(rows)
 
     def _views(self, reads: SiteReads, spans: list[tuple[int, int]]) -> Iterator[torch.Tensor]:

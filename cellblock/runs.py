@@ -22,7 +22,12 @@ from cellblock.data.labels import class_sirnas
 from cellblock.errors import ConfigError, UserError
 from cellblock.nets.models import build_net
 from cellblock.store.packed import PackedDataset
-from cellblock.training.checkpoint import checkpoint_path, load_checkpoint, resolve_checkpoint
+from cellblock.training.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    nonfinite,
+    resolve_checkpoint,
+)
 from cellblock.training.setupconfig import SetupConfig
 
 __all__ = [
@@ -118,11 +123,7 @@ def check_finite_weights(state: dict[str, Any], path: Path | str) -> None:
     Raises:
         UserError: Naming the checkpoint, how many tensors are not finite and the first.
     """
-    bad = [
-        name
-        for name, value in state["model"].items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
+    bad = nonfinite(state["model"])
     if bad:
         raise UserError(
             f"{path}: {len(bad)} of {len(state['model'])} weight tensors hold NaN or "

@@ -176,7 +176,10 @@ def test_cluster_options_and_bad_input(tmp_path):
     env = launcher.job_env(context, tmp_path / "worker_3.log")
     assert env["DAISY_CONTEXT"] == context.to_env() and env["EXTRA"] == "1"
     assert env["CELLBLOCK_WORKER_LOG"] == str(tmp_path / "worker_3.log")
-    assert "CUDA_VISIBLE_DEVICES" not in env  # SLURM assigns each job its GPUs
+    # no GPU asked for: the driver's mask (exported by sbatch) must not put it on the driver's
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    gpu_job = SlurmLauncher(spec, partition="debug", gpus=1)
+    assert "CUDA_VISIBLE_DEVICES" not in gpu_job.job_env(context, tmp_path / "w.log")  # SLURM's
     assert not list(tmp_path.iterdir())  # checking the options wrote nothing
 
 

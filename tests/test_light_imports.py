@@ -19,6 +19,7 @@ LIGHT = {
     "cellblock.paths": HEAVY,
     "cellblock.parallel": HEAVY,  # every pool worker imports it first
     "cellblock.finished": HEAVY,  # evaluate.py and the viewer check a folder with it
+    "cellblock.devices": HEAVY,  # GPU masks and the precision rule, asked before torch
     "cellblock.container": HEAVY,
     "cellblock.tta": HEAVY,
     "cellblock.screen.sites": HEAVY,

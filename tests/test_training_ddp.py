@@ -52,3 +52,20 @@ def test_two_process_gloo_run_and_its_resume(tiny_packed, tmp_path):
         assert torch.equal(value, b["model"][key]), key
     la, lb = pd.read_csv(whole / "log.csv"), pd.read_csv(resumed / "log.csv")
     assert list(la["loss"]) == list(lb["loss"])
+
+
+def test_a_two_rank_checkpoint_resumes_in_one_process(tiny_packed, tmp_path):
+    """N ranks -> M processes: rank 0 takes rank 0's states and says what it left."""
+    out = tmp_path / "run"
+    torchrun(3, tiny_packed, out)
+    two = load_checkpoint(latest_checkpoint(out))
+    assert two["iteration"] == 3 and len(two["ranks"]) == 2
+    cmd = [sys.executable, str(SETUP / "train.py"), *args(6, tiny_packed, out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    said = r.stdout + r.stderr
+    assert "written by 2 process(es), resuming with 1: not bit-exact" in said
+    assert "ranks 1..1's RNG and augmentation states are not used" in said
+    one = load_checkpoint(latest_checkpoint(out))
+    assert one["iteration"] == 6 and "ranks" not in one
+    assert list(pd.read_csv(out / "log.csv")["iteration"]) == list(range(1, 7))

@@ -35,6 +35,7 @@ from cellblock.blockwise.task import (
     run_task,
     tracking_path,
 )
+from cellblock.devices import worker_gpus
 from cellblock.errors import UserError
 from cellblock.paths import SIF_ENV
 from cellblock.progress import polled_progress
@@ -78,17 +79,13 @@ class LaunchOptions:
 
 
 def _gpus(opts: LaunchOptions) -> tuple[str, ...]:
+    """Each local worker's ``CUDA_VISIBLE_DEVICES``: ``--gpus`` ids among this job's GPUs,
+    mapped through our own mask (``cellblock.devices.worker_gpus``)."""
+    if opts.cluster != "local":
+        return tuple(opts.gpus or ())  # SLURM gives each worker job its own GPUs
     import torch
 
-    visible = torch.cuda.device_count()
-    if opts.gpus is None:
-        return tuple(str(i) for i in range(visible)) if opts.cluster == "local" else ()
-    if opts.cluster == "local":
-        bad = [g for g in opts.gpus if not g.isdigit() or int(g) >= visible]
-        if bad:
-            raise UserError(f"--gpus {','.join(opts.gpus)}: GPU(s) {','.join(bad)} not on this "
-                            f"machine ({visible} visible)")  # fmt: skip
-    return tuple(opts.gpus)
+    return worker_gpus(opts.gpus, os.environ, torch.cuda.device_count())
 
 
 def worker_argv(plan: Plan, plan_path: Path) -> tuple[str, ...]:

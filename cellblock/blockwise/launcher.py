@@ -175,7 +175,8 @@ class WorkerSpec:
     Args:
         argv: The worker command, interpreter first (``[python, predict.py, --plan, P]``).
         log_dir: Folder of the worker logs.
-        gpus: GPU ids, one per concurrent worker (``CUDA_VISIBLE_DEVICES``); () = CPU.
+        gpus: Each worker's ``CUDA_VISIBLE_DEVICES`` (an entry of the driver's own mask,
+            see ``cellblock.devices.worker_gpus``), one per concurrent worker; () = CPU.
         env: Extra environment variables of the worker.
         wrapper: Applied to the command last (e.g. ``ContainerWrapper``).
     """
@@ -243,7 +244,8 @@ def _gpu_lease(gpus: tuple[str, ...], lock_dir: Path, worker_id: int) -> Iterato
         return
     lock_dir.mkdir(parents=True, exist_ok=True)
     for gpu in gpus:
-        handle = open(lock_dir / f".gpu-{gpu}.lock", "w")  # noqa: SIM115 - held while we run
+        name = gpu.replace("/", "_")  # old MIG names: MIG-GPU-<uuid>/<gi>/<ci>
+        handle = open(lock_dir / f".gpu-{name}.lock", "w")  # noqa: SIM115 - held while we run
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -228,9 +228,18 @@ class SlurmLauncher(WorkerLauncher):
 
     def job_env(self, context: Any, log_path: Path) -> dict[str, str]:
         """What the job adds to the environment it inherits from the driver (sbatch's
-        default ``--export=ALL``): the spec's extras, daisy's context, the log path."""
-        return {**self.spec.env, "DAISY_CONTEXT": context.to_env(), "PYTHONUNBUFFERED": "1",
-                WORKER_LOG_ENV: str(log_path)}  # fmt: skip
+        default ``--export=ALL``): the spec's extras, daisy's context, the log path.
+
+        A job with GPUs gets its ``CUDA_VISIBLE_DEVICES`` from SLURM; one without must
+        not inherit the driver's (those GPUs belong to the driver's job): it sees none."""
+        gpus = {} if self.cluster.gpus else {"CUDA_VISIBLE_DEVICES": ""}
+        return {
+            **self.spec.env,
+            "DAISY_CONTEXT": context.to_env(),
+            "PYTHONUNBUFFERED": "1",
+            WORKER_LOG_ENV: str(log_path),
+            **gpus,
+        }
 
     def __call__(self, *, context: Any) -> None:
         from submitit.core.utils import UncompletedJobError

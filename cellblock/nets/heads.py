@@ -4,6 +4,10 @@ Every head maps features ``(B, D)`` to prediction logits ``(B, C)`` and computes
 training loss. Margin heads (CosFace, ArcFace) apply the margin only in the loss: their
 prediction logits are ``scale * cos(theta)``, so evaluation and ensembling never see it.
 
+Margin heads and every loss run in fp32 even inside autocast: in bf16 a cosine of 0.999
+rounds to 1.0, where ArcFace's ``sqrt(1 - cos^2)`` has an infinite derivative; the loss
+stays finite while the gradients (and after clipping, the weights) turn to NaN.
+
     softmax     Linear(D, C); cross-entropy with label smoothing
     cosface     normalized weights; CE on s * (cos - m) at the target (Wang et al. 2018)
     arcface     normalized weights; CE on s * cos(theta + m) at the target (Deng et al. 2019)
@@ -23,6 +27,8 @@ from torch.nn import functional as nnf
 
 __all__ = ["HEADS", "ArcFace", "CosFace", "Head", "MixedHead", "SoftmaxHead", "make_head"]
 
+SIN2_FLOOR = 1e-6  # sin(theta)^2 at least this: theta >= 0.001 rad as far as gradients go
+
 
 class Head(nn.Module):
     """Base: ``forward(features) -> logits``; ``loss(features, logits, labels) -> scalar``.
@@ -36,8 +42,14 @@ class Head(nn.Module):
         self.label_smoothing = label_smoothing
 
     def loss(self, features: Tensor, logits: Tensor, labels: Tensor) -> Tensor:
-        """Cross-entropy of ``logits`` (this head's own forward of ``features``)."""
-        return nnf.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        """Cross-entropy of ``logits`` (this head's own forward of ``features``), in fp32."""
+        with fp32(logits):
+            return nnf.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
+
+def fp32(like: Tensor) -> torch.autocast:
+    """Autocast off on ``like``'s device: what runs inside computes in the inputs' dtype."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 class SoftmaxHead(Head):
@@ -83,8 +95,9 @@ class _CosineHead(Head, abc.ABC):
         nn.init.xavier_uniform_(self.weight)
 
     def cosine(self, features: Tensor) -> Tensor:
-        """``cos(theta)`` between each feature vector and each class weight, ``(B, C)``."""
-        return nnf.linear(nnf.normalize(features.float()), nnf.normalize(self.weight.float()))
+        """``cos(theta)`` between each feature vector and each class weight, ``(B, C)``, fp32."""
+        with fp32(features):  # autocast would run linear in bf16 despite the .float()
+            return nnf.linear(nnf.normalize(features.float()), nnf.normalize(self.weight.float()))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.scale * self.cosine(features)
@@ -94,12 +107,13 @@ class _CosineHead(Head, abc.ABC):
         """The margin-penalized cosine of the target class (``cos`` of the targets)."""
 
     def loss(self, features: Tensor, logits: Tensor, labels: Tensor) -> Tensor:
-        cos = logits.float() / self.scale  # exact: logits are scale * cos
-        target = cos.gather(1, labels[:, None])
-        margined = cos.scatter(1, labels[:, None], self.target_logit(target))
-        return nnf.cross_entropy(
-            self.scale * margined, labels, label_smoothing=self.label_smoothing
-        )
+        with fp32(logits):
+            cos = logits.float() / self.scale  # exact: logits are scale * cos
+            target = cos.gather(1, labels[:, None])
+            margined = cos.scatter(1, labels[:, None], self.target_logit(target))
+            return nnf.cross_entropy(
+                self.scale * margined, labels, label_smoothing=self.label_smoothing
+            )
 
 
 class CosFace(_CosineHead):
@@ -143,7 +157,8 @@ class ArcFace(_CosineHead):
         self.mm = math.sin(math.pi - margin) * margin
 
     def target_logit(self, cos: Tensor) -> Tensor:
-        sin = torch.sqrt((1.0 - cos * cos).clamp(0.0, 1.0))
+        # floor above 0: at cos == +-1 (a perfect match, or rounding) sqrt's slope is infinite
+        sin = torch.sqrt((1.0 - cos * cos).clamp(SIN2_FLOOR, 1.0))
         phi = cos * self.cos_m - sin * self.sin_m
         if self.easy_margin:
             return torch.where(cos > 0, phi, cos)

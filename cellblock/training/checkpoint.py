@@ -10,10 +10,11 @@ be read (truncated, not a zip, not ours, not matching its sidecar) is an
 ``UnreadableCheckpointError``, one made for other classes or channels a ``UserError``;
 both name the file.
 
-Resuming a run (:func:`resume_point`) sets an unreadable checkpoint aside as
-``checkpoint_N.pt.corrupt`` and continues from the newest intact one: a disk that
-filled up or a node that lost power while the last checkpoint was written costs the
-iterations since the one before, not the run. Prediction keeps refusing such a file.
+Resuming a run (:func:`resume_point`) sets an unreadable checkpoint (or one with
+non-finite weights) aside as ``checkpoint_N.pt.corrupt`` and continues from the newest
+intact one: a disk that filled up or a node that lost power while the last checkpoint
+was written costs the iterations since the one before, not the run. Prediction keeps
+refusing such a file.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "code_version",
     "latest_checkpoint",
     "load_checkpoint",
+    "nonfinite",
     "resolve_checkpoint",
     "resume_point",
     "save_checkpoint",
@@ -231,6 +233,12 @@ def load_checkpoint(path: Path | str, expect: dict[str, Any] | None = None) -> d
 RESUME_KEYS = ("net.head", "net.embedding_dim", "net.pool", "train.optimizer", "train.schedule")
 
 
+def nonfinite(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``tensors`` holding NaN or infinity."""
+    bad = (k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all())
+    return list(bad)
+
+
 def check_compatible(stored: dict[str, Any], expect: dict[str, Any], path: Path | str) -> None:
     """Raise ``UserError`` naming ``path`` and both values if this run cannot resume it."""
     have, want = stored.get("net", {}), expect["net"]
@@ -272,8 +280,9 @@ def resume_point(
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """The newest intact checkpoint of ``run_dir`` and its state; (None, None) if none.
 
-    Unreadable checkpoints newer than it are set aside (:func:`set_aside`) with a
-    warning naming them.
+    Unreadable checkpoints newer than it, and those with non-finite weights (resumed,
+    they would fail again, forever), are set aside (:func:`set_aside`) with a warning
+    naming them.
 
     Args:
         run_dir: The run folder.
@@ -289,11 +298,15 @@ def resume_point(
     skipped = False
     for path in reversed(checkpoints(run_dir)):
         try:
-            return path, load_checkpoint(path, expect=expect)
+            state = load_checkpoint(path, expect=expect)
+            if not (bad := nonfinite(state["model"])):
+                return path, state
+            why = f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (first: {bad[0]})"
         except UnreadableCheckpointError as e:
-            skipped = True
-            if rename:
-                log.warning("%s; set aside as %s", e, set_aside(path).name)
+            why = str(e)
+        skipped = True
+        if rename:
+            log.warning("%s; set aside as %s", why, set_aside(path).name)
     if skipped:
         log.warning("%s: no intact checkpoint left: training from scratch", run_dir)
     return None, None

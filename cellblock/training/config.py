@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cellblock.configtools import config_from_dict
+from cellblock.devices import PRECISIONS
 from cellblock.errors import ConfigError
 
 __all__ = ["DEVICES", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
@@ -20,6 +21,7 @@ __all__ = ["DEVICES", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_LR = 10  # the peak rate after lr_reference_batch scaling, too: beyond it weights blow up
 
 
 def _int(lo: int):
@@ -44,7 +46,7 @@ def _one_of(options: tuple[str, ...]):
 
 _CHECKS = {
     "batch_size": _int(1),
-    "lr": _float(0, 10),
+    "lr": _float(0, MAX_LR),
     "lr_reference_batch": (
         lambda v: v is None or (isinstance(v, int) and v >= 1),
         "null or an integer >= 1",
@@ -66,6 +68,7 @@ _CHECKS = {
     "workers": _int(0),
     "device": _one_of(DEVICES),
     "amp": _bool(),
+    "precision": _one_of(PRECISIONS),
     "channels_last": _bool(),
     "compile": _bool(),
     "tensorboard": _bool(),
@@ -100,7 +103,8 @@ class TrainConfig:
     seed: int = 0  # model init, data order, augmentation
     workers: int = 2  # DataLoader processes; 0 = load in the training process
     device: str = "auto"  # "auto" (CUDA if there is one) | "cpu" | "cuda"
-    amp: bool = True  # bf16 autocast; CUDA only (ignored on CPU)
+    amp: bool = True  # false: fp32 whatever ``precision`` says (older setups)
+    precision: str = "auto"  # auto: bf16 on GPUs with it, else fp16 + GradScaler; fp32 on CPU
     channels_last: bool = True  # NHWC memory format; CUDA only (ignored on CPU)
     compile: bool = False  # torch.compile the network (slow start, faster steps on GPU)
     tensorboard: bool = True  # also log to RUN/tensorboard (log.csv is always written)
@@ -110,6 +114,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not ok(value):
                 raise ConfigError(f"train config: {name} must be {what}, got {value!r}")
+        self.peak_lr()  # one process already above the cap: say so before any job starts
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "train config") -> TrainConfig:
@@ -133,7 +138,19 @@ class TrainConfig:
         return self.batch_size * self.grad_accum * world_size
 
     def peak_lr(self, world_size: int = 1) -> float:
-        """``lr``, scaled with the global batch if ``lr_reference_batch`` is set."""
+        """``lr``, scaled with the global batch if ``lr_reference_batch`` is set.
+
+        Raises:
+            ConfigError: The scaled rate is above ``MAX_LR`` (the cap ``lr`` has).
+        """
         if self.lr_reference_batch is None:
             return self.lr
-        return self.lr * self.global_batch(world_size) / self.lr_reference_batch
+        batch = self.global_batch(world_size)
+        peak = self.lr * batch / self.lr_reference_batch
+        if peak > MAX_LR:
+            raise ConfigError(
+                f"train config: effective lr {self.lr:g} x global batch {batch} / "
+                f"lr_reference_batch {self.lr_reference_batch} = {peak:g} must be <= "
+                f"{MAX_LR:g}; lower train.lr or raise train.lr_reference_batch"
+            )
+        return peak

@@ -23,6 +23,7 @@ import torch
 from cellblock.data.normalize import BatchNormalizer
 from cellblock.nets.bnstats import Buffers, estimate_bn_stats, using_bn_buffers
 from cellblock.nets.models import Net
+from cellblock.precision import autocast as amp
 
 __all__ = ["group_statistics", "validate"]
 
@@ -90,7 +91,7 @@ def validate(
     normalize: BatchNormalizer,
     cell_types: dict[int, str],
     device: torch.device,
-    autocast: bool = False,
+    autocast: torch.dtype | None = None,
     channels_last: bool = False,
     well_types: Mapping[int, str] | None = None,
     bn_groups: Mapping[int, str] | None = None,
@@ -104,7 +105,7 @@ def validate(
         normalize: Turns the uint8 batches into the network's inputs (on ``device``).
         cell_types: Site-table index label -> cell type, for the per-cell-type accuracy.
         device: Where the network is.
-        autocast: bf16 autocast (CUDA).
+        autocast: The autocast dtype (training's, ``cellblock.precision``); None: fp32.
         channels_last: Convert images to channels-last memory format.
         well_types: Site-table index label -> well type (``treatment``,
             ``positive_control``, ...), for the treatment/control split; None: no split.
@@ -126,14 +127,14 @@ def validate(
     try:
         stats: dict[str, Buffers] = {}
         if bn_groups is not None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            with amp(device, autocast):
                 stats = group_statistics(net, batches, bn_groups, prepare)
         for images, labels, index in batches:
             inputs, sites = prepare(images, index)
             labels = torch.from_numpy(labels).to(device, non_blocking=True)
             with (
                 _statistics_of(net, stats, bn_groups, index),
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
+                amp(device, autocast),
             ):
                 out = net(inputs)
                 loss = net.loss(out, labels.repeat_interleave(sites))

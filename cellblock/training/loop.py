@@ -81,10 +81,8 @@ def _prepare(
         init_weights(net, init_from, cfg.to_resolved())
     st = new_state(net, cfg, data.normalize, env, device)
     if state is not None:
-        writers = restore(st, state, env)
-        if writers != env.world_size:
-            log.warning("%s was written by %d processes, resuming with %d: not bit-exact",
-                        latest, writers, env.world_size)  # fmt: skip
+        for note in restore(st, state, env):
+            log.warning("rank %d, %s: %s", env.rank, latest, note)
         log.info("resumed from %s", latest)
     st.window = LogWindow.resume(state)
     wrap_model(st, env, compile=cfg.train.compile)
@@ -139,7 +137,7 @@ def _validate(run: RunContext, st: TrainState, done: int) -> dict[str, Any]:
     """
     assert run.log is not None and run.val_batches is not None
     metrics = validate(st.net, run.val_batches, normalize=st.normalize,
-                       cell_types=run.data.cell_types, device=st.device, autocast=st.amp,
+                       cell_types=run.data.cell_types, device=st.device, autocast=st.dtype,
                        channels_last=st.channels_last, well_types=run.data.well_types,
                        bn_groups=run.data.bn_groups)  # fmt: skip
     run.log.log_val({"iteration": done, **metrics})

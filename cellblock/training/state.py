@@ -104,8 +104,9 @@ class TrainState:
         augment: The batch augmentation (on the device; its generator is checkpointed).
         normalize: Turns uint8 batches into the network's inputs (on the device).
         device: Where training runs.
-        amp: bf16 autocast (CUDA only).
+        dtype: The autocast dtype (``cellblock.precision``); None: fp32, no autocast.
         channels_last: Channels-last memory format (CUDA only).
+        scaler: The fp16 gradient scaler (checkpointed); None in bf16 and fp32.
         window: The ``log.csv`` row being accumulated.
     """
 
@@ -116,8 +117,9 @@ class TrainState:
     augment: BatchAugment
     normalize: BatchNormalizer
     device: torch.device
-    amp: bool
+    dtype: torch.dtype | None
     channels_last: bool
+    scaler: torch.amp.GradScaler | None = None  # fp16: scales the loss, skips inf steps
     window: LogWindow = field(default_factory=LogWindow)
 
 

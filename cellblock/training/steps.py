@@ -22,6 +22,7 @@ from cellblock.data.augment import BatchAugment
 from cellblock.data.normalize import BatchNormalizer
 from cellblock.errors import UserError
 from cellblock.nets.models import Net
+from cellblock.precision import autocast, autocast_dtype, device_precision
 from cellblock.training import checkpoint as ckpt
 from cellblock.training.distributed import DistEnv
 from cellblock.training.evaluate import flatten_sites
@@ -72,22 +73,28 @@ def new_state(
         device: Where training runs.
     """
     t, cuda = cfg.train, device.type == "cuda"
-    amp, channels_last = t.amp and cuda, t.channels_last and cuda
+    dtype = autocast_dtype(device_precision(t.precision if t.amp else "fp32", device))
+    channels_last = t.channels_last and cuda
     memory = torch.channels_last if channels_last else torch.preserve_format
     # torch accepts memory_format (Module.to's typed overloads leave it out)
     net.to(device, memory_format=memory)  # type: ignore[call-overload]
     augment = BatchAugment(cfg.data.augment, cfg.data.crop, t.seed + env.rank).to(device)
     normalize = normalize.to(device)
     optimizer = make_optimizer(net.parameters(), t, env.world_size)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     return TrainState(
         net=net, model=net, optimizer=optimizer, scheduler=make_scheduler(optimizer, t),
-        augment=augment, normalize=normalize, device=device, amp=amp,
-        channels_last=channels_last,
+        augment=augment, normalize=normalize, device=device, dtype=dtype,
+        channels_last=channels_last, scaler=scaler,
     )  # fmt: skip
 
 
-def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> int:
+def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> list[str]:
     """Load a checkpoint's model, optimizer, scheduler, and this rank's RNG and augmentation.
+
+    A checkpoint of N ranks resumed by M processes: rank r < N takes rank r's RNG and
+    augmentation states; a rank r >= N has none of its own and is seeded afresh from
+    (seed, rank, iteration), so no two ranks draw the same numbers.
 
     Args:
         st: The state to load into (before :func:`wrap_model`).
@@ -95,16 +102,34 @@ def restore(st: TrainState, state: dict[str, Any], env: DistEnv) -> int:
         env: The data-parallel environment (this rank takes its own share).
 
     Returns:
-        How many processes wrote the checkpoint (not ``env.world_size``: not bit-exact).
+        What this rank could not restore exactly (empty: a bit-exact resume).
     """
     st.net.load_state_dict(state["model"])
     st.optimizer.load_state_dict(state["optimizer"])
     st.scheduler.load_state_dict(state["scheduler"])
+    if st.scaler is not None and "grad_scaler" in state:
+        st.scaler.load_state_dict(state["grad_scaler"])
     ranks = state.get("ranks") or [{"rng": state["rng"], "augment": state["augment"]}]
-    mine = ranks[env.rank % len(ranks)]
+    notes = []
+    if len(ranks) != env.world_size:
+        notes.append(
+            f"written by {len(ranks)} process(es), resuming with {env.world_size}: "
+            f"not bit-exact (batches are split over the ranks)"
+        )
+        if env.is_main and len(ranks) > env.world_size:
+            notes.append(
+                f"ranks {env.world_size}..{len(ranks) - 1}'s RNG and augmentation "
+                f"states are not used"
+            )
+    if env.rank >= len(ranks):
+        seed = int(state["config"].get("train", {}).get("seed", 0))
+        fresh = seed + env.rank + 1_000_003 * int(state["iteration"])
+        seed_all(fresh)
+        st.augment.generator.manual_seed(fresh)
+        return [*notes, f"no RNG or augmentation state of rank {env.rank}: seeded afresh"]
+    mine = ranks[env.rank]
     st.augment.load_state_dict(mine["augment"])
-    set_rng_state(mine["rng"])
-    return len(ranks)
+    return notes + set_rng_state(mine["rng"])
 
 
 def wrap_model(st: TrainState, env: DistEnv, *, compile: bool) -> None:
@@ -152,19 +177,39 @@ def train_step(
         images = st.augment(images)
         if st.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(st.device.type, dtype=torch.bfloat16, enabled=st.amp):
+        with autocast(st.device, st.dtype):
             out = st.model(images)
             loss = st.net.loss(out, labels) / grad_accum
-        loss.backward()
+        (loss if st.scaler is None else st.scaler.scale(loss)).backward()
         step_loss += loss.item()
     if not math.isfinite(step_loss):
         raise UserError(f"loss is {step_loss} at iteration {done}; lower train.lr")
+    if st.scaler is not None:
+        st.scaler.unscale_(st.optimizer)  # clip the true gradients
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(st.net.parameters(), grad_clip)
-    st.optimizer.step()
+    if st.scaler is None:
+        st.optimizer.step()
+    else:  # skips the step where fp16 gradients overflowed, and lowers the scale
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
     st.scheduler.step()
     st.window.add(step_loss)
     return Step(loss=step_loss, lr=lr, batch=(images, labels, index), logits=out.logits)
+
+
+def check_finite(st: TrainState, done: int) -> None:
+    """Raise ``UserError`` if a weight of ``st.net`` holds NaN or infinity at ``done``."""
+    bad = ckpt.nonfinite(st.net.state_dict())
+    if not bad:
+        return
+    lr = st.optimizer.param_groups[0]["lr"]
+    cause = "fp16 overflow or " if st.dtype == torch.float16 else ""
+    raise UserError(
+        f"iteration {done}: {len(bad)} weight tensor(s) hold NaN or infinity (first: "
+        f"{bad[0]}); not saved. Likely cause: {cause}a learning rate too high for this run "
+        f"(now {lr:g}): lower train.lr and rerun (it resumes from the last finite checkpoint)"
+    )
 
 
 def save_state(
@@ -179,11 +224,18 @@ def save_state(
         run_dir: The run folder.
         done: The iteration just finished.
         resolved: The resolved config, stored in the checkpoint.
+
+    Raises:
+        UserError: Weights that are not finite (every rank: they hold the same weights),
+            naming the iteration and the likely cause; nothing is saved.
     """
+    check_finite(st, done)
     mine = {"rng": get_rng_state(), "augment": st.augment.state_dict()}
     ranks = env.gather(mine)
     if env.is_main:
         extra = {"log_window": st.window.saved()}
+        if st.scaler is not None:
+            extra["grad_scaler"] = st.scaler.state_dict()
         ckpt.save_checkpoint(
             run_dir, iteration=done, model=st.net, optimizer=st.optimizer,
             scheduler=st.scheduler, augment=st.augment, config=resolved,
