@@ -75,8 +75,6 @@ def bench_blockwise(args, out: Path, workers: int, block_wells: int | None) -> d
     assert summary.ok, summary.format()
     return {"sites": summary.sites, "busy_s": summary.busy_s, "wall_s": time.time() - launched,
             "cpu_s": summary.cpu_s + summary.driver_cpu_s, "driver_cpu_s": summary.driver_cpu_s,
-            "between_blocks_ms": 1000 * (workers * summary.busy_s - summary.block_s)
-            / summary.blocks,
             "first_block_s": summary.first_block_s, "blocks": summary.blocks,
             "block": "x".join(map(str, plan.grid.block[1:]))}  # fmt: skip
 
@@ -139,9 +137,9 @@ def _median(values) -> float:
 def table(runs: list[list[dict]]) -> list[str]:
     """One row per configuration: medians over rounds; ratios paired with the same round's scan."""
     out = ["| method | workers x torch threads | block (rows x wells) | blocks | img/s while "
-           "predicting | vs scan | img per CPU-second | vs scan | between blocks, ms per block "
+           "predicting | vs scan | img per CPU-second | vs scan "
            "| daisy server CPU | launch to first block | wall, launch to end |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     scans = runs[0]
     for results in runs:
         r = results[0]
@@ -151,16 +149,15 @@ def table(runs: list[list[dict]]) -> list[str]:
         cpu_rate = _median(map(_cpu_rate, results))
         cpu_ratio = _median(_cpu_rate(x) / _cpu_rate(s) for x, s in pairs)
         if r["method"] == "scan":
-            gap = server = first = "-"
+            server = first = "-"
         else:
-            gap = f"{_median(x['between_blocks_ms'] for x in results):.1f}"
             share = _median(x["driver_cpu_s"] / x["cpu_s"] for x in results)
             server = f"{100 * share:.1f}%"
             first = f"{_median(x['first_block_s'] for x in results):.1f} s"
         wall = _median(x["wall_s"] for x in results)
         out.append(f"| {r['method']} | {r['workers']} x {r['threads']} | {r.get('block', '-')} "
                    f"| {r.get('blocks', '-')} | {rate:.0f} | **{ratio:.2f}x** | {cpu_rate:.0f} "
-                   f"| **{cpu_ratio:.2f}x** | {gap} | {server} | {first} "
+                   f"| **{cpu_ratio:.2f}x** | {server} | {first} "
                    f"| {wall:.1f} s |")  # fmt: skip
     return out
 
@@ -219,9 +216,9 @@ def main() -> int:
         "start-up excluded; "
         "img per CPU-second: sites over the CPU time of the workers' blocks plus the driver "
         "(daisy's server) during the run (scan: its loop), less moved by other users' load; "
-        "between blocks: the workers' time in the processing window outside blocks (daisy's "
-        "acquire/release round trip; with 2 workers also the wait for the last block), per "
-        "block; daisy server CPU: the driver's CPU time during the run, as a share of the "
+        "(a worker's blocks overlap: the next one's sites are read while this one computes "
+        "and the last one is written, so there is no time between blocks to report); "
+        "daisy server CPU: the driver's CPU time during the run, as a share of the "
         "workers'; "
         "launch to first block: driver call to the first finished block (workers start an "
         f"interpreter, import torch/timm, load the checkpoint). Every process (scan, each CPU "
