@@ -6,7 +6,7 @@ Side by side in one run, on the same dataset, checkpoint, TTA and batch size:
   scan        03_predict/predict_scan.py (cellblock.blockwise.scan) in a fresh process,
               plate after plate
   blockwise   cellblock.blockwise.driver.predict_blockwise: persistent daisy workers
-              (1 or 2, each with --threads torch threads), blocks of one plate row or of a
+              (1 or 2, each with --threads torch threads), blocks of the default size or of a
               whole plate
 
 Throughput is sites per second while predicting: for the scan, the prediction loop
@@ -205,8 +205,8 @@ def main() -> int:
         f"{rows[0][0]['sites']} sites "
         f"(split {args.split}) of `{_short(args.data)}`, checkpoint `{_short(args.run)}`, TTA "
         f"{args.tta}, batch {args.batch_size}; medians of {args.rounds} round-robin rounds (ratios "
-        "paired with the same round's scan). A plate "
-        "row is the default block; `10000` wells makes a block of a whole plate.",
+        "paired with the same round's scan). The default block is whole plate rows holding a "
+        "batch of sites; `10000` wells makes a block of a whole plate.",
         "",
         *table(rows),
         "",
