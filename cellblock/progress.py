@@ -114,7 +114,10 @@ class LogBar:
     def __enter__(self) -> LogBar:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # a failed stage ends with its one error line, no other
+            self.closed = True
+            return
         self.close()
 
 

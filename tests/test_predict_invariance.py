@@ -54,9 +54,23 @@ def plate_run(tiny_packed, tmp_path_factory) -> Path:
 
 
 def _args(run: Path, data: Path, out: Path, batch: int, *extra: str) -> list[str]:
-    return ["--run", str(run), "--data", str(data), "--out", str(out), "--split", "test",
-            "--experiments", ",".join(PLATES), "--tta", "flips", "--batch-size", str(batch),
-            *extra]  # fmt: skip
+    return [
+        "--run",
+        str(run),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--split",
+        "test",
+        "--experiments",
+        ",".join(PLATES),
+        "--tta",
+        "flips",
+        "--batch-size",
+        str(batch),
+        *extra,
+    ]
 
 
 def _blockwise(run: Path, data: Path, out: Path, batch: int, *extra: str):
@@ -75,17 +89,21 @@ def reference(plate_run, tiny_packed, tmp_path_factory) -> Path:
 
 def _assert_same_answer(got: dict, want: dict, what: str) -> None:
     """Logits within 1e-5 relative (of the plate's scale); float16 embeddings within one
-    float16 step; holes in the same places."""
+    float16 step of the float32 values' own 1e-5 (of the plate's scale); holes in the same
+    places. (Two float32 values 1e-7 apart can round to float16 values several steps
+    apart where the values are small, so the step is counted beyond the float32 error.)"""
     assert got.keys() == want.keys(), what
     for key in want:
         (lg, em), (lw, ew) = got[key], want[key]
         assert np.array_equal(np.isnan(lg), np.isnan(lw)), (what, key)
         scale = float(np.nanmax(np.abs(lw)))
-        np.testing.assert_allclose(lg, lw, rtol=1e-5, atol=1e-5 * scale, equal_nan=True,
-                                   err_msg=f"{what}: {key} logits")  # fmt: skip
+        np.testing.assert_allclose(
+            lg, lw, rtol=1e-5, atol=1e-5 * scale, equal_nan=True, err_msg=f"{what}: {key} logits"
+        )
         a, b = em.astype(np.float32), ew.astype(np.float32)
         step = np.spacing(np.nan_to_num(np.maximum(np.abs(em), np.abs(ew)))).astype(np.float32)
-        ok = (np.abs(a - b) <= step) | (np.isnan(a) & np.isnan(b))
+        tolerance = step + 1e-5 * float(np.nanmax(np.abs(b)))
+        ok = (np.abs(a - b) <= tolerance) | (np.isnan(a) & np.isnan(b))
         assert ok.all(), f"{what}: {key} embeddings differ by more than a float16 step"
 
 
@@ -124,8 +142,10 @@ def test_the_answer_does_not_depend_on_how_prediction_runs(
     _assert_same_answer(_load(whole), want, "2 workers, a plate per block, batch 1")
     # a worker killed mid-run: its blocks are retried elsewhere, the answer stays
     killed = tmp_path / "killed"
-    args = [str(BLOCKWISE), *_args(plate_run, tiny_packed, killed, 7, "--workers", "2",
-                                    "--block-wells", "2")]  # fmt: skip
+    args = [
+        str(BLOCKWISE),
+        *_args(plate_run, tiny_packed, killed, 7, "--workers", "2", "--block-wells", "2"),
+    ]
     proc = _start(args, tmp_path / "driver.log", "sleep=0.3")
     try:
         _wait_for(lambda: _lines(killed) >= 2 and len(_worker_pids(killed)) == 2, 180, "workers")
@@ -214,8 +234,18 @@ def test_a_rerun_repairs_deleted_chunks_and_the_ensemble_names_holes(
     row, col = (int(x) for x in embeddings_chunk.parts[-4:-2])
     embeddings_chunk.unlink()
     # the ensemble names the hole in the embeddings: plate, well and site
-    e = _run([str(ENSEMBLE), str(out), "--data", str(tiny_packed), "--out",
-              str(tmp_path / "ens"), "--experiments", PLATES[0]])  # fmt: skip
+    e = _run(
+        [
+            str(ENSEMBLE),
+            str(out),
+            "--data",
+            str(tiny_packed),
+            "--out",
+            str(tmp_path / "ens"),
+            "--experiments",
+            PLATES[0],
+        ]
+    )
     assert e.returncode != 0
     well = fmt.well_name(row, col)
     assert f"plate {PLATES[0]} have no embeddings (first: well {well} site 1)" in e.stderr
