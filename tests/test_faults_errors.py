@@ -52,8 +52,10 @@ def test_resume_with_another_optimizer_is_refused_naming_both(run3, tiny_packed,
     assert "KeyError" not in r.stderr
     # nothing was written: the run resumes as it was
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == [checkpoint.name]
-    for name, value, before in [("train.schedule", "onecycle", "cosine"),
-                                ("net.head", "cosface", "softmax")]:  # fmt: skip
+    for name, value, before in [
+        ("train.schedule", "onecycle", "cosine"),
+        ("net.head", "cosface", "softmax"),
+    ]:
         pattern = rf"checkpoint made with {name}={before}, this run has {name}={value};"
         with pytest.raises(UserError, match=pattern):
             train_main(SETUP, args(6, tiny_packed, run, "--set", f"{name}={value}"))
@@ -91,7 +93,12 @@ def test_exponent_numbers_are_numbers_in_the_file_and_on_the_command_line(tiny_p
     train = load_setup_config(setup)["train"]
     assert train["lr"] == 3e-4 and train["weight_decay"] == 0.01
     assert parse_overrides(["a=1e6", "b=-2.5e-3", "c=1e", "d=12", "e='1e6'"]) == {
-        "a": 1e6, "b": -2.5e-3, "c": "1e", "d": 12, "e": "1e6"}  # fmt: skip
+        "a": 1e6,
+        "b": -2.5e-3,
+        "c": "1e",
+        "d": 12,
+        "e": "1e6",
+    }
     out = tmp_path / "run"
     sets = ["--set", "train.lr=2e-3", "--set", "train.weight_decay=1e-2"]
     r = run_script(TRAIN, *args(1, tiny_packed, out, *sets))

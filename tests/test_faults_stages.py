@@ -97,8 +97,7 @@ def _complete_plates(images: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_stopped_pack_leaves_no_process_and_reruns_at_once(tiny_raw, tiny_packed, tmp_path, sig):
     out = tmp_path / "dataset"
-    cmd = [sys.executable, str(PACK), "--raw", str(tiny_raw), "--out", str(out),
-           "--workers", "2"]  # fmt: skip
+    cmd = [sys.executable, str(PACK), "--raw", str(tiny_raw), "--out", str(out), "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: set[int] = set()
     try:

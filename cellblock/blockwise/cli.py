@@ -111,10 +111,21 @@ def _plan(args: argparse.Namespace, block_wells: int | None, project: Project | 
     """The plan of a command line; ``--project`` wins over the caller's ``project``."""
     if args.project or project is None:
         project = Project.locate(args.project)
-    return make_plan(args.run, args.data, args.out, iteration=args.iteration, split=args.split,
-                     experiments=args.experiments, tta=args.tta, batch_size=args.batch_size,
-                     block_wells=block_wells, setup=args.setup, readers=args.readers,
-                     compile=args.compile, project=project)  # fmt: skip
+    return make_plan(
+        args.run,
+        args.data,
+        args.out,
+        iteration=args.iteration,
+        split=args.split,
+        experiments=args.experiments,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        block_wells=block_wells,
+        setup=args.setup,
+        readers=args.readers,
+        compile=args.compile,
+        project=project,
+    )
 
 
 def blockwise_main(argv: Sequence[str] | None = None, project: Project | None = None) -> int:

@@ -132,9 +132,14 @@ def _repair(plan: Plan, tracking: Path) -> int:
 
         fmt = PackedDataset(plan.dataset).info.plate_format
         key, row, col = repaired[0]
-        log.warning("%d done block(s) have missing or damaged chunks in %s (first: %s well %s);"
-                    " predicting them again", len(repaired), plan.store, key,
-                    fmt.well_name(row, col))  # fmt: skip
+        log.warning(
+            "%d done block(s) have missing or damaged chunks in %s (first: %s well %s);"
+            " predicting them again",
+            len(repaired),
+            plan.store,
+            key,
+            fmt.well_name(row, col),
+        )
     return len(repaired)
 
 
@@ -213,7 +218,18 @@ def predict_blockwise(plan: Plan, opts: LaunchOptions, launched: float | None = 
         after = done_count(tracking)
         lines = read_block_lines(plan.state_dir, plan.run_id)
         records = read_failures(plan.state_dir)
-    return RunSummary.build(plan.grid, result, done_before=before, done_after=after, lines=lines,
-                            records=records, seconds=seconds, driver_cpu_s=cpu, started=launched,
-                            workers=workers, store=plan.store, log_dir=plan.log_dir,
-                            repaired=repaired)  # fmt: skip
+    return RunSummary.build(
+        plan.grid,
+        result,
+        done_before=before,
+        done_after=after,
+        lines=lines,
+        records=records,
+        seconds=seconds,
+        driver_cpu_s=cpu,
+        started=launched,
+        workers=workers,
+        store=plan.store,
+        log_dir=plan.log_dir,
+        repaired=repaired,
+    )

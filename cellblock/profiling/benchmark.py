@@ -211,10 +211,22 @@ def run_benchmark(
     pairs = read_relationships(relationships) if relationships else None
     with output_folder(out, "benchmark", OUTPUTS) as folder:  # one writer; old outputs gone
         packed = PackedDataset(data)
-        models = [_score_model(name, path, packed, pairs, split=split, align=align,
-                               profile_dim=profile_dim, null_size=null_size,
-                               rotation_sites=rotation_sites, seed=seed, device=device)
-                  for name, path in zip(names, inputs, strict=True)]  # fmt: skip
+        models = [
+            _score_model(
+                name,
+                path,
+                packed,
+                pairs,
+                split=split,
+                align=align,
+                profile_dim=profile_dim,
+                null_size=null_size,
+                rotation_sites=rotation_sites,
+                seed=seed,
+                device=device,
+            )
+            for name, path in zip(names, inputs, strict=True)
+        ]
         bench: dict[str, Any] = {
             "dataset": str(packed.path.resolve()),
             "split": split,

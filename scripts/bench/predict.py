@@ -136,10 +136,12 @@ def _median(values) -> float:
 
 def table(runs: list[list[dict]]) -> list[str]:
     """One row per configuration: medians over rounds; ratios paired with the same round's scan."""
-    out = ["| method | workers x torch threads | block (rows x wells) | blocks | img/s while "
-           "predicting | vs scan | img per CPU-second | vs scan "
-           "| daisy server CPU | launch to first block | wall, launch to end |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    out = [
+        "| method | workers x torch threads | block (rows x wells) | blocks | img/s while "
+        "predicting | vs scan | img per CPU-second | vs scan "
+        "| daisy server CPU | launch to first block | wall, launch to end |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     scans = runs[0]
     for results in runs:
         r = results[0]
