@@ -42,11 +42,11 @@ def descendants(root: int) -> set[int]:
             continue
         if fields[0] != "Z":
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
+    found, pending = set(), [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
             found.add(child)
-            todo.append(child)
+            pending.append(child)
     return found
 
 
